@@ -1,0 +1,1 @@
+fn main() { rebalance_build::link_libtorch(); }

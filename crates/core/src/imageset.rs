@@ -1,0 +1,312 @@
+//! Image sets: one `.safetensors` file with `images` u8 `[N, C, H, W]`, `labels` i64 `[N]`
+//! and the metadata key `classes` (a JSON list of class names, index = label).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use thiserror::Error;
+
+use crate::CONTRACT_VERSION;
+
+/// Everything that can be wrong with an image set on disk or in memory.
+#[derive(Debug, Error)]
+pub enum ContractError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a safetensors file: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{path}: tensor `{name}` is missing (an image set holds `images` and `labels`)")]
+    MissingTensor { path: PathBuf, name: &'static str },
+    #[error("{path}: tensor `{name}` has dtype {found}, expected {expected}")]
+    Dtype {
+        path: PathBuf,
+        name: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("{path}: {reason}")]
+    Shape { path: PathBuf, reason: String },
+    #[error("{path}: metadata `classes` {reason}")]
+    Classes { path: PathBuf, reason: String },
+    #[error("{path}: label {label} at index {index} is outside the {n_classes} classes")]
+    Label {
+        path: PathBuf,
+        index: usize,
+        label: i64,
+        n_classes: usize,
+    },
+}
+
+/// An in-memory image set. Pixels are u8, channel-first, images stored back to back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSet {
+    pub images: Vec<u8>,
+    pub labels: Vec<i64>,
+    pub classes: Vec<String>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageSet {
+    /// An empty set with the given geometry and classes.
+    pub fn empty(classes: Vec<String>, channels: usize, height: usize, width: usize) -> Self {
+        Self {
+            images: Vec::new(),
+            labels: Vec::new(),
+            classes,
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Bytes per image (C·H·W).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels of image `i`, channel-first.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// Append one image; its length must be C·H·W.
+    pub fn push(&mut self, pixels: &[u8], label: i64) {
+        assert_eq!(pixels.len(), self.image_len(), "image length mismatch");
+        self.images.extend_from_slice(pixels);
+        self.labels.push(label);
+    }
+
+    /// Images per class, indexed by label.
+    pub fn counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+
+    /// Check the invariants that readers rely on.
+    pub fn validate(&self, path: &Path) -> Result<(), ContractError> {
+        let shape_err = |reason: String| ContractError::Shape {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.channels != 1 && self.channels != 3 {
+            return Err(shape_err(format!(
+                "images have {} channels, expected 1 or 3",
+                self.channels
+            )));
+        }
+        if self.images.len() != self.labels.len() * self.image_len() {
+            return Err(shape_err(format!(
+                "{} pixel bytes do not make {} images of {}x{}x{}",
+                self.images.len(),
+                self.labels.len(),
+                self.channels,
+                self.height,
+                self.width
+            )));
+        }
+        if self.classes.is_empty() {
+            return Err(ContractError::Classes {
+                path: path.to_path_buf(),
+                reason: "is empty".into(),
+            });
+        }
+        for (index, &label) in self.labels.iter().enumerate() {
+            if label < 0 || label as usize >= self.classes.len() {
+                return Err(ContractError::Label {
+                    path: path.to_path_buf(),
+                    index,
+                    label,
+                    n_classes: self.classes.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialise to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ContractError> {
+        let path = Path::new("<memory>");
+        self.validate(path)?;
+        let labels: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let fmt = |e: safetensors::SafeTensorError| ContractError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let images = safetensors::tensor::TensorView::new(
+            Dtype::U8,
+            vec![self.len(), self.channels, self.height, self.width],
+            &self.images,
+        )
+        .map_err(fmt)?;
+        let labels = safetensors::tensor::TensorView::new(Dtype::I64, vec![self.len()], &labels)
+            .map_err(fmt)?;
+        let mut meta = HashMap::new();
+        meta.insert(
+            "classes".to_string(),
+            serde_json::to_string(&self.classes).expect("strings serialise"),
+        );
+        meta.insert("contract_version".to_string(), CONTRACT_VERSION.to_string());
+        safetensors::serialize([("images", images), ("labels", labels)], Some(meta)).map_err(fmt)
+    }
+
+    /// Write atomically to `path`.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        crate::write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Parse safetensors bytes; `path` is used in error messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ContractError> {
+        let p = || path.to_path_buf();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ContractError::Format {
+            path: p(),
+            reason: e.to_string(),
+        })?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| ContractError::Format {
+            path: p(),
+            reason: e.to_string(),
+        })?;
+        let classes_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("classes"))
+            .ok_or_else(|| ContractError::Classes {
+                path: p(),
+                reason: "is missing".into(),
+            })?;
+        let classes: Vec<String> =
+            serde_json::from_str(classes_json).map_err(|e| ContractError::Classes {
+                path: p(),
+                reason: format!("is not a JSON list of strings: {e}"),
+            })?;
+        let images = st
+            .tensor("images")
+            .map_err(|_| ContractError::MissingTensor {
+                path: p(),
+                name: "images",
+            })?;
+        let labels = st
+            .tensor("labels")
+            .map_err(|_| ContractError::MissingTensor {
+                path: p(),
+                name: "labels",
+            })?;
+        if images.dtype() != Dtype::U8 {
+            return Err(ContractError::Dtype {
+                path: p(),
+                name: "images",
+                found: format!("{:?}", images.dtype()),
+                expected: "U8",
+            });
+        }
+        if labels.dtype() != Dtype::I64 {
+            return Err(ContractError::Dtype {
+                path: p(),
+                name: "labels",
+                found: format!("{:?}", labels.dtype()),
+                expected: "I64",
+            });
+        }
+        let &[n, c, h, w] = images.shape() else {
+            return Err(ContractError::Shape {
+                path: p(),
+                reason: format!("`images` has shape {:?}, expected [N, C, H, W]", images.shape()),
+            });
+        };
+        if labels.shape() != [n] {
+            return Err(ContractError::Shape {
+                path: p(),
+                reason: format!(
+                    "`labels` has shape {:?}, expected [{n}] to match `images`",
+                    labels.shape()
+                ),
+            });
+        }
+        let set = Self {
+            images: images.data().to_vec(),
+            labels: labels
+                .data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            classes,
+            channels: c,
+            height: h,
+            width: w,
+        };
+        set.validate(path)?;
+        Ok(set)
+    }
+
+    /// Read and validate an image set file.
+    pub fn read(path: &Path) -> Result<Self, ContractError> {
+        let bytes = std::fs::read(path).map_err(|source| ContractError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ImageSet {
+        let mut s = ImageSet::empty(vec!["a".into(), "b".into()], 1, 2, 2);
+        s.push(&[0, 1, 2, 3], 0);
+        s.push(&[4, 5, 6, 7], 1);
+        s.push(&[8, 9, 10, 11], 1);
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let bytes = s.to_bytes().unwrap();
+        let back = ImageSet::from_bytes(&bytes, Path::new("x")).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.counts(), vec![1, 2]);
+        assert_eq!(back.image(2), &[8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn bad_label_is_named() {
+        let mut s = sample();
+        s.labels[1] = 7;
+        let err = s.to_bytes().unwrap_err().to_string();
+        assert!(err.contains("label 7 at index 1"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_missing_classes_are_refused() {
+        let err = ImageSet::from_bytes(b"not a file", Path::new("g.safetensors")).unwrap_err();
+        assert!(err.to_string().starts_with("g.safetensors: not a safetensors"), "{err}");
+        // Valid safetensors without the `classes` metadata.
+        let data = [1u8; 4];
+        let v = safetensors::tensor::TensorView::new(Dtype::U8, vec![1, 1, 2, 2], &data).unwrap();
+        let l = 0i64.to_le_bytes();
+        let lv = safetensors::tensor::TensorView::new(Dtype::I64, vec![1], &l).unwrap();
+        let bytes = safetensors::serialize([("images", v), ("labels", lv)], None).unwrap();
+        let err = ImageSet::from_bytes(&bytes, Path::new("m")).unwrap_err();
+        assert!(err.to_string().contains("`classes` is missing"), "{err}");
+    }
+}

@@ -1,0 +1,32 @@
+//! The on-disk contract that every rebalance stage reads and writes.
+//!
+//! See `docs/artifacts.md` for the contract in prose; [`CONTRACT_VERSION`] is its version.
+//! This crate links no libtorch, so programs that only read or write artifacts stay light.
+
+pub mod atomic;
+pub mod chart;
+pub mod cli;
+pub mod grid;
+pub mod hash;
+pub mod imageset;
+pub mod manifest;
+
+pub use atomic::{write_atomic, StagedDir};
+pub use cli::{CommonArgs, DeviceSpec};
+pub use imageset::{ContractError, ImageSet};
+pub use manifest::{FileRecord, Manifest};
+
+/// Version of the artifact contract written into every manifest and image set.
+/// Bump the major number when a reader of the old version could misread the new one.
+pub const CONTRACT_VERSION: &str = "1.0";
+
+/// Run a stage's `run()` and turn its error into a non-zero exit with the whole cause chain.
+pub fn main_wrapper<F: FnOnce() -> anyhow::Result<()>>(stage: &str, run: F) -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{stage}: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `manifest.json`: what every stage output folder says about itself.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::CONTRACT_VERSION;
+
+/// One input or output file (or folder of files) with its content hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRecord {
+    /// Path as given (inputs) or relative to the output folder (outputs).
+    pub path: String,
+    /// Hex SHA-256 of the file; for a folder, of the sorted (name, sha256) list of its files.
+    pub sha256: String,
+    /// Size in bytes (files) or total bytes (folders).
+    pub bytes: u64,
+    /// Number of files, for a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+}
+
+impl FileRecord {
+    /// Record a file that is on disk.
+    pub fn of_file(path: &Path, shown_as: &str) -> Result<Self> {
+        let bytes = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(Self {
+            path: shown_as.to_string(),
+            sha256: crate::hash::sha256_file(path)?,
+            bytes,
+            files: None,
+        })
+    }
+}
+
+/// The manifest common to all stages; stage-specific fields go in `extra` (flattened).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub stage: String,
+    pub contract_version: String,
+    /// Seconds since the Unix epoch when the stage finished.
+    pub created_unix: u64,
+    /// The resolved parameters (the stage's full CLI config).
+    pub params: Value,
+    pub inputs: Vec<FileRecord>,
+    pub outputs: Vec<FileRecord>,
+    pub metrics: Map<String, Value>,
+    pub device: String,
+    pub seed: u64,
+    pub wall_time_s: f64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Manifest {
+    pub fn new(stage: &str, params: Value, device: &str, seed: u64) -> Self {
+        Self {
+            stage: stage.to_string(),
+            contract_version: CONTRACT_VERSION.to_string(),
+            created_unix: 0,
+            params,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            metrics: Map::new(),
+            device: device.to_string(),
+            seed,
+            wall_time_s: 0.0,
+            extra: Map::new(),
+        }
+    }
+
+    /// Record every regular file already in `dir` as an output (sorted by name).
+    pub fn record_outputs(&mut self, dir: &Path) -> Result<()> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "manifest.json" && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        self.outputs = names
+            .iter()
+            .map(|n| FileRecord::of_file(&dir.join(n), n))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Stamp the finish time and wall time, then write `dir/manifest.json` atomically.
+    pub fn finish(&mut self, dir: &Path, started: std::time::Instant) -> Result<()> {
+        self.wall_time_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        self.created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        crate::write_atomic(&dir.join("manifest.json"), &json)
+    }
+
+    /// Read `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+}

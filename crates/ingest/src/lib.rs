@@ -1,0 +1,343 @@
+//! `ingest`: read image data in the formats people already have and write the train/val/test
+//! image sets, the manifest and the dataset report of the artifact contract.
+//!
+//! Flow: a source module lists items (files to decode, or pixels already in memory) with
+//! their labels and, where the source has one, their split -> labels are resolved against
+//! the class list -> items are decoded, converted and resized in parallel -> the split is
+//! made (stratified, seeded) -> per-class caps cut the train split -> outputs are staged
+//! and swapped into place at once.
+
+pub mod pickle;
+pub mod prepare;
+pub mod report;
+pub mod sources;
+pub mod split;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use rebalance_core::{CommonArgs, Manifest, StagedDir};
+use serde::Serialize;
+
+pub use sources::{Item, LabelRef, Payload, Problem, Split};
+
+/// Input formats `ingest` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Guess from the path: see `--help` of `--format`.
+    Auto,
+    /// `root/<class>/*.{png,jpg,jpeg,bmp,ppm,pgm}`.
+    Folder,
+    /// A labels CSV (`--csv`, `--id-col`, `--label-col`, `--suffix`) plus the image folder.
+    Csv,
+    /// FER2013-style CSV: `emotion,pixels,Usage` (label, space-separated grey pixels, split).
+    Fer2013,
+    /// MNIST IDX pairs `<prefix>-images-idx3-ubyte[.gz]` + `<prefix>-labels-idx1-ubyte[.gz]`.
+    Idx,
+    /// Official GTSRB layout: `Final_Training/Images/000NN/*.ppm` + `GT-000NN.csv`, and
+    /// optionally `Final_Test/Images` with `GT-final_test.csv`.
+    Gtsrb,
+    /// Pickled dicts `{'features': uint8 N×H×W×C, 'labels': N}` (`train.p`, `valid.p`,
+    /// `test.p`), read without running any pickle code.
+    Pickle,
+    /// NumPy `.npz` (`x`/`y` or `x_train`/`y_train`/`x_test`/`y_test`) or a folder of `.npy`.
+    Npy,
+}
+
+/// Command-line arguments of `ingest`.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    version,
+    about = "Load an image-classification data set into train/val/test image sets (safetensors), \
+             with a manifest, sample grid, class-count chart and a terminal summary.",
+    after_help = "Examples:\n  \
+        ingest data/mnist --test-per-class 400 --val-per-class 100 --max-per-class 300 --keep 2=10,5=10,8=10\n  \
+        ingest data/flowers --size 64x64 --channels 3\n  \
+        ingest data/dr/train --format csv --csv data/dr/trainLabels.csv --id-col image --label-col level --suffix .jpeg --size 128\n  \
+        ingest data/fer2013.csv\n  \
+        ingest data/GTSRB --roi-crop --size 32"
+)]
+pub struct Args {
+    /// Data to read: a folder or a file, depending on the format.
+    pub source: PathBuf,
+
+    /// Input format. `auto` looks at the path: a `.csv` with `emotion,pixels` columns is
+    /// fer2013; `.p`/`.pkl`/`.pickle` pickle; `.npz`/`.npy` npy; IDX file names idx; a folder
+    /// with `Final_Training` gtsrb; with IDX files idx; with `train.p` pickle; with `.npy`
+    /// files npy; `--csv` given csv; any other folder is one sub-folder per class.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+
+    /// Output folder [default: <artifacts>/dataset].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Resize every image to HxW (or N for NxN). Default: keep the source size (all images
+    /// must then share one size); 32x32 for GTSRB.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+
+    /// Output channels: 1 (grey) or 3 (RGB). Default: those of the first image.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub channels: Option<u8>,
+
+    /// Keep only these classes (names, comma-separated), in the source's class order.
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+
+    /// File with one class name per line; line i names label i (for integer labels).
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+
+    /// Fractions TRAIN,VAL,TEST for the stratified split, used when the source has no split
+    /// of its own (or with --resplit).
+    #[arg(long, value_parser = parse_fractions, default_value = "0.8,0.1,0.1")]
+    pub split: (f64, f64, f64),
+
+    /// Exact number of test images per class (overrides the test fraction).
+    #[arg(long)]
+    pub test_per_class: Option<usize>,
+
+    /// Exact number of validation images per class (overrides the val fraction).
+    #[arg(long)]
+    pub val_per_class: Option<usize>,
+
+    /// Ignore the source's own train/val/test split and split everything anew.
+    #[arg(long)]
+    pub resplit: bool,
+
+    /// Cap chosen classes in the train split, e.g. `2=10,5=10,8=10` (builds rare classes).
+    #[arg(long, value_parser = parse_keep, value_delimiter = ',')]
+    pub keep: Vec<(String, usize)>,
+
+    /// Cap every class in the train split at N images (classes in --keep use their own cap).
+    #[arg(long)]
+    pub max_per_class: Option<usize>,
+
+    /// A class is marked rare when its train count is below this fraction of the median.
+    #[arg(long, default_value_t = 0.5)]
+    pub rare_below: f64,
+
+    /// Make every per-file problem (unreadable image, bad row, unknown label) fatal.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Labels CSV for `--format csv`.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+
+    /// Column of the labels CSV holding the image id (file name without --suffix).
+    #[arg(long, default_value = "image")]
+    pub id_col: String,
+
+    /// Column of the labels CSV holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_col: String,
+
+    /// Suffix added to each id to get the file name, e.g. `.jpeg`.
+    #[arg(long, default_value = "")]
+    pub suffix: String,
+
+    /// GTSRB: crop each image to its ROI columns before resizing.
+    #[arg(long)]
+    pub roi_crop: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = match s.split_once(['x', 'X']) {
+        Some((h, w)) => (h.trim(), w.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let p = |v: &str| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=4096).contains(&n))
+            .ok_or_else(|| format!("`{s}` is not a size; use HxW or N, e.g. 32x32"))
+    };
+    Ok((p(h)?, p(w)?))
+}
+
+fn parse_fractions(s: &str) -> Result<(f64, f64, f64), String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}` is not TRAIN,VAL,TEST fractions, e.g. 0.8,0.1,0.1"))?;
+    if v.len() != 3 || v.iter().any(|&x| !(0.0..=1.0).contains(&x)) {
+        return Err(format!("`{s}`: give three fractions between 0 and 1, e.g. 0.8,0.1,0.1"));
+    }
+    if (v.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
+        return Err(format!("`{s}`: the fractions must add up to 1"));
+    }
+    Ok((v[0], v[1], v[2]))
+}
+
+fn parse_keep(s: &str) -> Result<(String, usize), String> {
+    let (class, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not CLASS=N, e.g. 5=10"))?;
+    let n = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: `{n}` is not a count"))?;
+    Ok((class.trim().to_string(), n))
+}
+
+/// What a finished ingest produced; also printed as the terminal summary.
+pub struct Outcome {
+    pub out: PathBuf,
+    pub manifest: Manifest,
+    pub summary: String,
+}
+
+/// Run ingest with parsed arguments.
+pub fn run(args: &Args) -> Result<Outcome> {
+    let started = Instant::now();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.common.artifacts.join("dataset"));
+    if !args.source.exists() {
+        bail!("{}: no such file or folder", args.source.display());
+    }
+    let format = sources::detect(args)?;
+    tracing::info!("reading {} as {format:?}", args.source.display());
+
+    let loaded = sources::load(format, args)?;
+    let mut problems = loaded.problems;
+    let (classes, resolved) = sources::resolve_classes(&loaded.items, loaded.classes, args)?;
+
+    // Items of excluded classes are never decoded; unknown labels are problems.
+    let mut todo = Vec::with_capacity(loaded.items.len());
+    for (item, r) in loaded.items.iter().zip(resolved) {
+        match r {
+            Ok(Some(label)) => todo.push((item, label)),
+            Ok(None) => {}
+            Err(reason) => problems.push(Problem::new(&item.origin, reason)),
+        }
+    }
+    let items: Vec<&Item> = todo.iter().map(|(it, _)| *it).collect();
+    if items.is_empty() {
+        bail!(
+            "{}: no images to ingest{}",
+            args.source.display(),
+            problems
+                .first()
+                .map(|p| format!(" (first problem: {}: {})", p.file, p.reason))
+                .unwrap_or_default()
+        );
+    }
+
+    let t_decode = Instant::now();
+    let target = prepare::Target::choose(args, format, &items)?;
+    let prepared = prepare::prepare_all(&items, &target, args.common.quiet)?;
+    let decode_s = t_decode.elapsed().as_secs_f64();
+
+    let mut samples = Vec::with_capacity(prepared.len());
+    let mut files = Vec::new();
+    for ((item, label), result) in todo.into_iter().zip(prepared) {
+        match result {
+            Ok(p) => {
+                if let Some((sha, bytes)) = p.file {
+                    files.push((item.origin.clone(), sha, bytes));
+                }
+                samples.push(split::Sample {
+                    origin: item.origin.clone(),
+                    label,
+                    source_split: item.split,
+                    pixels: p.pixels,
+                });
+            }
+            Err(reason) => problems.push(Problem::new(&item.origin, reason)),
+        }
+    }
+    let mut inputs = loaded.inputs;
+    if !files.is_empty() {
+        inputs.push(sources::tree_record(&args.source, &files));
+    }
+
+    // Classes left without any image are a problem of their own; they are dropped so that
+    // labels stay contiguous.
+    let (classes, samples) = split::drop_empty_classes(classes, samples, &mut problems);
+    if args.strict && !problems.is_empty() {
+        bail!(
+            "{} problem(s) with --strict; the first: {}: {}",
+            problems.len(),
+            problems[0].file,
+            problems[0].reason
+        );
+    }
+    if samples.is_empty() {
+        bail!(
+            "{}: none of the images could be used (first problem: {}: {})",
+            args.source.display(),
+            problems[0].file,
+            problems[0].reason
+        );
+    }
+
+    let assignment = split::assign(&samples, &classes, args)?;
+    let sets = split::build_sets(&samples, &assignment, &classes, &target);
+    drop(samples);
+
+    let staged = StagedDir::new(&out)?;
+    for (split, set) in Split::ALL.iter().zip(&sets) {
+        set.write(&staged.path().join(format!("{}.safetensors", split.name())))
+            .with_context(|| format!("writing the {} split", split.name()))?;
+    }
+    let rep = report::Report::new(&classes, &sets, args.rare_below);
+    staged.write("samples.png", &rep.samples_png(&sets[0], &sets)?)?;
+    staged.write("class_counts.svg", rep.chart_svg()?.as_bytes())?;
+    let summary = rep.summary_text(&problems, &assignment.notes, &out, format);
+    staged.write("summary.txt", summary.as_bytes())?;
+
+    let mut manifest = Manifest::new(
+        "ingest",
+        serde_json::to_value(args).expect("args serialise"),
+        // Decoding runs on CPU threads; no tensor work happens in ingest.
+        "cpu",
+        args.common.seed,
+    );
+    manifest.inputs = inputs;
+    manifest.record_outputs(staged.path())?;
+    rep.fill_manifest(&mut manifest, &problems, &assignment.notes, format, &target);
+    manifest
+        .metrics
+        .insert("decode_s".into(), serde_json::json!(round3(decode_s)));
+    manifest.finish(staged.path(), started)?;
+    staged.commit()?;
+    Ok(Outcome {
+        out,
+        manifest,
+        summary,
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(parse_size("32"), Ok((32, 32)));
+        assert_eq!(parse_size("48x64"), Ok((48, 64)));
+        assert!(parse_size("0x5").is_err());
+        assert!(parse_size("big").unwrap_err().contains("`big`"));
+        assert_eq!(parse_fractions("0.7,0.1,0.2"), Ok((0.7, 0.1, 0.2)));
+        assert!(parse_fractions("0.7,0.1").is_err());
+        assert!(parse_fractions("0.7,0.2,0.2").unwrap_err().contains("add up"));
+        assert_eq!(parse_keep("5=10"), Ok(("5".into(), 10)));
+        assert!(parse_keep("5:10").is_err());
+        assert!(parse_keep("5=ten").unwrap_err().contains("`ten`"));
+    }
+}
