@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -22,6 +23,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // tempfile creates 0600; outputs are meant to be shared like any other file.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
     tmp.as_file()
@@ -59,6 +64,8 @@ impl StagedDir {
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging folder in {}", parent.display()))?
             .keep();
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting permissions of {}", staging.display()))?;
         Ok(Self {
             staging,
             target: target.to_path_buf(),

@@ -47,6 +47,13 @@ pub enum Format {
     Npy,
 }
 
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.to_possible_value().expect("no skipped variants");
+        f.write_str(v.get_name())
+    }
+}
+
 /// Command-line arguments of `ingest`.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(
@@ -207,7 +214,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
         bail!("{}: no such file or folder", args.source.display());
     }
     let format = sources::detect(args)?;
-    tracing::info!("reading {} as {format:?}", args.source.display());
+    tracing::info!("reading {} as {format}", args.source.display());
 
     let loaded = sources::load(format, args)?;
     let mut problems = loaded.problems;

@@ -95,7 +95,7 @@ impl Report {
             .filter(|(_, r)| **r)
             .map(|(c, _)| c.as_str())
             .collect();
-        let mut s = format!("Dataset ({format:?}): {} classes\n{table}\n", self.classes.len());
+        let mut s = format!("Dataset ({format}): {} classes\n{table}\n", self.classes.len());
         s += &format!("imbalance ratio (largest / smallest train class): {}\n", self.imbalance_ratio);
         s += &format!(
             "rare classes (train count below half the median): {}\n",

@@ -54,6 +54,7 @@ pub fn drop_empty_classes(
     (kept, samples)
 }
 
+#[derive(Debug)]
 /// Where every sample goes: `Some(split)`, or `None` when a cap left it out.
 pub struct Assignment {
     pub split: Vec<Option<Split>>,
