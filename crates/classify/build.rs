@@ -1,1 +1,3 @@
-fn main() { rebalance_build::link_libtorch(); }
+fn main() {
+    rebalance_build::link_libtorch();
+}

@@ -70,7 +70,9 @@ pub fn grouped_bars_svg(
                 }))
                 .map_err(|e| err(&e))?
                 .label(s.name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
         }
         chart
             .configure_series_labels()
@@ -94,14 +96,26 @@ mod tests {
             "Images per class",
             &["cat".into(), "dog".into()],
             &[
-                BarSeries { name: "train", values: vec![10.0, 300.0] },
-                BarSeries { name: "test", values: vec![5.0, 5.0] },
+                BarSeries {
+                    name: "train",
+                    values: vec![10.0, 300.0],
+                },
+                BarSeries {
+                    name: "test",
+                    values: vec![5.0, 5.0],
+                },
             ],
             "images",
         )
         .unwrap();
         assert!(svg.starts_with("<svg"));
-        for s in ["Images per class", ">\ncat\n<", ">\ndog\n<", "train", "test"] {
+        for s in [
+            "Images per class",
+            ">\ncat\n<",
+            ">\ndog\n<",
+            "train",
+            "test",
+        ] {
             assert!(svg.contains(s), "missing {s:?}");
         }
     }

@@ -6,8 +6,17 @@ use image::{ImageBuffer, Rgb};
 /// Lay out `rows` of channel-first u8 images (each `c`×`h`×`w`, c = 1 or 3) as one PNG.
 /// Empty cells stay background-coloured, so short rows are visible as such.
 /// Small images are scaled up by `scale` (nearest neighbour) so they can be seen.
-pub fn grid_png(rows: &[Vec<&[u8]>], c: usize, h: usize, w: usize, scale: usize) -> Result<Vec<u8>> {
-    anyhow::ensure!(c == 1 || c == 3, "grid images must have 1 or 3 channels, got {c}");
+pub fn grid_png(
+    rows: &[Vec<&[u8]>],
+    c: usize,
+    h: usize,
+    w: usize,
+    scale: usize,
+) -> Result<Vec<u8>> {
+    anyhow::ensure!(
+        c == 1 || c == 3,
+        "grid images must have 1 or 3 channels, got {c}"
+    );
     let scale = scale.max(1);
     let pad = 2;
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);

@@ -228,7 +228,10 @@ impl ImageSet {
         let &[n, c, h, w] = images.shape() else {
             return Err(ContractError::Shape {
                 path: p(),
-                reason: format!("`images` has shape {:?}, expected [N, C, H, W]", images.shape()),
+                reason: format!(
+                    "`images` has shape {:?}, expected [N, C, H, W]",
+                    images.shape()
+                ),
             });
         };
         if labels.shape() != [n] {
@@ -299,7 +302,11 @@ mod tests {
     #[test]
     fn garbage_and_missing_classes_are_refused() {
         let err = ImageSet::from_bytes(b"not a file", Path::new("g.safetensors")).unwrap_err();
-        assert!(err.to_string().starts_with("g.safetensors: not a safetensors"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("g.safetensors: not a safetensors"),
+            "{err}"
+        );
         // Valid safetensors without the `classes` metadata.
         let data = [1u8; 4];
         let v = safetensors::tensor::TensorView::new(Dtype::U8, vec![1, 1, 2, 2], &data).unwrap();

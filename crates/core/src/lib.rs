@@ -21,7 +21,10 @@ pub use manifest::{FileRecord, Manifest};
 pub const CONTRACT_VERSION: &str = "1.0";
 
 /// Run a stage's `run()` and turn its error into a non-zero exit with the whole cause chain.
-pub fn main_wrapper<F: FnOnce() -> anyhow::Result<()>>(stage: &str, run: F) -> std::process::ExitCode {
+pub fn main_wrapper<F: FnOnce() -> anyhow::Result<()>>(
+    stage: &str,
+    run: F,
+) -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

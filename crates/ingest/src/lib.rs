@@ -177,7 +177,9 @@ fn parse_fractions(s: &str) -> Result<(f64, f64, f64), String> {
         .collect::<Result<_, _>>()
         .map_err(|_| format!("`{s}` is not TRAIN,VAL,TEST fractions, e.g. 0.8,0.1,0.1"))?;
     if v.len() != 3 || v.iter().any(|&x| !(0.0..=1.0).contains(&x)) {
-        return Err(format!("`{s}`: give three fractions between 0 and 1, e.g. 0.8,0.1,0.1"));
+        return Err(format!(
+            "`{s}`: give three fractions between 0 and 1, e.g. 0.8,0.1,0.1"
+        ));
     }
     if (v.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
         return Err(format!("`{s}`: the fractions must add up to 1"));
@@ -342,7 +344,9 @@ mod tests {
         assert!(parse_size("big").unwrap_err().contains("`big`"));
         assert_eq!(parse_fractions("0.7,0.1,0.2"), Ok((0.7, 0.1, 0.2)));
         assert!(parse_fractions("0.7,0.1").is_err());
-        assert!(parse_fractions("0.7,0.2,0.2").unwrap_err().contains("add up"));
+        assert!(parse_fractions("0.7,0.2,0.2")
+            .unwrap_err()
+            .contains("add up"));
         assert_eq!(parse_keep("5=10"), Ok(("5".into(), 10)));
         assert!(parse_keep("5:10").is_err());
         assert!(parse_keep("5=ten").unwrap_err().contains("`ten`"));

@@ -73,9 +73,18 @@ impl NdArray {
             ('u', 4) => chunks.map(|c| rd::<4>(c, big) as i64).collect(),
             ('i', 4) => chunks.map(|c| rd::<4>(c, big) as i32 as i64).collect(),
             ('u', 8) | ('i', 8) => chunks.map(|c| rd::<8>(c, big) as i64).collect(),
-            ('f', 4) => chunks.map(|c| f32::from_bits(rd::<4>(c, big) as u32) as f64 as i64).collect(),
-            ('f', 8) => chunks.map(|c| f64::from_bits(rd::<8>(c, big)) as i64).collect(),
-            _ => return Err(PickleError::Unsupported(format!("dtype `{}` as labels", self.dtype))),
+            ('f', 4) => chunks
+                .map(|c| f32::from_bits(rd::<4>(c, big) as u32) as f64 as i64)
+                .collect(),
+            ('f', 8) => chunks
+                .map(|c| f64::from_bits(rd::<8>(c, big)) as i64)
+                .collect(),
+            _ => {
+                return Err(PickleError::Unsupported(format!(
+                    "dtype `{}` as labels",
+                    self.dtype
+                )))
+            }
         };
         Ok(v)
     }
@@ -88,11 +97,20 @@ impl NdArray {
             return Ok(self.data.clone());
         }
         let vals: Vec<f64> = match (kind, size) {
-            ('f', 4) => self.data.chunks_exact(4).map(|c| f32::from_bits(rd::<4>(c, big) as u32) as f64).collect(),
-            ('f', 8) => self.data.chunks_exact(8).map(|c| f64::from_bits(rd::<8>(c, big))).collect(),
+            ('f', 4) => self
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_bits(rd::<4>(c, big) as u32) as f64)
+                .collect(),
+            ('f', 8) => self
+                .data
+                .chunks_exact(8)
+                .map(|c| f64::from_bits(rd::<8>(c, big)))
+                .collect(),
             _ => self.to_i64()?.into_iter().map(|v| v as f64).collect(),
         };
-        pixels_from_values(&vals, kind == 'f').map_err(|e| PickleError::Unsupported(format!("dtype `{}`: {e}", self.dtype)))
+        pixels_from_values(&vals, kind == 'f')
+            .map_err(|e| PickleError::Unsupported(format!("dtype `{}`: {e}", self.dtype)))
     }
 }
 
@@ -102,7 +120,9 @@ pub fn pixels_from_values(vals: &[f64], is_float: bool) -> Result<Vec<u8>, Strin
     let max = vals.iter().copied().fold(f64::MIN, f64::max);
     let min = vals.iter().copied().fold(f64::MAX, f64::min);
     if vals.iter().any(|v| !v.is_finite()) || min < 0.0 || max > 255.0 {
-        return Err(format!("pixel values range over [{min}, {max}], not [0, 1] or [0, 255]"));
+        return Err(format!(
+            "pixel values range over [{min}, {max}], not [0, 1] or [0, 255]"
+        ));
     }
     let scale = if is_float && max <= 1.0 { 255.0 } else { 1.0 };
     Ok(vals.iter().map(|v| (v * scale).round() as u8).collect())
@@ -128,7 +148,9 @@ pub fn dtype_parts(d: &str) -> Result<(char, usize, bool), PickleError> {
         _ => (false, d),
     };
     let mut chars = rest.chars();
-    let kind = chars.next().ok_or_else(|| PickleError::Unsupported(format!("dtype `{d}`")))?;
+    let kind = chars
+        .next()
+        .ok_or_else(|| PickleError::Unsupported(format!("dtype `{d}`")))?;
     let size: usize = chars
         .as_str()
         .parse()
@@ -163,13 +185,23 @@ struct Machine<'a> {
 
 /// Decode a pickle without executing it.
 pub fn load(bytes: &[u8]) -> Result<Value, PickleError> {
-    let mut m = Machine { b: bytes, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        b: bytes,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
     m.run()
 }
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or(PickleError::Truncated(self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(PickleError::Truncated(self.pos))?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -185,12 +217,19 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> Result<&'a str, PickleError> {
         let start = self.pos;
-        let rel = self.b[start..].iter().position(|&c| c == b'\n').ok_or(PickleError::Truncated(start))?;
+        let rel = self.b[start..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or(PickleError::Truncated(start))?;
         self.pos = start + rel + 1;
-        std::str::from_utf8(&self.b[start..start + rel]).map_err(|_| self.bad("text line is not UTF-8"))
+        std::str::from_utf8(&self.b[start..start + rel])
+            .map_err(|_| self.bad("text line is not UTF-8"))
     }
     fn bad(&self, what: &str) -> PickleError {
-        PickleError::Malformed { pos: self.pos, what: what.to_string() }
+        PickleError::Malformed {
+            pos: self.pos,
+            what: what.to_string(),
+        }
     }
     fn pop(&mut self) -> Result<Value, PickleError> {
         self.stack.pop().ok_or_else(|| self.bad("stack underflow"))
@@ -204,11 +243,16 @@ impl<'a> Machine<'a> {
     }
     fn top(&mut self) -> Result<&mut Value, PickleError> {
         let pos = self.pos;
-        self.stack.last_mut().ok_or(PickleError::Malformed { pos, what: "stack underflow".into() })
+        self.stack.last_mut().ok_or(PickleError::Malformed {
+            pos,
+            what: "stack underflow".into(),
+        })
     }
     fn text(&mut self, n: usize) -> Result<Value, PickleError> {
         let s = self.take(n)?;
-        Ok(Value::Str(String::from_utf8(s.to_vec()).map_err(|_| self.bad("string is not UTF-8"))?))
+        Ok(Value::Str(
+            String::from_utf8(s.to_vec()).map_err(|_| self.bad("string is not UTF-8"))?,
+        ))
     }
     fn len_prefixed(&mut self, width: usize) -> Result<usize, PickleError> {
         let n = self.le(width)?;
@@ -253,7 +297,11 @@ impl<'a> Machine<'a> {
                     if n > 8 {
                         return Err(self.bad("integer wider than 64 bits"));
                     }
-                    let mut b = if s.last().is_some_and(|&x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    let mut b = if s.last().is_some_and(|&x| x & 0x80 != 0) {
+                        [0xffu8; 8]
+                    } else {
+                        [0u8; 8]
+                    };
                     b[..n].copy_from_slice(s);
                     self.stack.push(Value::Int(i64::from_le_bytes(b)))
                 }
@@ -269,15 +317,19 @@ impl<'a> Machine<'a> {
                 }
                 b'L' => {
                     let l = self.line()?.trim_end_matches('L').to_string();
-                    self.stack.push(Value::Int(l.parse().map_err(|_| self.bad("bad LONG"))?))
+                    self.stack
+                        .push(Value::Int(l.parse().map_err(|_| self.bad("bad LONG"))?))
                 }
                 b'F' => {
                     let l = self.line()?;
-                    self.stack.push(Value::Float(l.trim().parse().map_err(|_| self.bad("bad FLOAT"))?))
+                    self.stack.push(Value::Float(
+                        l.trim().parse().map_err(|_| self.bad("bad FLOAT"))?,
+                    ))
                 }
                 b'G' => {
                     let s = self.take(8)?;
-                    self.stack.push(Value::Float(f64::from_be_bytes(s.try_into().unwrap())))
+                    self.stack
+                        .push(Value::Float(f64::from_be_bytes(s.try_into().unwrap())))
                 }
                 0x8c => {
                     let n = self.len_prefixed(1)?;
@@ -384,7 +436,11 @@ impl<'a> Machine<'a> {
                     self.memo.insert(i, v);
                 }
                 b'p' => {
-                    let i: usize = self.line()?.trim().parse().map_err(|_| self.bad("bad PUT"))?;
+                    let i: usize = self
+                        .line()?
+                        .trim()
+                        .parse()
+                        .map_err(|_| self.bad("bad PUT"))?;
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
@@ -397,9 +453,17 @@ impl<'a> Machine<'a> {
                     let i = match op {
                         b'h' => self.u8()? as usize,
                         b'j' => self.len_prefixed(4)?,
-                        _ => self.line()?.trim().parse().map_err(|_| self.bad("bad GET"))?,
+                        _ => self
+                            .line()?
+                            .trim()
+                            .parse()
+                            .map_err(|_| self.bad("bad GET"))?,
                     };
-                    let v = self.memo.get(&i).cloned().ok_or_else(|| self.bad("memo key missing"))?;
+                    let v = self
+                        .memo
+                        .get(&i)
+                        .cloned()
+                        .ok_or_else(|| self.bad("memo key missing"))?;
                     self.stack.push(v)
                 }
                 b'c' => {
@@ -411,7 +475,9 @@ impl<'a> Machine<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(whitelist(&m, &n)?)),
+                        (Value::Str(m), Value::Str(n)) => {
+                            self.stack.push(Value::Global(whitelist(&m, &n)?))
+                        }
                         _ => return Err(self.bad("STACK_GLOBAL needs two strings")),
                     }
                 }
@@ -441,25 +507,48 @@ impl<'a> Machine<'a> {
             return Err(self.bad("REDUCE arguments are not a tuple"));
         };
         match (c, a.as_slice()) {
-            (Callable::Reconstruct, [Value::Global(Callable::NdarrayClass), ..]) => Ok(Value::EmptyArray),
+            (Callable::Reconstruct, [Value::Global(Callable::NdarrayClass), ..]) => {
+                Ok(Value::EmptyArray)
+            }
             (Callable::Dtype, [Value::Str(d), ..]) => Ok(Value::Dtype(d.clone())),
-            (Callable::CodecsEncode, [Value::Str(s), Value::Str(enc)]) if enc == "latin1" || enc == "latin-1" => {
+            (Callable::CodecsEncode, [Value::Str(s), Value::Str(enc)])
+                if enc == "latin1" || enc == "latin-1" =>
+            {
                 // Python 3 bytes pickled at protocol 2: each char is one byte.
                 s.chars()
-                    .map(|ch| u8::try_from(ch as u32).map_err(|_| self.bad("latin1 text with a char above 255")))
+                    .map(|ch| {
+                        u8::try_from(ch as u32)
+                            .map_err(|_| self.bad("latin1 text with a char above 255"))
+                    })
                     .collect::<Result<Vec<u8>, _>>()
                     .map(Value::Bytes)
             }
-            (Callable::FromBuffer, [Value::Bytes(buf), Value::Dtype(d), Value::Tuple(shape), order]) => {
-                let shape = ints(shape).ok_or_else(|| self.bad("_frombuffer shape is not integers"))?;
+            (
+                Callable::FromBuffer,
+                [Value::Bytes(buf), Value::Dtype(d), Value::Tuple(shape), order],
+            ) => {
+                let shape =
+                    ints(shape).ok_or_else(|| self.bad("_frombuffer shape is not integers"))?;
                 let fortran = matches!(order, Value::Str(o) if o == "F");
-                Ok(Value::Array(NdArray { dtype: d.clone(), shape, data: buf.clone(), fortran }))
+                Ok(Value::Array(NdArray {
+                    dtype: d.clone(),
+                    shape,
+                    data: buf.clone(),
+                    fortran,
+                }))
             }
             (Callable::Scalar, [Value::Dtype(d), Value::Bytes(b)]) => {
-                let arr = NdArray { dtype: d.clone(), shape: vec![], data: b.clone(), fortran: false };
+                let arr = NdArray {
+                    dtype: d.clone(),
+                    shape: vec![],
+                    data: b.clone(),
+                    fortran: false,
+                };
                 let (kind, _, _) = dtype_parts(d)?;
                 if kind == 'f' {
-                    Ok(Value::Float(arr.to_u8().map(|v| v[0] as f64).unwrap_or(f64::NAN)))
+                    Ok(Value::Float(
+                        arr.to_u8().map(|v| v[0] as f64).unwrap_or(f64::NAN),
+                    ))
                 } else {
                     Ok(Value::Int(arr.to_i64()?[0]))
                 }
@@ -482,19 +571,26 @@ impl<'a> Machine<'a> {
             }
             (Value::EmptyArray, Value::Tuple(st)) => {
                 let [_, Value::Tuple(shape), Value::Dtype(d), fortran, raw] = st.as_slice() else {
-                    return Err(self.bad("ndarray state is not (version, shape, dtype, fortran, data)"));
+                    return Err(
+                        self.bad("ndarray state is not (version, shape, dtype, fortran, data)")
+                    );
                 };
                 let shape = ints(shape).ok_or_else(|| self.bad("ndarray shape is not integers"))?;
-                let data = match raw {
-                    Value::Bytes(b) => b.clone(),
-                    Value::Str(s) => s.chars().map(|c| c as u32 as u8).collect(),
-                    _ => {
-                        return Err(PickleError::Unsupported(
-                            "an object array (dtype=object); save the array with a numeric dtype".into(),
-                        ))
-                    }
-                };
-                Ok(Value::Array(NdArray { dtype: d.clone(), shape, data, fortran: matches!(fortran, Value::Bool(true) | Value::Int(1)) }))
+                let data =
+                    match raw {
+                        Value::Bytes(b) => b.clone(),
+                        Value::Str(s) => s.chars().map(|c| c as u32 as u8).collect(),
+                        _ => return Err(PickleError::Unsupported(
+                            "an object array (dtype=object); save the array with a numeric dtype"
+                                .into(),
+                        )),
+                    };
+                Ok(Value::Array(NdArray {
+                    dtype: d.clone(),
+                    shape,
+                    data,
+                    fortran: matches!(fortran, Value::Bool(true) | Value::Int(1)),
+                }))
             }
             _ => Err(self.bad("BUILD on something that is not a NumPy array or dtype")),
         }
@@ -502,7 +598,9 @@ impl<'a> Machine<'a> {
 }
 
 fn whitelist(module: &str, name: &str) -> Result<Callable, PickleError> {
-    let m = module.trim_start_matches("numpy._core").trim_start_matches("numpy.core");
+    let m = module
+        .trim_start_matches("numpy._core")
+        .trim_start_matches("numpy.core");
     Ok(match (module, m, name) {
         (_, ".multiarray", "_reconstruct") if module.starts_with("numpy") => Callable::Reconstruct,
         ("numpy", _, "ndarray") => Callable::NdarrayClass,
@@ -515,7 +613,7 @@ fn whitelist(module: &str, name: &str) -> Result<Callable, PickleError> {
 }
 
 fn pairs(items: Vec<Value>) -> Option<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return None;
     }
     let mut it = items.into_iter();
@@ -556,7 +654,13 @@ impl Value {
     /// Look up a string key in a dict.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(d) => d.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key) || matches!(k, Value::Bytes(b) if b == key.as_bytes())).map(|(_, v)| v),
+            Value::Dict(d) => d
+                .iter()
+                .find(|(k, _)| {
+                    matches!(k, Value::Str(s) if s == key)
+                        || matches!(k, Value::Bytes(b) if b == key.as_bytes())
+                })
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -593,7 +697,8 @@ mod tests {
         assert_eq!(err, PickleError::Global("posix.system".into()));
         assert!(err.to_string().contains("never runs pickle code"));
         // builtins.eval through STACK_GLOBAL (protocol 4).
-        let evil4 = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.";
+        let evil4 =
+            b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.";
         assert!(matches!(load(evil4), Err(PickleError::Global(g)) if g == "builtins.eval"));
     }
 
@@ -604,15 +709,29 @@ mod tests {
         let v = load(b).unwrap();
         assert_eq!(
             v.get("a"),
-            Some(&Value::List(vec![Value::Int(1), Value::Float(2.5), Value::None, Value::Bool(true)]))
+            Some(&Value::List(vec![
+                Value::Int(1),
+                Value::Float(2.5),
+                Value::None,
+                Value::Bool(true)
+            ]))
         );
-        assert_eq!(v.get("b"), Some(&Value::Tuple(vec![Value::Int(300), Value::Int(-2)])));
+        assert_eq!(
+            v.get("b"),
+            Some(&Value::Tuple(vec![Value::Int(300), Value::Int(-2)]))
+        );
     }
 
     #[test]
     fn truncated_and_unknown_opcode() {
-        assert!(matches!(load(b"\x80\x02}q\x00(X\x05\x00\x00\x00ab"), Err(PickleError::Truncated(_))));
-        assert!(matches!(load(b"\x80\x02\xff."), Err(PickleError::Opcode { op: 0xff, pos: 2 })));
+        assert!(matches!(
+            load(b"\x80\x02}q\x00(X\x05\x00\x00\x00ab"),
+            Err(PickleError::Truncated(_))
+        ));
+        assert!(matches!(
+            load(b"\x80\x02\xff."),
+            Err(PickleError::Opcode { op: 0xff, pos: 2 })
+        ));
     }
 
     #[test]
@@ -620,9 +739,19 @@ mod tests {
         assert_eq!(dtype_parts("|u1").unwrap(), ('u', 1, false));
         assert_eq!(dtype_parts(">i4").unwrap(), ('i', 4, true));
         assert!(dtype_parts("O8").is_err());
-        let a = NdArray { dtype: ">i2".into(), shape: vec![2], data: vec![0, 5, 0xff, 0xfe], fortran: false };
+        let a = NdArray {
+            dtype: ">i2".into(),
+            shape: vec![2],
+            data: vec![0, 5, 0xff, 0xfe],
+            fortran: false,
+        };
         assert_eq!(a.to_i64().unwrap(), vec![5, -2]);
-        let f = NdArray { dtype: "<f4".into(), shape: vec![2], data: [0.0f32, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect(), fortran: false };
+        let f = NdArray {
+            dtype: "<f4".into(),
+            shape: vec![2],
+            data: [0.0f32, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            fortran: false,
+        };
         assert_eq!(f.to_u8().unwrap(), vec![0, 255]);
     }
 }

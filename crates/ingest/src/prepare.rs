@@ -49,15 +49,26 @@ impl Target {
                     return Ok(img);
                 }
             }
-            bail!("{}: none of the images could be decoded", args.source.display())
+            bail!(
+                "{}: none of the images could be decoded",
+                args.source.display()
+            )
         };
-        let first = if size.is_none() || args.channels.is_none() { Some(probe()?) } else { None };
+        let first = if size.is_none() || args.channels.is_none() {
+            Some(probe()?)
+        } else {
+            None
+        };
         let channels = match args.channels {
             Some(c) if c == 1 || c == 3 => c as usize,
             Some(c) => bail!("--channels {c}: use 1 (grey) or 3 (RGB)"),
             None => {
                 let img = first.as_ref().expect("probed");
-                if img.color().has_color() { 3 } else { 1 }
+                if img.color().has_color() {
+                    3
+                } else {
+                    1
+                }
             }
         };
         let (height, width) = match size {
@@ -67,7 +78,12 @@ impl Target {
                 (img.height() as usize, img.width() as usize)
             }
         };
-        Ok(Self { channels, height, width, resize: size.is_some() })
+        Ok(Self {
+            channels,
+            height,
+            width,
+            resize: size.is_some(),
+        })
     }
 }
 
@@ -134,13 +150,20 @@ fn convert(img: DynamicImage, t: &Target) -> Result<Vec<u8>, Failure> {
 
 /// Prepare every item in parallel, in order. Fails as a whole when sizes differ without
 /// `--size`, naming the first such file.
-pub fn prepare_all(items: &[&Item], target: &Target, quiet: bool) -> Result<Vec<Result<Prepared, String>>> {
+pub fn prepare_all(
+    items: &[&Item],
+    target: &Target,
+    quiet: bool,
+) -> Result<Vec<Result<Prepared, String>>> {
     let bar = progress(items.len() as u64, "decoding", quiet);
     let results: Vec<Result<Prepared, Failure>> = items
         .par_iter()
         .map(|item| {
             let r = decode(item).map_err(Failure::Skip).and_then(|(img, file)| {
-                Ok(Prepared { pixels: convert(img, target)?, file })
+                Ok(Prepared {
+                    pixels: convert(img, target)?,
+                    file,
+                })
             });
             bar.inc(1);
             r
@@ -166,9 +189,11 @@ pub fn prepare_all(items: &[&Item], target: &Target, quiet: bool) -> Result<Vec<
     }
     Ok(results
         .into_iter()
-        .map(|r| r.map_err(|f| match f {
-            Failure::Skip(s) => s,
-            Failure::Size { .. } => unreachable!("handled above"),
-        }))
+        .map(|r| {
+            r.map_err(|f| match f {
+                Failure::Skip(s) => s,
+                Failure::Size { .. } => unreachable!("handled above"),
+            })
+        })
         .collect())
 }

@@ -36,11 +36,23 @@ impl Report {
         } else {
             (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) as f64 / 2.0
         };
-        let rare = counts[0].iter().map(|&c| (c as f64) < rare_below * median).collect();
+        let rare = counts[0]
+            .iter()
+            .map(|&c| (c as f64) < rare_below * median)
+            .collect();
         let max = sorted.last().copied().unwrap_or(0) as f64;
         let min = sorted.first().copied().unwrap_or(0) as f64;
-        let imbalance_ratio = if min > 0.0 { ((max / min) * 100.0).round() / 100.0 } else { f64::INFINITY };
-        Self { classes: classes.to_vec(), counts, rare, imbalance_ratio }
+        let imbalance_ratio = if min > 0.0 {
+            ((max / min) * 100.0).round() / 100.0
+        } else {
+            f64::INFINITY
+        };
+        Self {
+            classes: classes.to_vec(),
+            counts,
+            rare,
+            imbalance_ratio,
+        }
     }
 
     /// One row per class (in class order), up to 10 train images each (val/test if train is short).
@@ -55,20 +67,35 @@ impl Report {
                 }
             }
         }
-        grid::grid_png(&rows, train.channels, train.height, train.width, grid::default_scale(train.height.max(train.width)))
+        grid::grid_png(
+            &rows,
+            train.channels,
+            train.height,
+            train.width,
+            grid::default_scale(train.height.max(train.width)),
+        )
     }
 
     pub fn chart_svg(&self) -> Result<String> {
         let series: Vec<BarSeries> = ["train", "val", "test"]
             .iter()
             .zip(&self.counts)
-            .map(|(name, c)| BarSeries { name, values: c.iter().map(|&v| v as f64).collect() })
+            .map(|(name, c)| BarSeries {
+                name,
+                values: c.iter().map(|&v| v as f64).collect(),
+            })
             .collect();
         grouped_bars_svg("Images per class", &self.classes, &series, "images")
     }
 
     /// The terminal summary: a classes × splits table with rare classes marked, then notes.
-    pub fn summary_text(&self, problems: &[Problem], notes: &[String], out: &Path, format: Format) -> String {
+    pub fn summary_text(
+        &self,
+        problems: &[Problem],
+        notes: &[String],
+        out: &Path,
+        format: Format,
+    ) -> String {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
         table.set_header(vec!["class", "train", "val", "test", ""]);
@@ -95,11 +122,21 @@ impl Report {
             .filter(|(_, r)| **r)
             .map(|(c, _)| c.as_str())
             .collect();
-        let mut s = format!("Dataset ({format}): {} classes\n{table}\n", self.classes.len());
-        s += &format!("imbalance ratio (largest / smallest train class): {}\n", self.imbalance_ratio);
+        let mut s = format!(
+            "Dataset ({format}): {} classes\n{table}\n",
+            self.classes.len()
+        );
+        s += &format!(
+            "imbalance ratio (largest / smallest train class): {}\n",
+            self.imbalance_ratio
+        );
         s += &format!(
             "rare classes (train count below half the median): {}\n",
-            if rare.is_empty() { "none".to_string() } else { rare.join(", ") }
+            if rare.is_empty() {
+                "none".to_string()
+            } else {
+                rare.join(", ")
+            }
         );
         for n in notes {
             s += &format!("note: {n}\n");
@@ -112,16 +149,30 @@ impl Report {
                 s += &format!("  {}: {}\n", p.file, p.reason);
             }
             if problems.len() > SHOWN_PROBLEMS {
-                s += &format!("  … {} more in manifest.json\n", problems.len() - SHOWN_PROBLEMS);
+                s += &format!(
+                    "  … {} more in manifest.json\n",
+                    problems.len() - SHOWN_PROBLEMS
+                );
             }
         }
         s += &format!("wrote {}\n", out.display());
         s
     }
 
-    pub fn fill_manifest(&self, m: &mut Manifest, problems: &[Problem], notes: &[String], format: Format, t: &Target) {
+    pub fn fill_manifest(
+        &self,
+        m: &mut Manifest,
+        problems: &[Problem],
+        notes: &[String],
+        format: Format,
+        t: &Target,
+    ) {
         let per_split = |i: usize| -> serde_json::Map<String, serde_json::Value> {
-            self.classes.iter().zip(&self.counts[i]).map(|(c, n)| (c.clone(), json!(n))).collect()
+            self.classes
+                .iter()
+                .zip(&self.counts[i])
+                .map(|(c, n)| (c.clone(), json!(n)))
+                .collect()
         };
         m.extra.insert("format".into(), json!(format));
         m.extra.insert("classes".into(), json!(self.classes));
@@ -135,16 +186,29 @@ impl Report {
         );
         m.extra.insert(
             "rare_classes".into(),
-            json!(self.classes.iter().zip(&self.rare).filter(|(_, r)| **r).map(|(c, _)| c).collect::<Vec<_>>()),
+            json!(self
+                .classes
+                .iter()
+                .zip(&self.rare)
+                .filter(|(_, r)| **r)
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>()),
         );
         m.extra.insert("skipped".into(), json!(problems));
         m.extra.insert("notes".into(), json!(notes));
         m.metrics.insert(
             "imbalance_ratio".into(),
-            if self.imbalance_ratio.is_finite() { json!(self.imbalance_ratio) } else { json!(null) },
+            if self.imbalance_ratio.is_finite() {
+                json!(self.imbalance_ratio)
+            } else {
+                json!(null)
+            },
         );
         for (i, name) in ["train", "val", "test"].iter().enumerate() {
-            m.metrics.insert(format!("n_{name}"), json!(self.counts[i].iter().sum::<usize>()));
+            m.metrics.insert(
+                format!("n_{name}"),
+                json!(self.counts[i].iter().sum::<usize>()),
+            );
         }
         m.metrics.insert("n_skipped".into(), json!(problems.len()));
     }

@@ -66,7 +66,10 @@ pub struct Assignment {
 pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assignment> {
     for (class, _) in &args.keep {
         if !names.contains(class) {
-            bail!("--keep {class}=…: there is no class `{class}`; the classes are {}", names.join(", "));
+            bail!(
+                "--keep {class}=…: there is no class `{class}`; the classes are {}",
+                names.join(", ")
+            );
         }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.common.seed);
@@ -78,10 +81,16 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
     if use_source && args.test_per_class.is_some() {
         notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
     }
-    let count = |n: usize, per_class: Option<usize>, frac: f64| per_class.unwrap_or((n as f64 * frac).round() as usize).min(n);
+    let count = |n: usize, per_class: Option<usize>, frac: f64| {
+        per_class
+            .unwrap_or((n as f64 * frac).round() as usize)
+            .min(n)
+    };
 
     for (c, name) in names.iter().enumerate() {
-        let of_class: Vec<usize> = (0..samples.len()).filter(|&i| samples[i].label == c).collect();
+        let of_class: Vec<usize> = (0..samples.len())
+            .filter(|&i| samples[i].label == c)
+            .collect();
         let (own, mut free): (Vec<usize>, Vec<usize>) = of_class
             .iter()
             .partition(|&&i| use_source && samples[i].source_split.is_some());
@@ -96,7 +105,11 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
         }
         if !source_has_val && !own_train.is_empty() {
             own_train.shuffle(&mut rng);
-            let n_val = count(own_train.len(), args.val_per_class, f_val / (f_train + f_val).max(1e-12));
+            let n_val = count(
+                own_train.len(),
+                args.val_per_class,
+                f_val / (f_train + f_val).max(1e-12),
+            );
             for &i in &own_train[..n_val] {
                 split[i] = Some(Split::Val);
             }
@@ -132,14 +145,21 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
             .map(|(_, n)| *n)
             .or(args.max_per_class);
         if let Some(cap) = cap {
-            let mut train: Vec<usize> = of_class.iter().copied().filter(|&i| split[i] == Some(Split::Train)).collect();
+            let mut train: Vec<usize> = of_class
+                .iter()
+                .copied()
+                .filter(|&i| split[i] == Some(Split::Train))
+                .collect();
             if train.len() > cap {
                 train.shuffle(&mut rng);
                 for &i in &train[cap..] {
                     split[i] = None;
                 }
             } else if args.keep.iter().any(|(k, _)| k == name) && train.len() < cap {
-                notes.push(format!("class `{name}`: --keep {cap} but only {} train images", train.len()));
+                notes.push(format!(
+                    "class `{name}`: --keep {cap} but only {} train images",
+                    train.len()
+                ));
             }
         }
     }
@@ -147,7 +167,12 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
 }
 
 /// Build the train, val and test image sets (in source order within each split).
-pub fn build_sets(samples: &[Sample], assignment: &Assignment, names: &[String], t: &Target) -> [ImageSet; 3] {
+pub fn build_sets(
+    samples: &[Sample],
+    assignment: &Assignment,
+    names: &[String],
+    t: &Target,
+) -> [ImageSet; 3] {
     let mut sets = [(); 3].map(|_| ImageSet::empty(names.to_vec(), t.channels, t.height, t.width));
     for (s, split) in samples.iter().zip(&assignment.split) {
         if let Some(split) = split {
@@ -167,7 +192,12 @@ mod tests {
             .iter()
             .enumerate()
             .flat_map(|(c, &n)| {
-                (0..n).map(move |i| Sample { origin: format!("{c}/{i}"), label: c, source_split: None, pixels: vec![i as u8] })
+                (0..n).map(move |i| Sample {
+                    origin: format!("{c}/{i}"),
+                    label: c,
+                    source_split: None,
+                    pixels: vec![i as u8],
+                })
             })
             .collect()
     }
@@ -203,7 +233,16 @@ mod tests {
     fn per_class_counts_caps_and_seed() {
         let s = samples(&[500, 500, 500]);
         let names: Vec<String> = ["0", "1", "2"].map(String::from).to_vec();
-        let argv = ["--test-per-class", "100", "--val-per-class", "50", "--max-per-class", "300", "--keep", "1=10"];
+        let argv = [
+            "--test-per-class",
+            "100",
+            "--val-per-class",
+            "50",
+            "--max-per-class",
+            "300",
+            "--keep",
+            "1=10",
+        ];
         let a = assign(&s, &names, &args(&argv)).unwrap();
         let [tr, va, te] = counts(&s, &a, 3);
         assert_eq!(te, vec![100; 3]);
@@ -217,14 +256,22 @@ mod tests {
         let c = assign(&s, &names, &args(&other)).unwrap();
         assert_ne!(a.split, c.split);
         // Test and val never overlap with train: each sample has one split.
-        assert_eq!(a.split.iter().filter(|x| x.is_some()).count(), 3 * 150 + 610);
+        assert_eq!(
+            a.split.iter().filter(|x| x.is_some()).count(),
+            3 * 150 + 610
+        );
     }
 
     #[test]
     fn unknown_keep_class_is_named() {
         let s = samples(&[5]);
-        let err = assign(&s, &["a".into()], &args(&["--keep", "z=1"])).unwrap_err().to_string();
-        assert!(err.contains("no class `z`") && err.contains("classes are a"), "{err}");
+        let err = assign(&s, &["a".into()], &args(&["--keep", "z=1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no class `z`") && err.contains("classes are a"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -238,7 +285,11 @@ mod tests {
         assert_eq!((tr[0], va[0], te[0]), (25, 5, 10));
         for (x, sp) in s.iter().zip(&a.split) {
             if x.source_split == Some(Split::Test) {
-                assert_eq!(*sp, Some(Split::Test), "the source's test split is never moved");
+                assert_eq!(
+                    *sp,
+                    Some(Split::Test),
+                    "the source's test split is never moved"
+                );
             }
         }
     }
@@ -247,9 +298,13 @@ mod tests {
     fn empty_classes_are_dropped_and_listed() {
         let s = samples(&[3, 0, 2]);
         let mut problems = Vec::new();
-        let (names, s) = drop_empty_classes(["a", "b", "c"].map(String::from).to_vec(), s, &mut problems);
+        let (names, s) =
+            drop_empty_classes(["a", "b", "c"].map(String::from).to_vec(), s, &mut problems);
         assert_eq!(names, vec!["a", "c"]);
-        assert_eq!(s.iter().map(|x| x.label).collect::<Vec<_>>(), vec![0, 0, 0, 1, 1]);
+        assert_eq!(
+            s.iter().map(|x| x.label).collect::<Vec<_>>(),
+            vec![0, 0, 0, 1, 1]
+        );
         assert_eq!(problems.len(), 1);
         assert!(problems[0].file.contains("`b`") && problems[0].reason.contains("empty class"));
     }

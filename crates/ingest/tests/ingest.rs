@@ -66,7 +66,12 @@ fn skipped(m: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["file"].as_str().unwrap().to_string(), p["reason"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["file"].as_str().unwrap().to_string(),
+                p["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -85,45 +90,106 @@ fn image_folder_with_every_extension_and_bad_files() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("flowers");
     for i in 0..6u8 {
-        save(&solid(12, 10, i), &root.join(format!("cat/{i}.png")), ImageFormat::Png);
-        save(&solid(12, 10, 100 + i), &root.join(format!("dog/{i}.bmp")), ImageFormat::Bmp);
+        save(
+            &solid(12, 10, i),
+            &root.join(format!("cat/{i}.png")),
+            ImageFormat::Png,
+        );
+        save(
+            &solid(12, 10, 100 + i),
+            &root.join(format!("dog/{i}.bmp")),
+            ImageFormat::Bmp,
+        );
     }
-    save(&solid(12, 10, 50), &root.join("dog/x.jpg"), ImageFormat::Jpeg);
-    save(&solid(12, 10, 51), &root.join("dog/y.jpeg"), ImageFormat::Jpeg);
-    save(&solid(12, 10, 52), &root.join("dog/z.ppm"), ImageFormat::Pnm);
+    save(
+        &solid(12, 10, 50),
+        &root.join("dog/x.jpg"),
+        ImageFormat::Jpeg,
+    );
+    save(
+        &solid(12, 10, 51),
+        &root.join("dog/y.jpeg"),
+        ImageFormat::Jpeg,
+    );
+    save(
+        &solid(12, 10, 52),
+        &root.join("dog/z.ppm"),
+        ImageFormat::Pnm,
+    );
     fs::write(root.join("cat/empty.png"), b"").unwrap();
     fs::write(root.join("cat/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    fs::write(root.join("cat/notes.txt"), b"ignored: not an image extension").unwrap();
+    fs::write(
+        root.join("cat/notes.txt"),
+        b"ignored: not an image extension",
+    )
+    .unwrap();
     fs::create_dir_all(root.join("zebra")).unwrap();
 
     let out = tmp.path().join("out");
     let m = ok(&root, &out, &["--split", "0.5,0.25,0.25", "--size", "8x16"]);
     assert_eq!(m["classes"], serde_json::json!(["cat", "dog"]));
-    let total: u64 = ["train", "val", "test"].iter().map(|s| counts(&m, s).iter().sum::<u64>()).sum();
+    let total: u64 = ["train", "val", "test"]
+        .iter()
+        .map(|s| counts(&m, s).iter().sum::<u64>())
+        .sum();
     assert_eq!(total, 6 + 9, "all decodable images are kept");
     // Stratified: each class is in every split.
     for s in ["train", "val", "test"] {
-        assert!(counts(&m, s).iter().all(|&n| n > 0), "{s}: {:?}", counts(&m, s));
+        assert!(
+            counts(&m, s).iter().all(|&n| n > 0),
+            "{s}: {:?}",
+            counts(&m, s)
+        );
     }
     let sk = skipped(&m);
-    assert!(sk.iter().any(|(f, r)| f.ends_with("cat/empty.png") && r.contains("empty file (0 bytes)")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.ends_with("cat/broken.png") && r.contains("cannot decode")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.contains("`zebra`") && r.contains("empty class")), "{sk:?}");
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("cat/empty.png") && r.contains("empty file (0 bytes)")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("cat/broken.png") && r.contains("cannot decode")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.contains("`zebra`") && r.contains("empty class")),
+        "{sk:?}"
+    );
     assert_eq!(sk.len(), 3);
     let summary = fs::read_to_string(out.join("summary.txt")).unwrap();
-    assert!(summary.contains("skipped: 3") && summary.contains("empty.png: empty file"), "{summary}");
+    assert!(
+        summary.contains("skipped: 3") && summary.contains("empty.png: empty file"),
+        "{summary}"
+    );
 
     let train = set(&out, "train");
     assert_eq!((train.channels, train.height, train.width), (3, 8, 16));
     // The red plane of a cat image is one of 0..6, of a dog image >= 50.
     for i in 0..train.len() {
         let red = train.image(i)[0];
-        assert_eq!(train.labels[i] == 0, red < 6, "image {i}: red {red}, label {}", train.labels[i]);
+        assert_eq!(
+            train.labels[i] == 0,
+            red < 6,
+            "image {i}: red {red}, label {}",
+            train.labels[i]
+        );
     }
 
     // --strict makes the first problem fatal and names the file.
-    let err = fails(&[root.to_str().unwrap(), "--out", tmp.path().join("strict").to_str().unwrap(), "--strict", "--size", "8"]);
-    assert!(err.contains("--strict") && err.contains("broken.png"), "{err}");
+    let err = fails(&[
+        root.to_str().unwrap(),
+        "--out",
+        tmp.path().join("strict").to_str().unwrap(),
+        "--strict",
+        "--size",
+        "8",
+    ]);
+    assert!(
+        err.contains("--strict") && err.contains("broken.png"),
+        "{err}"
+    );
     assert!(!tmp.path().join("strict").exists());
 }
 
@@ -133,8 +199,15 @@ fn differing_sizes_need_size_flag() {
     let root = tmp.path().join("d");
     save(&solid(8, 8, 1), &root.join("a/1.png"), ImageFormat::Png);
     save(&solid(9, 8, 1), &root.join("a/2.png"), ImageFormat::Png);
-    let err = fails(&[root.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
-    assert!(err.contains("differ in size") && err.contains("2.png is 9x8") && err.contains("--size"), "{err}");
+    let err = fails(&[
+        root.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("differ in size") && err.contains("2.png is 9x8") && err.contains("--size"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +215,11 @@ fn labels_csv_with_suffix_and_bad_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs = tmp.path().join("train");
     for i in 0..8u8 {
-        save(&solid(6, 6, i * 10), &imgs.join(format!("img{i}.jpeg")), ImageFormat::Jpeg);
+        save(
+            &solid(6, 6, i * 10),
+            &imgs.join(format!("img{i}.jpeg")),
+            ImageFormat::Jpeg,
+        );
     }
     fs::write(imgs.join("zero.jpeg"), b"").unwrap();
     let csv = tmp.path().join("trainLabels.csv");
@@ -161,23 +238,70 @@ fn labels_csv_with_suffix_and_bad_rows() {
     let m = ok(
         &imgs,
         &out,
-        &["--csv", csv.to_str().unwrap(), "--id-col", "image", "--label-col", "level", "--suffix", ".jpeg", "--class-names", names.to_str().unwrap(), "--split", "0.5,0.25,0.25"],
+        &[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--id-col",
+            "image",
+            "--label-col",
+            "level",
+            "--suffix",
+            ".jpeg",
+            "--class-names",
+            names.to_str().unwrap(),
+            "--split",
+            "0.5,0.25,0.25",
+        ],
     );
     assert_eq!(m["format"], "csv");
     assert_eq!(m["classes"], serde_json::json!(["healthy", "mild"]));
     let sk = skipped(&m);
-    assert!(sk.iter().any(|(f, r)| f.ends_with("zero.jpeg") && r.contains("0 bytes")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.ends_with("missing.jpeg") && r.contains("no such file")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.ends_with("trainLabels.csv:12") && r.contains("fields")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.ends_with("img4.jpeg") && r.contains("label `7` is not one of the 2 classes")), "{sk:?}");
-    let total: u64 = ["train", "val", "test"].iter().map(|s| counts(&m, s).iter().sum::<u64>()).sum();
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("zero.jpeg") && r.contains("0 bytes")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("missing.jpeg") && r.contains("no such file")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("trainLabels.csv:12") && r.contains("fields")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter().any(|(f, r)| f.ends_with("img4.jpeg")
+            && r.contains("label `7` is not one of the 2 classes")),
+        "{sk:?}"
+    );
+    let total: u64 = ["train", "val", "test"]
+        .iter()
+        .map(|s| counts(&m, s).iter().sum::<u64>())
+        .sum();
     assert_eq!(total, 8);
     // The CSV is recorded as an input with its hash.
-    assert!(m["inputs"].as_array().unwrap().iter().any(|i| i["path"].as_str().unwrap().ends_with("trainLabels.csv") && i["sha256"].as_str().unwrap().len() == 64));
+    assert!(m["inputs"].as_array().unwrap().iter().any(|i| i["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("trainLabels.csv")
+        && i["sha256"].as_str().unwrap().len() == 64));
 
     // A wrong column name is fatal and lists the columns.
-    let err = fails(&[imgs.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--label-col", "grade", "--out", tmp.path().join("o2").to_str().unwrap()]);
-    assert!(err.contains("no column `grade`") && err.contains("image, level"), "{err}");
+    let err = fails(&[
+        imgs.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--label-col",
+        "grade",
+        "--out",
+        tmp.path().join("o2").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("no column `grade`") && err.contains("image, level"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -207,10 +331,23 @@ fn fer2013_csv_uses_its_own_split() {
     assert_eq!(counts(&m, "test"), vec![1; 7]);
     let sk = skipped(&m);
     assert_eq!(sk.len(), 4, "{sk:?}");
-    assert!(sk[0].0.ends_with("fer2013.csv:30") && sk[0].1.contains("3 pixels do not make a square"), "{sk:?}");
-    assert!(sk.iter().any(|(_, r)| r.contains("label 9 is not one of the 7 classes")), "{sk:?}");
-    assert!(sk.iter().any(|(_, r)| r.contains("`x` is not an integer")), "{sk:?}");
-    assert!(sk.iter().any(|(_, r)| r.contains("Usage `Nowhere`")), "{sk:?}");
+    assert!(
+        sk[0].0.ends_with("fer2013.csv:30") && sk[0].1.contains("3 pixels do not make a square"),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(_, r)| r.contains("label 9 is not one of the 7 classes")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter().any(|(_, r)| r.contains("`x` is not an integer")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter().any(|(_, r)| r.contains("Usage `Nowhere`")),
+        "{sk:?}"
+    );
     let train = set(&out, "train");
     assert_eq!((train.channels, train.height, train.width), (1, 4, 4));
 }
@@ -220,18 +357,40 @@ fn idx_gz_and_raw_with_caps_and_stratification() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let src = fixture("mnist-300");
-    let m = ok(&src, &out, &["--test-per-class", "8", "--val-per-class", "4", "--max-per-class", "15", "--keep", "2=3,5=3"]);
+    let m = ok(
+        &src,
+        &out,
+        &[
+            "--test-per-class",
+            "8",
+            "--val-per-class",
+            "4",
+            "--max-per-class",
+            "15",
+            "--keep",
+            "2=3,5=3",
+        ],
+    );
     assert_eq!(m["format"], "idx");
     assert_eq!(counts(&m, "test"), vec![8; 10]);
     assert_eq!(counts(&m, "val"), vec![4; 10]);
-    assert_eq!(counts(&m, "train"), vec![15, 15, 3, 15, 15, 3, 15, 15, 15, 15]);
+    assert_eq!(
+        counts(&m, "train"),
+        vec![15, 15, 3, 15, 15, 3, 15, 15, 15, 15]
+    );
     assert_eq!(m["rare_classes"], serde_json::json!(["2", "5"]));
     assert_eq!(m["metrics"]["imbalance_ratio"], 5.0);
     let summary = fs::read_to_string(out.join("summary.txt")).unwrap();
-    assert!(summary.contains("│ 2     ┆     3 ┆   4 ┆    8 ┆ rare │"), "{summary}");
+    assert!(
+        summary.contains("│ 2     ┆     3 ┆   4 ┆    8 ┆ rare │"),
+        "{summary}"
+    );
 
     // No image is in two splits: compare pixel contents across splits.
-    let sets: Vec<ImageSet> = ["train", "val", "test"].iter().map(|s| set(&out, s)).collect();
+    let sets: Vec<ImageSet> = ["train", "val", "test"]
+        .iter()
+        .map(|s| set(&out, s))
+        .collect();
     let mut seen = std::collections::HashSet::new();
     for s in &sets {
         for i in 0..s.len() {
@@ -240,7 +399,20 @@ fn idx_gz_and_raw_with_caps_and_stratification() {
     }
     // Same seed, same output; the manifest records the inputs by hash.
     let again = tmp.path().join("again");
-    ok(&src, &again, &["--test-per-class", "8", "--val-per-class", "4", "--max-per-class", "15", "--keep", "2=3,5=3"]);
+    ok(
+        &src,
+        &again,
+        &[
+            "--test-per-class",
+            "8",
+            "--val-per-class",
+            "4",
+            "--max-per-class",
+            "15",
+            "--keep",
+            "2=3,5=3",
+        ],
+    );
     for s in ["train", "val", "test"] {
         assert_eq!(set(&out, s), set(&again, s));
     }
@@ -256,16 +428,41 @@ fn idx_gz_and_raw_with_caps_and_stratification() {
         fs::write(raw.join(name), bytes).unwrap();
     }
     let raw_out = tmp.path().join("raw_out");
-    ok(&raw, &raw_out, &["--test-per-class", "8", "--val-per-class", "4", "--max-per-class", "15", "--keep", "2=3,5=3"]);
+    ok(
+        &raw,
+        &raw_out,
+        &[
+            "--test-per-class",
+            "8",
+            "--val-per-class",
+            "4",
+            "--max-per-class",
+            "15",
+            "--keep",
+            "2=3,5=3",
+        ],
+    );
     assert_eq!(set(&out, "train"), set(&raw_out, "train"));
 
     // Class subset, and an unknown class in --keep / --classes is named.
     let sub = tmp.path().join("sub");
     let m = ok(&src, &sub, &["--classes", "3,7"]);
     assert_eq!(m["classes"], serde_json::json!(["3", "7"]));
-    let err = fails(&[src.to_str().unwrap(), "--keep", "11=2", "--out", sub.to_str().unwrap()]);
+    let err = fails(&[
+        src.to_str().unwrap(),
+        "--keep",
+        "11=2",
+        "--out",
+        sub.to_str().unwrap(),
+    ]);
     assert!(err.contains("no class `11`"), "{err}");
-    let err = fails(&[src.to_str().unwrap(), "--classes", "cat", "--out", sub.to_str().unwrap()]);
+    let err = fails(&[
+        src.to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--out",
+        sub.to_str().unwrap(),
+    ]);
     assert!(err.contains("no class `cat`"), "{err}");
 }
 
@@ -278,16 +475,40 @@ fn idx_header_count_mismatch_and_truncation_are_fatal() {
     let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2];
     images.extend([7u8; 12]);
     fs::write(dir.join("x-images-idx3-ubyte"), &images).unwrap();
-    fs::write(dir.join("x-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
-    let err = fails(&[dir.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
-    assert!(err.contains("holds 3 images") && err.contains("holds 4 labels"), "{err}");
+    fs::write(
+        dir.join("x-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3, 4],
+    )
+    .unwrap();
+    let err = fails(&[
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("holds 3 images") && err.contains("holds 4 labels"),
+        "{err}"
+    );
     // Header says 3 images but the data is short.
     fs::write(dir.join("x-images-idx3-ubyte"), &images[..20]).unwrap();
-    let err = fails(&[dir.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
-    assert!(err.contains("x-images-idx3-ubyte") && err.contains("3×2×2 = 12 bytes") && err.contains("holds 4"), "{err}");
+    let err = fails(&[
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("x-images-idx3-ubyte")
+            && err.contains("3×2×2 = 12 bytes")
+            && err.contains("holds 4"),
+        "{err}"
+    );
     // Not an IDX file at all.
     fs::write(dir.join("x-images-idx3-ubyte"), b"hello world, not idx").unwrap();
-    let err = fails(&[dir.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
+    let err = fails(&[
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
     assert!(err.contains("bad magic"), "{err}");
 }
 
@@ -314,7 +535,11 @@ fn gtsrb_fixture(root: &Path) {
     for i in 0..4u8 {
         let class = i % 2;
         let name = format!("{:05}.ppm", i);
-        save(&RgbImage::from_pixel(20, 20, Rgb([200 * class, 0, 0])), &test.join(&name), ImageFormat::Pnm);
+        save(
+            &RgbImage::from_pixel(20, 20, Rgb([200 * class, 0, 0])),
+            &test.join(&name),
+            ImageFormat::Pnm,
+        );
         csv += &format!("{name};20;20;5;5;15;15;{class}\n");
     }
     csv += "00009.ppm;20;20;5;5;15;15;1\n"; // listed but missing
@@ -328,24 +553,46 @@ fn gtsrb_layout_with_roi_crop_and_test_folder() {
     let root = tmp.path().join("GTSRB");
     gtsrb_fixture(&root);
     let out = tmp.path().join("out");
-    let m = ok(&root, &out, &["--roi-crop", "--size", "10", "--val-per-class", "1"]);
+    let m = ok(
+        &root,
+        &out,
+        &["--roi-crop", "--size", "10", "--val-per-class", "1"],
+    );
     assert_eq!(m["format"], "gtsrb");
     assert_eq!(counts(&m, "train"), vec![4, 4]);
     assert_eq!(counts(&m, "val"), vec![1, 1]);
-    assert_eq!(counts(&m, "test"), vec![2, 2], "the source's test folder is the test split");
+    assert_eq!(
+        counts(&m, "test"),
+        vec![2, 2],
+        "the source's test folder is the test split"
+    );
     let sk = skipped(&m);
-    assert!(sk.iter().any(|(f, r)| f.ends_with("00009.ppm") && r.contains("cannot read")), "{sk:?}");
-    assert!(sk.iter().any(|(f, r)| f.ends_with("GT-final_test.csv:7") && r.contains("no ClassId")), "{sk:?}");
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("00009.ppm") && r.contains("cannot read")),
+        "{sk:?}"
+    );
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("GT-final_test.csv:7") && r.contains("no ClassId")),
+        "{sk:?}"
+    );
     // With the ROI crop no grey border is left: every pixel is the class colour.
     let train = set(&out, "train");
     for i in 0..train.len() {
         let red = &train.image(i)[..100];
         let want = if train.labels[i] == 1 { 200 } else { 0 };
-        assert!(red.iter().all(|&v| v == want), "image {i} has border pixels");
+        assert!(
+            red.iter().all(|&v| v == want),
+            "image {i} has border pixels"
+        );
     }
     // Default size for GTSRB is 32x32.
     let m = ok(&root, &tmp.path().join("out32"), &[]);
-    assert_eq!(m["image_shape"], serde_json::json!({"channels": 3, "height": 32, "width": 32}));
+    assert_eq!(
+        m["image_shape"],
+        serde_json::json!({"channels": 3, "height": 32, "width": 32})
+    );
 }
 
 #[test]
@@ -363,12 +610,24 @@ fn pickles_at_protocols_2_4_5_are_read_and_code_is_refused() {
     for i in 0..train.len() {
         let c = train.labels[i] as u8;
         let v = train.image(i)[0];
-        assert!(v >= c * 40 && v < c * 40 + 4, "image {i}: value {v}, class {c}");
+        assert!(
+            v >= c * 40 && v < c * 40 + 4,
+            "image {i}: value {v}, class {c}"
+        );
         assert!(train.image(i).iter().all(|&p| p == v));
     }
     let _ = fs::remove_file("/tmp/rebalance-pwned");
-    let err = fails(&[fixture("evil.p").to_str().unwrap(), "--out", tmp.path().join("evil").to_str().unwrap()]);
-    assert!(err.contains("evil.p") && err.contains("posix.system") && err.contains("never runs pickle code"), "{err}");
+    let err = fails(&[
+        fixture("evil.p").to_str().unwrap(),
+        "--out",
+        tmp.path().join("evil").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("evil.p")
+            && err.contains("posix.system")
+            && err.contains("never runs pickle code"),
+        "{err}"
+    );
     assert!(!Path::new("/tmp/rebalance-pwned").exists());
 }
 
@@ -389,14 +648,25 @@ fn npz_and_npy_arrays() {
     assert_eq!((train.channels, train.height, train.width), (1, 8, 8));
     let mut values: Vec<u8> = (0..train.len()).map(|i| train.image(i)[0]).collect();
     values.sort();
-    assert_eq!(values, vec![0, 1, 2, 40, 41, 42], "float/255 round-trips to the bytes");
+    assert_eq!(
+        values,
+        vec![0, 1, 2, 40, 41, 42],
+        "float/255 round-trips to the bytes"
+    );
 }
 
 #[test]
 fn missing_path_and_atomic_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = fails(&["/no/such/place", "--out", tmp.path().join("o").to_str().unwrap()]);
-    assert!(err.contains("/no/such/place: no such file or folder"), "{err}");
+    let err = fails(&[
+        "/no/such/place",
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("/no/such/place: no such file or folder"),
+        "{err}"
+    );
 
     // A good run, then a failing run into the same folder: the old output is untouched.
     let out = tmp.path().join("dataset");
@@ -413,7 +683,12 @@ fn missing_path_and_atomic_output() {
     fs::create_dir_all(bad.join("a")).unwrap();
     fs::write(bad.join("a/1.png"), b"").unwrap();
     save(&solid(4, 4, 1), &bad.join("a/2.png"), ImageFormat::Png);
-    let err = fails(&[bad.to_str().unwrap(), "--out", out.to_str().unwrap(), "--strict"]);
+    let err = fails(&[
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--strict",
+    ]);
     assert!(err.contains("1.png: empty file"), "{err}");
     for (p, b) in &before {
         assert_eq!(&fs::read(p).unwrap(), b, "{} changed", p.display());
@@ -435,20 +710,52 @@ fn outputs_follow_the_contract_and_load_in_python() {
     let m = ok(&fixture("mnist-300"), &out, &["--keep", "4=2"]);
     assert_eq!(m["stage"], "ingest");
     assert_eq!(m["contract_version"], rebalance_core::CONTRACT_VERSION);
-    for key in ["params", "inputs", "outputs", "metrics", "device", "seed", "wall_time_s", "counts", "skipped"] {
+    for key in [
+        "params",
+        "inputs",
+        "outputs",
+        "metrics",
+        "device",
+        "seed",
+        "wall_time_s",
+        "counts",
+        "skipped",
+    ] {
         assert!(m.get(key).is_some(), "manifest lacks {key}");
     }
-    let outputs: Vec<&str> = m["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap()).collect();
-    assert_eq!(outputs, vec!["class_counts.svg", "samples.png", "summary.txt", "test.safetensors", "train.safetensors", "val.safetensors"]);
+    let outputs: Vec<&str> = m["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outputs,
+        vec![
+            "class_counts.svg",
+            "samples.png",
+            "summary.txt",
+            "test.safetensors",
+            "train.safetensors",
+            "val.safetensors"
+        ]
+    );
     for o in m["outputs"].as_array().unwrap() {
         let p = out.join(o["path"].as_str().unwrap());
-        assert_eq!(rebalance_core::hash::sha256_file(&p).unwrap(), o["sha256"].as_str().unwrap());
+        assert_eq!(
+            rebalance_core::hash::sha256_file(&p).unwrap(),
+            o["sha256"].as_str().unwrap()
+        );
     }
     let png = image::open(out.join("samples.png")).unwrap();
     assert!(png.height() > 10 * 28, "one row per class");
 
     let python = repo().join(".venv/bin/python");
-    assert!(python.exists(), "run scripts/setup first: {} is missing", python.display());
+    assert!(
+        python.exists(),
+        "run scripts/setup first: {} is missing",
+        python.display()
+    );
     let script = r#"
 import json, sys
 from safetensors import safe_open
@@ -475,7 +782,11 @@ print("ok", n)
         .arg(m["counts"]["train"].to_string())
         .output()
         .unwrap();
-    assert!(o.status.success(), "python: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let n: u64 = counts(&m, "train").iter().sum();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ok {n}"));
 }

@@ -38,14 +38,20 @@ pub fn load(args: &Args) -> Result<Loaded> {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                loaded.problems.push(Problem::new(origin, format!("malformed CSV row: {e}")));
+                loaded
+                    .problems
+                    .push(Problem::new(origin, format!("malformed CSV row: {e}")));
                 continue;
             }
         };
         let (Some(id), Some(label)) = (record.get(id_col), record.get(label_col)) else {
             loaded.problems.push(Problem::new(
                 origin,
-                format!("row has {} fields, expected at least {}", record.len(), id_col.max(label_col) + 1),
+                format!(
+                    "row has {} fields, expected at least {}",
+                    record.len(),
+                    id_col.max(label_col) + 1
+                ),
             ));
             continue;
         };

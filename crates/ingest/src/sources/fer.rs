@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use super::{image_from_hwc, read_input, Item, LabelRef, Loaded, Payload, Problem, Split};
 
 /// FER2013's seven emotions, label 0 to 6.
-pub const FER_CLASSES: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+pub const FER_CLASSES: [&str; 7] = [
+    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+];
 
 pub fn load(path: &Path) -> Result<Loaded> {
     let mut loaded = Loaded::default();
@@ -21,7 +23,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .with_context(|| format!("{}: reading the header row", path.display()))?
         .clone();
     let find = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(label_col), Some(pix_col)) = (find("emotion").or(find("label")), find("pixels")) else {
+    let (Some(label_col), Some(pix_col)) = (find("emotion").or(find("label")), find("pixels"))
+    else {
         bail!(
             "{}: a FER2013 CSV needs `emotion` (or `label`) and `pixels` columns; found {}",
             path.display(),
@@ -36,7 +39,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                loaded.problems.push(Problem::new(origin, format!("malformed CSV row: {e}")));
+                loaded
+                    .problems
+                    .push(Problem::new(origin, format!("malformed CSV row: {e}")));
                 continue;
             }
         };
@@ -51,11 +56,17 @@ pub fn load(path: &Path) -> Result<Loaded> {
                 .get(pix_col)
                 .ok_or_else(|| format!("row has {} fields, no pixels", record.len()))?
                 .split_ascii_whitespace()
-                .map(|v| v.parse::<u8>().map_err(|_| format!("pixel `{v}` is not 0..255")))
+                .map(|v| {
+                    v.parse::<u8>()
+                        .map_err(|_| format!("pixel `{v}` is not 0..255"))
+                })
                 .collect::<Result<_, _>>()?;
             let s = (pixels.len() as f64).sqrt() as usize;
             if s == 0 || s * s != pixels.len() {
-                return Err(format!("{} pixels do not make a square image", pixels.len()));
+                return Err(format!(
+                    "{} pixels do not make a square image",
+                    pixels.len()
+                ));
             }
             let split = match record.get(usage_col.unwrap_or(usize::MAX)) {
                 None => None,
@@ -72,7 +83,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
                 origin: origin.clone(),
                 label: LabelRef::Index(label),
                 split,
-                payload: Payload::Image(image_from_hwc(s, s, 1, pixels).map_err(|e| e.to_string())?),
+                payload: Payload::Image(
+                    image_from_hwc(s, s, 1, pixels).map_err(|e| e.to_string())?,
+                ),
             })
         };
         match row() {

@@ -31,18 +31,23 @@ pub fn load(root: &Path, roi_crop: bool) -> Result<Loaded> {
             let dir_name = dir.file_name().unwrap().to_string_lossy().into_owned();
             let csv = dir.join(format!("GT-{dir_name}.csv"));
             if !csv.is_file() {
-                loaded
-                    .problems
-                    .push(Problem::new(csv.display().to_string(), "annotation CSV is missing; class folder skipped"));
+                loaded.problems.push(Problem::new(
+                    csv.display().to_string(),
+                    "annotation CSV is missing; class folder skipped",
+                ));
                 continue;
             }
             read_annotations(&csv, &dir, Split::Train, roi_crop, &mut loaded)?;
         }
     }
     if test.is_dir() {
-        let csv = [test.join("GT-final_test.csv"), root.join("GT-final_test.csv"), root.join("Final_Test").join("GT-final_test.csv")]
-            .into_iter()
-            .find(|p| p.is_file());
+        let csv = [
+            test.join("GT-final_test.csv"),
+            root.join("GT-final_test.csv"),
+            root.join("Final_Test").join("GT-final_test.csv"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file());
         match csv {
             Some(csv) => read_annotations(&csv, &test, Split::Test, roi_crop, &mut loaded)?,
             None => bail!(
@@ -56,43 +61,69 @@ pub fn load(root: &Path, roi_crop: bool) -> Result<Loaded> {
     Ok(loaded)
 }
 
-fn read_annotations(csv: &Path, dir: &Path, split: Split, roi_crop: bool, loaded: &mut Loaded) -> Result<()> {
+fn read_annotations(
+    csv: &Path,
+    dir: &Path,
+    split: Split,
+    roi_crop: bool,
+    loaded: &mut Loaded,
+) -> Result<()> {
     let bytes = read_input(csv, &mut loaded.inputs)?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(b';')
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(bytes.as_slice());
-    let headers = reader.headers().with_context(|| format!("{}: header row", csv.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: header row", csv.display()))?
+        .clone();
     let col = |n: &str| {
         headers.iter().position(|h| h == n).with_context(|| {
-            format!("{}: no column `{n}` (columns: {})", csv.display(), headers.iter().collect::<Vec<_>>().join(";"))
+            format!(
+                "{}: no column `{n}` (columns: {})",
+                csv.display(),
+                headers.iter().collect::<Vec<_>>().join(";")
+            )
         })
     };
     let c_file = col("Filename")?;
     let c_class = col("ClassId")?;
-    let roi_cols = ["Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"].map(|n| headers.iter().position(|h| h == n));
+    let roi_cols =
+        ["Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"].map(|n| headers.iter().position(|h| h == n));
     for (i, record) in reader.records().enumerate() {
         let origin = format!("{}:{}", csv.display(), i + 2);
-        let parsed = record.map_err(|e| format!("malformed CSV row: {e}")).and_then(|r| {
-            let file = r.get(c_file).filter(|f| !f.is_empty()).ok_or("no file name")?.to_string();
-            let class: i64 = r
-                .get(c_class)
-                .ok_or("no ClassId")?
-                .parse()
-                .map_err(|_| format!("ClassId `{}` is not an integer", r.get(c_class).unwrap_or("")))?;
-            let roi = if roi_crop {
-                let v: Vec<u32> = roi_cols
-                    .iter()
-                    .map(|c| c.and_then(|c| r.get(c)).and_then(|v| v.parse().ok()))
-                    .collect::<Option<_>>()
-                    .ok_or("--roi-crop: Roi.X1..Roi.Y2 missing or not integers")?;
-                Some(Roi { x1: v[0], y1: v[1], x2: v[2], y2: v[3] })
-            } else {
-                None
-            };
-            Ok::<_, String>((file, class, roi))
-        });
+        let parsed = record
+            .map_err(|e| format!("malformed CSV row: {e}"))
+            .and_then(|r| {
+                let file = r
+                    .get(c_file)
+                    .filter(|f| !f.is_empty())
+                    .ok_or("no file name")?
+                    .to_string();
+                let class: i64 = r.get(c_class).ok_or("no ClassId")?.parse().map_err(|_| {
+                    format!(
+                        "ClassId `{}` is not an integer",
+                        r.get(c_class).unwrap_or("")
+                    )
+                })?;
+                let roi = if roi_crop {
+                    let v: Vec<u32> = roi_cols
+                        .iter()
+                        .map(|c| c.and_then(|c| r.get(c)).and_then(|v| v.parse().ok()))
+                        .collect::<Option<_>>()
+                        .ok_or("--roi-crop: Roi.X1..Roi.Y2 missing or not integers")?;
+                    Some(Roi {
+                        x1: v[0],
+                        y1: v[1],
+                        x2: v[2],
+                        y2: v[3],
+                    })
+                } else {
+                    None
+                };
+                Ok::<_, String>((file, class, roi))
+            });
         match parsed {
             Ok((file, class, roi)) => {
                 let path = dir.join(&file);

@@ -23,7 +23,10 @@ pub fn load(source: &Path) -> Result<Loaded> {
         v
     };
     if image_files.is_empty() {
-        bail!("{}: no `*-images-idx3-ubyte[.gz]` file found", source.display());
+        bail!(
+            "{}: no `*-images-idx3-ubyte[.gz]` file found",
+            source.display()
+        );
     }
     let mut loaded = Loaded::default();
     for images_path in &image_files {
@@ -37,8 +40,16 @@ pub fn load(source: &Path) -> Result<Loaded> {
                 labels_path.display()
             );
         }
-        let images = parse(&read_input(images_path, &mut loaded.inputs)?, images_path, 3)?;
-        let labels = parse(&read_input(&labels_path, &mut loaded.inputs)?, &labels_path, 1)?;
+        let images = parse(
+            &read_input(images_path, &mut loaded.inputs)?,
+            images_path,
+            3,
+        )?;
+        let labels = parse(
+            &read_input(&labels_path, &mut loaded.inputs)?,
+            &labels_path,
+            1,
+        )?;
         if images.0[0] != labels.0[0] {
             bail!(
                 "{} holds {} images but {} holds {} labels",
@@ -69,7 +80,9 @@ pub fn load(source: &Path) -> Result<Loaded> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Parse an IDX file of unsigned bytes with `ndims` dimensions: (dims, data).
@@ -98,7 +111,11 @@ pub fn parse(raw: &[u8], path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)
             "{}: IDX file has {} dimensions, expected {ndims} ({})",
             path.display(),
             bytes[3],
-            if ndims == 3 { "an images file" } else { "a labels file" }
+            if ndims == 3 {
+                "an images file"
+            } else {
+                "a labels file"
+            }
         );
     }
     let header = 4 + 4 * ndims as usize;
@@ -114,7 +131,10 @@ pub fn parse(raw: &[u8], path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)
         bail!(
             "{}: IDX header says {} = {expected} bytes of data, the file holds {found}",
             path.display(),
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
         );
     }
     Ok((dims, bytes[header..].to_vec()))

@@ -192,11 +192,18 @@ pub fn resolve_classes(
     let lookup = |label: &LabelRef| -> Result<usize, String> {
         match label {
             LabelRef::Index(i) if *i >= 0 && (*i as usize) < n => Ok(*i as usize),
-            LabelRef::Index(i) => Err(format!("label {i} is not one of the {n} classes (0..{})", n - 1)),
+            LabelRef::Index(i) => Err(format!(
+                "label {i} is not one of the {n} classes (0..{})",
+                n - 1
+            )),
             LabelRef::Name(s) => names
                 .iter()
                 .position(|c| c == s)
-                .or_else(|| s.parse::<usize>().ok().filter(|&i| i < n && args.class_names.is_some()))
+                .or_else(|| {
+                    s.parse::<usize>()
+                        .ok()
+                        .filter(|&i| i < n && args.class_names.is_some())
+                })
                 .ok_or_else(|| format!("label `{s}` is not one of the {n} classes")),
         }
     };
@@ -237,11 +244,14 @@ pub fn resolve_classes(
 }
 
 fn read_class_names(file: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading class names {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading class names {}", file.display()))?;
     let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     let names: Vec<String> = {
-        let end = names.iter().rposition(|l| !l.is_empty()).map_or(0, |i| i + 1);
+        let end = names
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |i| i + 1);
         names[..end].to_vec()
     };
     if names.is_empty() {
@@ -322,7 +332,10 @@ pub(crate) fn is_image_file(path: &Path) -> bool {
     path.extension()
         .map(|e| {
             let e = e.to_string_lossy().to_ascii_lowercase();
-            matches!(e.as_str(), "png" | "jpg" | "jpeg" | "bmp" | "ppm" | "pgm" | "pnm")
+            matches!(
+                e.as_str(),
+                "png" | "jpg" | "jpeg" | "bmp" | "ppm" | "pgm" | "pnm"
+            )
         })
         .unwrap_or(false)
 }
@@ -335,10 +348,12 @@ pub(crate) fn image_from_hwc(h: usize, w: usize, c: usize, data: Vec<u8>) -> Res
             image::GrayImage::from_raw(w32, h32, data).context("pixel count does not match H×W")?,
         ),
         3 => DynamicImage::ImageRgb8(
-            image::RgbImage::from_raw(w32, h32, data).context("pixel count does not match H×W×3")?,
+            image::RgbImage::from_raw(w32, h32, data)
+                .context("pixel count does not match H×W×3")?,
         ),
         4 => DynamicImage::ImageRgba8(
-            image::RgbaImage::from_raw(w32, h32, data).context("pixel count does not match H×W×4")?,
+            image::RgbaImage::from_raw(w32, h32, data)
+                .context("pixel count does not match H×W×4")?,
         ),
         _ => bail!("{c} channels: only 1, 3 or 4 are supported"),
     })
@@ -357,7 +372,13 @@ impl ImageArray {
     /// Interpret a shape: N×H×W (grey), N×H×W×C or N×C×H×W (C in 1, 3, 4).
     pub fn from_shape(shape: &[usize], data: Vec<u8>, what: &str) -> Result<Self> {
         let arr = match *shape {
-            [n, h, w] => Self { n, h, w, c: 1, data },
+            [n, h, w] => Self {
+                n,
+                h,
+                w,
+                c: 1,
+                data,
+            },
             [n, h, w, c] if matches!(c, 1 | 3 | 4) => Self { n, h, w, c, data },
             [n, c, h, w] if matches!(c, 1 | 3 | 4) => {
                 // Channel-first: transpose to channel-last.
@@ -372,7 +393,13 @@ impl ImageArray {
                         }
                     }
                 }
-                Self { n, h, w, c, data: out }
+                Self {
+                    n,
+                    h,
+                    w,
+                    c,
+                    data: out,
+                }
             }
             _ => bail!(
                 "{what}: images have shape {shape:?}; expected N×H×W, N×H×W×C or N×C×H×W with C \
@@ -380,7 +407,10 @@ impl ImageArray {
             ),
         };
         if arr.data.len() != arr.n * arr.h * arr.w * arr.c {
-            bail!("{what}: {} bytes do not fill shape {shape:?}", arr.data.len());
+            bail!(
+                "{what}: {} bytes do not fill shape {shape:?}",
+                arr.data.len()
+            );
         }
         Ok(arr)
     }

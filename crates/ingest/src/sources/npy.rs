@@ -27,10 +27,15 @@ impl Any {
         }
     }
     fn pixels(self, what: &str) -> Result<Vec<u8>> {
-        let to_vec = |v: Vec<f64>, f: bool| pixels_from_values(&v, f).map_err(|e| anyhow::anyhow!("{what}: {e}"));
+        let to_vec = |v: Vec<f64>, f: bool| {
+            pixels_from_values(&v, f).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+        };
         match self {
             Any::U8(a) => Ok(a.as_standard_layout().iter().copied().collect()),
-            Any::Int(a) => to_vec(a.as_standard_layout().iter().map(|&v| v as f64).collect(), false),
+            Any::Int(a) => to_vec(
+                a.as_standard_layout().iter().map(|&v| v as f64).collect(),
+                false,
+            ),
             Any::Float(a) => to_vec(a.as_standard_layout().iter().copied().collect(), true),
         }
     }
@@ -114,8 +119,11 @@ pub fn load(source: &Path) -> Result<Loaded> {
     let is_npz = source.is_file() && source.extension().is_some_and(|e| e == "npz");
     if is_npz {
         let bytes = read_input(source, &mut loaded.inputs)?;
-        let mut npz = NpzReader::new(std::io::Cursor::new(bytes)).with_context(|| format!("{name}: not a valid .npz"))?;
-        let names = npz.names().with_context(|| format!("{name}: listing arrays"))?;
+        let mut npz = NpzReader::new(std::io::Cursor::new(bytes))
+            .with_context(|| format!("{name}: not a valid .npz"))?;
+        let names = npz
+            .names()
+            .with_context(|| format!("{name}: listing arrays"))?;
         for (suffix, split) in SPLITS {
             let (xn, yn) = (format!("x{suffix}"), format!("y{suffix}"));
             let has = |n: &str| names.iter().any(|m| m == n || m == &format!("{n}.npy"));
@@ -125,19 +133,35 @@ pub fn load(source: &Path) -> Result<Loaded> {
             if !has(&yn) {
                 bail!("{name}: has `{xn}` but no `{yn}`");
             }
-            let key = |n: &str| names.iter().find(|m| *m == n || **m == format!("{n}.npy")).unwrap().clone();
+            let key = |n: &str| {
+                names
+                    .iter()
+                    .find(|m| *m == n || **m == format!("{n}.npy"))
+                    .unwrap()
+                    .clone()
+            };
             let (xk, yk) = (key(&xn), key(&yn));
             let x = read_any!(format!("{name}:{xk}"), T => npz.by_name::<OwnedRepr<T>, IxDyn>(&xk));
             let y = read_any!(format!("{name}:{yk}"), T => npz.by_name::<OwnedRepr<T>, IxDyn>(&yk));
             pairs.push((x, y, format!("{name}:{xn}"), split));
         }
         if pairs.is_empty() {
-            bail!("{name}: no `x`/`y` or `x_train`/`y_train` arrays (found {})", names.join(", "));
+            bail!(
+                "{name}: no `x`/`y` or `x_train`/`y_train` arrays (found {})",
+                names.join(", ")
+            );
         }
     } else {
-        let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
+        let dir = if source.is_file() {
+            source.parent().unwrap_or(Path::new("."))
+        } else {
+            source
+        };
         for (suffix, split) in SPLITS {
-            let (xp, yp) = (dir.join(format!("x{suffix}.npy")), dir.join(format!("y{suffix}.npy")));
+            let (xp, yp) = (
+                dir.join(format!("x{suffix}.npy")),
+                dir.join(format!("y{suffix}.npy")),
+            );
             if !xp.is_file() {
                 continue;
             }
@@ -152,14 +176,22 @@ pub fn load(source: &Path) -> Result<Loaded> {
             pairs.push((x, y, xp.display().to_string(), split));
         }
         if pairs.is_empty() {
-            bail!("{}: no x.npy / y.npy (or x_train.npy / y_train.npy) found", dir.display());
+            bail!(
+                "{}: no x.npy / y.npy (or x_train.npy / y_train.npy) found",
+                dir.display()
+            );
         }
     }
     for (x, y, origin, split) in pairs {
         let shape = x.shape();
         let labels = y.labels(&origin)?;
         let pixels = x.pixels(&origin)?;
-        ImageArray::from_shape(&shape, pixels, &origin)?.into_items(&labels, &origin, split, &mut loaded.items)?;
+        ImageArray::from_shape(&shape, pixels, &origin)?.into_items(
+            &labels,
+            &origin,
+            split,
+            &mut loaded.items,
+        )?;
     }
     Ok(loaded)
 }

@@ -43,7 +43,10 @@ pub fn load(source: &Path) -> Result<Loaded> {
                     other => bail!("{name}: a label is {}, not an integer", other.kind()),
                 })
                 .collect::<Result<_>>()?,
-            Some(other) => bail!("{name}: `labels` is {}, expected an array or list", other.kind()),
+            Some(other) => bail!(
+                "{name}: `labels` is {}, expected an array or list",
+                other.kind()
+            ),
             None => bail!("{name}: the dict has no `labels` (or `y`) key"),
         };
         let stem = file
@@ -59,8 +62,15 @@ pub fn load(source: &Path) -> Result<Loaded> {
         } else {
             None
         };
-        let pixels = features.to_u8().with_context(|| format!("{name}: features"))?;
-        ImageArray::from_shape(&features.shape, pixels, &name)?.into_items(&labels, &name, split, &mut loaded.items)?;
+        let pixels = features
+            .to_u8()
+            .with_context(|| format!("{name}: features"))?;
+        ImageArray::from_shape(&features.shape, pixels, &name)?.into_items(
+            &labels,
+            &name,
+            split,
+            &mut loaded.items,
+        )?;
     }
     if files.is_empty() {
         bail!("{}: no .p / .pkl / .pickle files", source.display());
@@ -74,14 +84,24 @@ fn find<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
 
 fn array<'a>(v: &'a Value, keys: &[&str], name: &str) -> Result<&'a pickle::NdArray> {
     if !matches!(v, Value::Dict(_)) {
-        bail!("{name}: the pickle holds {}, expected a dict with `features` and `labels`", v.kind());
+        bail!(
+            "{name}: the pickle holds {}, expected a dict with `features` and `labels`",
+            v.kind()
+        );
     }
     match find(v, keys) {
         Some(Value::Array(a)) if a.fortran && a.shape.len() > 1 => {
-            bail!("{name}: `{}` is a Fortran-ordered array; save it with np.ascontiguousarray", keys[0])
+            bail!(
+                "{name}: `{}` is a Fortran-ordered array; save it with np.ascontiguousarray",
+                keys[0]
+            )
         }
         Some(Value::Array(a)) => Ok(a),
-        Some(other) => bail!("{name}: `{}` is {}, expected a NumPy array", keys[0], other.kind()),
+        Some(other) => bail!(
+            "{name}: `{}` is {}, expected a NumPy array",
+            keys[0],
+            other.kind()
+        ),
         None => bail!("{name}: the dict has no `{}` key", keys[0]),
     }
 }

@@ -1,0 +1,48 @@
+//! The stage binaries that use libtorch must keep `libtorch_cuda.so` linked (the linker's
+//! `--as-needed` drops it otherwise, and CUDA is then silently unavailable on GPU machines),
+//! and must find libtorch at run time with no environment variables.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gan-train");
+
+#[test]
+fn binary_links_libtorch_cuda() {
+    let lib = std::env::var("LIBTORCH").expect("LIBTORCH is set by .cargo/config.toml");
+    if !std::path::Path::new(&lib)
+        .join("lib/libtorch_cuda.so")
+        .exists()
+    {
+        eprintln!("skipped: this libtorch ({lib}) is a CPU-only build");
+        return;
+    }
+    let out = Command::new("ldd").arg(BIN).output().expect("ldd runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("libtorch_cuda.so"), "ldd {BIN}:\n{text}");
+    assert!(!text.contains("not found"), "unresolved libraries:\n{text}");
+}
+
+#[test]
+fn binary_runs_without_library_path_and_says_it_is_not_built() {
+    let out = Command::new(BIN)
+        .args(["--device", "cpu"])
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("gan-train runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not built yet (issue #4)") && err.contains("device cpu"),
+        "{err}"
+    );
+    // A bad device is refused by the shared flag parser.
+    let out = Command::new(BIN)
+        .args(["--device", "tpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`tpu` is not a device"),
+        "{err}"
+    );
+}

