@@ -33,7 +33,7 @@ pub fn grouped_bars_svg(
             .iter()
             .flat_map(|s| s.values.iter().copied())
             .fold(1.0f64, f64::max)
-            * 1.08;
+            * 1.35; // headroom so the legend sits above the bars
         let n = categories.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -56,6 +56,7 @@ pub fn grouped_bars_svg(
                     String::new()
                 }
             })
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .y_desc(y_label)
             .draw()
             .map_err(|e| err(&e))?;
