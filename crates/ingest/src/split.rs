@@ -123,7 +123,7 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
             let asked = args.test_per_class.unwrap_or(0) + args.val_per_class.unwrap_or(0);
             if n_test + n_val == n && asked >= n {
                 notes.push(format!(
-                    "class `{name}`: {n} images, not more than the {asked} asked for test + val; train gets none"
+                    "class `{name}`: only {n} images for the {asked} asked for test + val; train gets none"
                 ));
             }
             for (k, &i) in free.iter().enumerate() {
