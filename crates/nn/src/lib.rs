@@ -1,6 +1,10 @@
 //! Networks and tensors: the one place that turns `--device` into a `tch::Device`.
 
+pub mod adam;
+pub mod io;
+
 use anyhow::{bail, Result};
+use rebalance_core::ImageSet;
 use rebalance_core::DeviceSpec;
 use tch::Device;
 
@@ -33,6 +37,32 @@ pub fn device_name(device: Device) -> String {
 /// Seed libtorch's generators (CPU and CUDA).
 pub fn seed_everything(seed: u64) {
     tch::manual_seed(seed as i64);
+}
+
+/// Images of a set as a u8 tensor `[N, C, H, W]` and labels as i64 `[N]`, on `device`.
+pub fn imageset_tensors(set: &ImageSet, device: Device) -> (tch::Tensor, tch::Tensor) {
+    let n = set.len() as i64;
+    let images = tch::Tensor::from_slice(&set.images)
+        .reshape([n, set.channels as i64, set.height as i64, set.width as i64])
+        .to_device(device);
+    let labels = tch::Tensor::from_slice(&set.labels).to_device(device);
+    (images, labels)
+}
+
+/// u8 pixels to floats in [-1, 1] (the tanh range GANs train in).
+pub fn to_unit_range(images_u8: &tch::Tensor) -> tch::Tensor {
+    images_u8.to_kind(tch::Kind::Float) / 127.5 - 1.0
+}
+
+/// Floats in [-1, 1] back to u8 pixels (clamped, rounded), on the CPU.
+pub fn to_u8_pixels(images: &tch::Tensor) -> Vec<u8> {
+    let t = ((images.detach().to_device(Device::Cpu) + 1.0) * 127.5)
+        .clamp(0.0, 255.0)
+        .round()
+        .to_kind(tch::Kind::Uint8)
+        .contiguous()
+        .view([-1]);
+    Vec::<u8>::try_from(&t).expect("u8 tensor")
 }
 
 #[cfg(test)]
