@@ -92,36 +92,49 @@ impl StagedDir {
 
     /// Swap the staged folder into place. The previous folder, if any, is removed afterwards.
     pub fn commit(mut self) -> Result<()> {
-        if let Ok(dir) = fs::File::open(&self.staging) {
-            let _ = dir.sync_all();
-        }
-        if self.target.exists() {
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &self.staging,
-                rustix::fs::CWD,
-                &self.target,
-                rustix::fs::RenameFlags::EXCHANGE,
-            )
-            .or_else(|_| {
-                // Filesystems without RENAME_EXCHANGE: move the old folder aside first.
-                let aside = self.staging.with_extension("old");
-                fs::rename(&self.target, &aside)?;
-                fs::rename(&self.staging, &self.target)?;
-                fs::rename(&aside, &self.staging)
-            })
-            .with_context(|| format!("swapping the new output into {}", self.target.display()))?;
-            // self.staging now holds the previous output.
-            fs::remove_dir_all(&self.staging).with_context(|| {
-                format!("removing the previous output {}", self.staging.display())
-            })?;
-        } else {
-            fs::rename(&self.staging, &self.target)
-                .with_context(|| format!("moving the new output into {}", self.target.display()))?;
-        }
+        swap_into(&self.staging, &self.target)?;
         self.committed = true;
         Ok(())
     }
+}
+
+/// The hidden sibling a long-running stage works in, so that a killed run can be resumed:
+/// `artifacts/gan` -> `artifacts/.gan.partial`.
+pub fn partial_dir(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial"))
+}
+
+/// Replace `target` by the folder `src` in one step (`renameat2(RENAME_EXCHANGE)`), then
+/// remove the previous `target`. Without a previous `target`, a plain rename.
+pub fn swap_into(src: &Path, target: &Path) -> Result<()> {
+    if let Ok(dir) = fs::File::open(src) {
+        let _ = dir.sync_all();
+    }
+    if target.exists() {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            src,
+            rustix::fs::CWD,
+            target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .or_else(|_| {
+            // Filesystems without RENAME_EXCHANGE: move the old folder aside first.
+            let aside = src.with_extension("old");
+            fs::rename(target, &aside)?;
+            fs::rename(src, target)?;
+            fs::rename(&aside, src)
+        })
+        .with_context(|| format!("swapping the new output into {}", target.display()))?;
+        // `src` now holds the previous output.
+        fs::remove_dir_all(src)
+            .with_context(|| format!("removing the previous output {}", src.display()))?;
+    } else {
+        fs::rename(src, target)
+            .with_context(|| format!("moving the new output into {}", target.display()))?;
+    }
+    Ok(())
 }
 
 impl Drop for StagedDir {

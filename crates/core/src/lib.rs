@@ -11,7 +11,7 @@ pub mod hash;
 pub mod imageset;
 pub mod manifest;
 
-pub use atomic::{write_atomic, StagedDir};
+pub use atomic::{partial_dir, swap_into, write_atomic, StagedDir};
 pub use cli::{CommonArgs, DeviceSpec};
 pub use imageset::{ContractError, ImageSet};
 pub use manifest::{FileRecord, Manifest};

@@ -1,28 +1,21 @@
-//! `gan-train`: train GANs on the rare classes.
-//!
-//! Not built yet: issue #4 fills this stage in. Until then the binary parses the shared
-//! flags, resolves the device (proving libtorch loads) and exits with an error saying so.
-
 use clap::Parser;
-use rebalance_core::CommonArgs;
-
-/// rebalance stage `gan-train`: train GANs on the rare classes (not built yet, see issue #4).
-#[derive(Debug, Parser, serde::Serialize)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-}
-
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let device = rebalance_nn::resolve_device(args.common.device)?;
-    anyhow::bail!(
-        "this stage is not built yet (issue #4); device {} would be used",
-        rebalance_nn::device_name(device)
-    )
-}
+use gan_train::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    rebalance_core::main_wrapper("gan-train", run)
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Generate(args)) => rebalance_core::main_wrapper("gan-train generate", || {
+            rebalance_core::cli::init_logging(args.common.quiet);
+            gan_train::generate::run(&args)
+        }),
+        Some(Command::Train(args)) => train(args),
+        None => train(cli.train),
+    }
+}
+
+fn train(args: gan_train::TrainArgs) -> std::process::ExitCode {
+    rebalance_core::main_wrapper("gan-train", || {
+        rebalance_core::cli::init_logging(args.common.quiet);
+        gan_train::train::run(&args)
+    })
 }

@@ -1,0 +1,144 @@
+//! `gan-train generate`: N images per chosen class from a trained generator, as an image set.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
+use rebalance_nn::{device_name, io, resolve_device};
+use serde::Serialize;
+use tch::{nn::VarStore, Kind, Tensor};
+
+use crate::model::{Generator, NetConfig};
+use crate::train::{checkpoint_config, write_grid};
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct GenerateArgs {
+    /// A gan-train output folder (its generator.safetensors) or a checkpoint file
+    /// [default: <artifacts>/gan].
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Images per class.
+    #[arg(long, default_value_t = 100)]
+    pub per_class: i64,
+    /// Classes to generate (names) [default: the classes the GAN was trained on].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// Output folder [default: <artifacts>/generated].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write one PNG file per image (png/<class>/<i>.png).
+    #[arg(long)]
+    pub png: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: i64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = resolve_device(args.common.device)?;
+    let from = args.from.clone().unwrap_or_else(|| args.common.artifacts.join("gan"));
+    let (weights, prefix) = if from.is_dir() {
+        (from.join("generator.safetensors"), "")
+    } else {
+        (from.clone(), "ema.")
+    };
+    if !weights.exists() {
+        bail!("{}: no trained generator; run `cargo run --release -p gan-train` first, or pass --from", weights.display());
+    }
+    let (tensors, meta) = io::read_safetensors(&weights, device)?;
+    let cfg: NetConfig = checkpoint_config(&meta, &weights)?;
+    let vs = VarStore::new(device);
+    let g = Generator::new(vs.root(), &cfg)?;
+    io::load_vars(&vs, prefix, &tensors, &weights)?;
+
+    let wanted: Vec<i64> = if args.classes.is_empty() {
+        cfg.trained_classes.clone()
+    } else {
+        args.classes
+            .iter()
+            .map(|c| {
+                cfg.classes.iter().position(|x| x == c).map(|i| i as i64).with_context(|| {
+                    format!("class `{c}` is not one of the dataset's classes ({})", cfg.classes.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    for c in &wanted {
+        if !cfg.trained_classes.contains(c) {
+            bail!("class `{}` was not among the classes this GAN was trained on", cfg.classes[*c as usize]);
+        }
+    }
+    if !cfg.model.conditional() && cfg.trained_classes.len() > 1 {
+        bail!(
+            "this dcgan was trained on {} classes pooled, so its images have no class; train one dcgan per class \
+             (--class) or use --model cgan",
+            cfg.trained_classes.len()
+        );
+    }
+    if args.per_class < 1 {
+        bail!("--per-class must be at least 1");
+    }
+
+    rebalance_nn::seed_everything(args.common.seed);
+    let mut set = ImageSet::empty(cfg.classes.clone(), cfg.channels as usize, cfg.height as usize, cfg.width as usize);
+    let mut grid_rows = Vec::new();
+    for &c in &wanted {
+        let mut done = 0;
+        let mut first = Vec::new();
+        while done < args.per_class {
+            let n = args.batch.min(args.per_class - done);
+            let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, device));
+            let y = Tensor::full([n], c, (Kind::Int64, device));
+            let imgs = tch::no_grad(|| g.forward_t(&z, &y, false));
+            let pix = rebalance_nn::to_u8_pixels(&imgs);
+            for img in pix.chunks(set.image_len()) {
+                set.push(img, c);
+            }
+            if first.is_empty() {
+                first = pix[..set.image_len() * (n.min(10) as usize)].to_vec();
+            }
+            done += n;
+        }
+        grid_rows.push(first);
+    }
+
+    let out = args.out.clone().unwrap_or_else(|| args.common.artifacts.join("generated"));
+    let staged = StagedDir::new(&out)?;
+    set.write(&staged.path().join("generated.safetensors"))?;
+    write_grid(&staged.path().join("grid.png"), &grid_rows, &cfg)?;
+    if args.png {
+        for i in 0..set.len() {
+            let class = &cfg.classes[set.labels[i] as usize];
+            let path = staged.path().join(format!("png/{class}/{i:06}.png"));
+            let (h, w) = (cfg.height as u32, cfg.width as u32);
+            let px = set.image(i);
+            let img = if cfg.channels == 1 {
+                image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, px.to_vec()).expect("size"))
+            } else {
+                let plane = (h * w) as usize;
+                let hwc: Vec<u8> = (0..plane).flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]]).collect();
+                image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, hwc).expect("size"))
+            };
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, image::ImageFormat::Png)?;
+            rebalance_core::write_atomic(&path, buf.get_ref())?;
+        }
+    }
+    let mut m = Manifest::new("generate", serde_json::to_value(args)?, &device_name(device), args.common.seed);
+    m.inputs.push(rebalance_core::FileRecord::of_file(&weights, &weights.display().to_string())?);
+    m.record_outputs(staged.path())?;
+    let counts: serde_json::Map<String, serde_json::Value> =
+        wanted.iter().map(|&c| (cfg.classes[c as usize].clone(), serde_json::json!(args.per_class))).collect();
+    m.extra.insert("counts".into(), serde_json::Value::Object(counts));
+    m.extra.insert("model".into(), serde_json::to_value(cfg.model)?);
+    m.metrics.insert("n_images".into(), serde_json::json!(set.len()));
+    m.finish(staged.path(), started)?;
+    staged.commit()?;
+    println!("generate: {} images ({} per class for {} classes) in {}", set.len(), args.per_class, wanted.len(), out.display());
+    Ok(())
+}

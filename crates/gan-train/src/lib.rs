@@ -1,0 +1,149 @@
+//! `gan-train`: DCGAN, conditional GAN and WGAN-GP for rare classes, with exact resume, and
+//! `gan-train generate` to sample image sets from a trained generator.
+
+pub mod diffaug;
+pub mod generate;
+pub mod model;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use rebalance_core::CommonArgs;
+use serde::Serialize;
+
+pub use diffaug::Aug;
+pub use model::ModelKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Train a GAN on the rare classes of an ingested dataset (default: cgan on artifacts/dataset), \
+             or generate images from a trained one (`gan-train generate`)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Generate images per class from a trained generator into an image set.
+    Generate(generate::GenerateArgs),
+}
+
+/// Training options.
+#[derive(Debug, Clone, ClapArgs, Serialize)]
+pub struct TrainArgs {
+    /// Which GAN.
+    #[arg(long, value_enum, default_value_t = ModelKind::Cgan)]
+    pub model: ModelKind,
+    /// Training image set [default: <artifacts>/dataset/train.safetensors].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder [default: <artifacts>/gan].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Train on one class (name).
+    #[arg(long, conflicts_with_all = ["classes", "minority"])]
+    pub class: Option<String>,
+    /// Train on these classes (names, comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "minority")]
+    pub classes: Vec<String>,
+    /// Train on every class with fewer than N training images.
+    #[arg(long)]
+    pub minority: Option<usize>,
+    /// Training steps (G updates).
+    #[arg(long, default_value_t = 3000)]
+    pub steps: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: i64,
+    /// Generator learning rate (Adam).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr_g: f64,
+    /// Discriminator / critic learning rate (Adam).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr_d: f64,
+    /// Adam beta1 (0.5 is the DCGAN recipe).
+    #[arg(long, default_value_t = 0.5)]
+    pub beta1: f64,
+    /// Adam beta2.
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    /// D (critic) steps per G step [default: 1; 5 for wgan-gp].
+    #[arg(long)]
+    pub d_steps: Option<u32>,
+    /// Gradient penalty weight for wgan-gp.
+    #[arg(long, default_value_t = 10.0)]
+    pub gp_lambda: f64,
+    /// Target for real images in D's loss (one-sided label smoothing; 1 disables).
+    #[arg(long, default_value_t = 0.9)]
+    pub label_smoothing: f64,
+    /// Noise dimension.
+    #[arg(long, default_value_t = 100)]
+    pub z_dim: i64,
+    /// Channels of G's last hidden layer (doubling towards the input).
+    #[arg(long, default_value_t = 64)]
+    pub g_width: i64,
+    /// Channels of D's first layer (doubling with depth).
+    #[arg(long, default_value_t = 64)]
+    pub d_width: i64,
+    /// Label embedding size fed to G with the noise (conditional models).
+    #[arg(long, default_value_t = 50)]
+    pub embed_dim: i64,
+    /// Dropout after G's hidden up-sampling layers (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub g_dropout: f64,
+    /// DiffAugment ops applied to real and fake images before D (comma-separated; `none`).
+    #[arg(long, value_delimiter = ',', default_value = "translation", value_parser = parse_aug)]
+    pub diffaug: Vec<Option<Aug>>,
+    /// Sample real batches class-balanced (conditional models), so rare classes are seen.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub balanced: bool,
+    /// Decay of the EMA copy of G used for samples (0 disables EMA).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Log losses every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+    /// Write a sample grid every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub sample_every: u64,
+    /// Save a checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Warn when D's loss stays below 0.01 for this many log steps in a row.
+    #[arg(long, default_value_t = 5)]
+    pub d_zero_patience: u32,
+    /// End the run at the first failure (NaN/inf loss, D loss at 0, collapsed diversity),
+    /// keeping the last good checkpoint.
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    /// Continue a run: `latest` (the interrupted run in the output folder, else the finished
+    /// one) or a checkpoint path.
+    #[arg(long)]
+    pub resume: Option<String>,
+    /// Start from the weights of an earlier run's checkpoint (step 0, fresh optimizer).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+    /// CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_aug(s: &str) -> Result<Option<Aug>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    <Aug as clap::ValueEnum>::from_str(s, true)
+        .map(Some)
+        .map_err(|_| format!("`{s}` is not a DiffAugment op; use color, translation, cutout or none"))
+}
