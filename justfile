@@ -23,9 +23,18 @@ build:
 ingest *ARGS: data
     cargo run --release -q -p ingest -- data/mnist {{ingest_args}} {{ARGS}}
 
-# The end-to-end run. Until the other stages land (issues 4-6) it is ingest and its report.
+# Train the default GAN (cgan, 3,000 steps) on artifacts/dataset (extra flags are passed on).
+gan-train *ARGS:
+    cargo run --release -q -p gan-train -- {{ARGS}}
+
+# Generate images per class from artifacts/gan into artifacts/generated.
+generate *ARGS:
+    cargo run --release -q -p gan-train -- generate {{ARGS}}
+
+# The end-to-end run. Until the runner lands (issue 6): ingest, then the default cgan.
 pipeline: setup build data
     ./target/release/ingest data/mnist {{ingest_args}}
+    ./target/release/gan-train
 
 # The whole test suite (needs `just setup` once).
 test:
@@ -37,8 +46,13 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-ingest
+bench: bench-ingest bench-gan
 
 # Time ingest of 10,000 PNG files against a plain Python PIL + NumPy loader; prints the ratio.
 bench-ingest: build data
     .venv/bin/python scripts/bench/ingest.py
+
+# Time the Rust cgan training step against the same step in plain PyTorch; prints the ratio.
+bench-gan: build data
+    test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
+    .venv/bin/python scripts/bench/gan.py

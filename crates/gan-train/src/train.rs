@@ -405,7 +405,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if show_lines {
                 tracing::info!("{msg}");
             }
-            if cfg.model != ModelKind::WganGp && row.d_loss_real + row.d_loss_fake < 0.01 {
+            // With one-sided smoothing the real loss cannot go below the target's entropy.
+            let p = args.label_smoothing.clamp(1e-12, 1.0);
+            let floor = if p < 1.0 { -(p * p.ln() + (1.0 - p) * (1.0 - p).ln()) } else { 0.0 };
+            if cfg.model != ModelKind::WganGp && row.d_loss_real - floor + row.d_loss_fake < 0.01 {
                 d_zero_run += 1;
                 if d_zero_run == args.d_zero_patience {
                     failure.get_or_insert(format!(
