@@ -18,6 +18,12 @@ pub enum ModelKind {
     WganGp,
 }
 
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_possible_value().expect("no skipped variants").get_name())
+    }
+}
+
 impl ModelKind {
     pub fn conditional(self) -> bool {
         self != ModelKind::Dcgan
@@ -62,7 +68,7 @@ impl NetConfig {
     /// A short description of the architecture, for mismatch messages.
     pub fn describe(&self) -> String {
         format!(
-            "{:?} {}x{}x{}, z {}, G width {}, D width {}, {} classes",
+            "{} {}x{}x{}, z {}, G width {}, D width {}, {} classes",
             self.model, self.channels, self.height, self.width, self.z_dim, self.g_width, self.d_width, self.classes.len()
         )
     }

@@ -524,7 +524,7 @@ fn finish(
     m.finish(work, started)?;
     swap_into(work, out)?;
     println!(
-        "gan-train: {:?} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
+        "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
         cfg.model,
         step,
         trained_steps,

@@ -186,10 +186,10 @@ fn bad_configurations_fail_clearly() {
     assert!(e.contains("class `zebra` is not in the dataset; its classes are a, b, c"), "{e}");
     // A checkpoint of another architecture is refused, naming both.
     let other = tmp.path().join("other");
-    ok(tmp.path(), &["--steps", "2", "--out", other.to_str().unwrap(), "--g-width", "16"]);
+    ok(tmp.path(), &["--steps", "2", "--out", other.to_str().unwrap(), "--model", "wgan-gp"]);
     let ck = other.join("checkpoints/latest.safetensors");
     let e = err(tmp.path(), &["--steps", "4", "--resume", ck.to_str().unwrap()]);
-    assert!(e.contains("another architecture") && e.contains("G width 16") && e.contains("G width 8"), "{e}");
+    assert!(e.contains("another architecture (wgan-gp 1x16x16") && e.contains("this run is cgan 1x16x16"), "{e}");
     let e = err(tmp.path(), &["--steps", "4", "--init", ck.to_str().unwrap()]);
     assert!(e.contains("another architecture"), "{e}");
     let e = err(tmp.path(), &["--resume", "latest", "--out", tmp.path().join("none").to_str().unwrap()]);
