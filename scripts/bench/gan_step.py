@@ -87,7 +87,8 @@ def main():
     od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
     bce = F.binary_cross_entropy_with_logits
     rng = random.Random(42)
-    ema_pairs = list(zip(ema.state_dict().values(), g.state_dict().values()))
+    # Float tensors only: PyTorch's BatchNorm also counts batches in an int buffer (tch has none).
+    ema_pairs = [(e, p) for e, p in zip(ema.state_dict().values(), g.state_dict().values()) if e.is_floating_point()]
     if dev.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()

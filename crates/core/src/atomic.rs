@@ -101,7 +101,10 @@ impl StagedDir {
 /// The hidden sibling a long-running stage works in, so that a killed run can be resumed:
 /// `artifacts/gan` -> `artifacts/.gan.partial`.
 pub fn partial_dir(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.partial"))
 }
 

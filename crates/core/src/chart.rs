@@ -88,17 +88,31 @@ pub fn grouped_bars_svg(
 }
 
 /// Line chart of several (x, y) series, e.g. losses over steps.
-pub fn lines_svg(title: &str, series: &[(&str, Vec<(f64, f64)>)], x_label: &str, y_label: &str) -> Result<String> {
+pub fn lines_svg(
+    title: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    x_label: &str,
+    y_label: &str,
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 400)).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let pts = || series.iter().flat_map(|(_, p)| p.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite());
+        let pts = || {
+            series
+                .iter()
+                .flat_map(|(_, p)| p.iter().copied())
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+        };
         let (x0, x1) = pts().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(x), b.max(x)));
         let (y0, y1) = pts().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(y), b.max(y)));
         let (x0, x1) = if x0 < x1 { (x0, x1) } else { (0.0, 1.0) };
-        let (y0, y1) = if y0 < y1 { (y0, y1 + (y1 - y0) * 0.25) } else { (y0.min(0.0) - 1.0, y1.max(0.0) + 1.0) };
+        let (y0, y1) = if y0 < y1 {
+            (y0, y1 + (y1 - y0) * 0.25)
+        } else {
+            (y0.min(0.0) - 1.0, y1.max(0.0) + 1.0)
+        };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -106,14 +120,26 @@ pub fn lines_svg(title: &str, series: &[(&str, Vec<(f64, f64)>)], x_label: &str,
             .y_label_area_size(56)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| err(&e))?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| err(&e))?;
         for (i, (name, p)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
-                .draw_series(LineSeries::new(p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    p.iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| err(&e))?
                 .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

@@ -41,7 +41,10 @@ fn color(x: &Tensor) -> Tensor {
 fn translation(x: &Tensor, ratio: f64) -> Tensor {
     let s = x.size();
     let (n, h, w) = (s[0], s[2], s[3]);
-    let (mh, mw) = ((h as f64 * ratio + 0.5) as i64, (w as f64 * ratio + 0.5) as i64);
+    let (mh, mw) = (
+        (h as f64 * ratio + 0.5) as i64,
+        (w as f64 * ratio + 0.5) as i64,
+    );
     let opts = (Kind::Float, x.device());
     let dy = Tensor::randint_low(-mh, mh + 1, [n], (Kind::Int64, x.device())).to_kind(Kind::Float);
     let dx = Tensor::randint_low(-mw, mw + 1, [n], (Kind::Int64, x.device())).to_kind(Kind::Float);
@@ -62,13 +65,19 @@ fn translation(x: &Tensor, ratio: f64) -> Tensor {
 fn cutout(x: &Tensor, ratio: f64) -> Tensor {
     let s = x.size();
     let (n, h, w) = (s[0], s[2], s[3]);
-    let (ch, cw) = ((h as f64 * ratio + 0.5) as i64, (w as f64 * ratio + 0.5) as i64);
+    let (ch, cw) = (
+        (h as f64 * ratio + 0.5) as i64,
+        (w as f64 * ratio + 0.5) as i64,
+    );
     let dev = x.device();
     let cy = Tensor::randint_low(0, h + (1 - ch % 2), [n, 1, 1], (Kind::Int64, dev));
     let cx = Tensor::randint_low(0, w + (1 - cw % 2), [n, 1, 1], (Kind::Int64, dev));
     let ys = Tensor::arange(h, (Kind::Int64, dev)).view([1, h, 1]);
     let xs = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, w]);
-    let inside = (ys - cy).abs().le(ch / 2).logical_and(&(xs - cx).abs().le(cw / 2));
+    let inside = (ys - cy)
+        .abs()
+        .le(ch / 2)
+        .logical_and(&(xs - cx).abs().le(cw / 2));
     x * inside.logical_not().to_kind(Kind::Float).unsqueeze(1)
 }
 
@@ -79,19 +88,26 @@ mod tests {
     #[test]
     fn shapes_kept_and_gradients_flow() {
         tch::manual_seed(1);
-        let x = Tensor::rand([4, 1, 16, 16], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let x =
+            Tensor::rand([4, 1, 16, 16], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
         let y = diff_augment(&x, &[Aug::Color, Aug::Translation, Aug::Cutout]);
         assert_eq!(y.size(), vec![4, 1, 16, 16]);
         y.sum(Kind::Float).backward();
         assert!(x.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
         // Cutout zeroes a square of about half the side in every image.
-        let c = cutout(&Tensor::ones([3, 1, 16, 16], (Kind::Float, tch::Device::Cpu)), 0.5);
+        let c = cutout(
+            &Tensor::ones([3, 1, 16, 16], (Kind::Float, tch::Device::Cpu)),
+            0.5,
+        );
         for i in 0..3 {
             let zeros = c.get(i).eq(0.0).sum(Kind::Int64).int64_value(&[]);
             assert!((16..=81).contains(&zeros), "{zeros} zeroed pixels");
         }
         // A translation moves content but keeps the sum of a shifted-in-bounds image.
-        let t = translation(&Tensor::ones([2, 1, 16, 16], (Kind::Float, tch::Device::Cpu)), 0.0);
+        let t = translation(
+            &Tensor::ones([2, 1, 16, 16], (Kind::Float, tch::Device::Cpu)),
+            0.0,
+        );
         assert!(t.eq(1.0).all().int64_value(&[]) == 1);
     }
 }

@@ -41,7 +41,10 @@ pub struct GenerateArgs {
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let device = resolve_device(args.common.device)?;
-    let from = args.from.clone().unwrap_or_else(|| args.common.artifacts.join("gan"));
+    let from = args
+        .from
+        .clone()
+        .unwrap_or_else(|| args.common.artifacts.join("gan"));
     let (weights, prefix) = if from.is_dir() {
         (from.join("generator.safetensors"), "")
     } else {
@@ -62,15 +65,25 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         args.classes
             .iter()
             .map(|c| {
-                cfg.classes.iter().position(|x| x == c).map(|i| i as i64).with_context(|| {
-                    format!("class `{c}` is not one of the dataset's classes ({})", cfg.classes.join(", "))
-                })
+                cfg.classes
+                    .iter()
+                    .position(|x| x == c)
+                    .map(|i| i as i64)
+                    .with_context(|| {
+                        format!(
+                            "class `{c}` is not one of the dataset's classes ({})",
+                            cfg.classes.join(", ")
+                        )
+                    })
             })
             .collect::<Result<_>>()?
     };
     for c in &wanted {
         if !cfg.trained_classes.contains(c) {
-            bail!("class `{}` was not among the classes this GAN was trained on", cfg.classes[*c as usize]);
+            bail!(
+                "class `{}` was not among the classes this GAN was trained on",
+                cfg.classes[*c as usize]
+            );
         }
     }
     if !cfg.model.conditional() && cfg.trained_classes.len() > 1 {
@@ -85,7 +98,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
 
     rebalance_nn::seed_everything(args.common.seed);
-    let mut set = ImageSet::empty(cfg.classes.clone(), cfg.channels as usize, cfg.height as usize, cfg.width as usize);
+    let mut set = ImageSet::empty(
+        cfg.classes.clone(),
+        cfg.channels as usize,
+        cfg.height as usize,
+        cfg.width as usize,
+    );
     let mut grid_rows = Vec::new();
     for &c in &wanted {
         let mut done = 0;
@@ -107,7 +125,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         grid_rows.push(first);
     }
 
-    let out = args.out.clone().unwrap_or_else(|| args.common.artifacts.join("generated"));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.common.artifacts.join("generated"));
     let staged = StagedDir::new(&out)?;
     set.write(&staged.path().join("generated.safetensors"))?;
     write_grid(&staged.path().join("grid.png"), &grid_rows, &cfg)?;
@@ -118,10 +139,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             let (h, w) = (cfg.height as u32, cfg.width as u32);
             let px = set.image(i);
             let img = if cfg.channels == 1 {
-                image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, px.to_vec()).expect("size"))
+                image::DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, px.to_vec()).expect("size"),
+                )
             } else {
                 let plane = (h * w) as usize;
-                let hwc: Vec<u8> = (0..plane).flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]]).collect();
+                let hwc: Vec<u8> = (0..plane)
+                    .flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]])
+                    .collect();
                 image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, hwc).expect("size"))
             };
             let mut buf = std::io::Cursor::new(Vec::new());
@@ -129,16 +154,40 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             rebalance_core::write_atomic(&path, buf.get_ref())?;
         }
     }
-    let mut m = Manifest::new("generate", serde_json::to_value(args)?, &device_name(device), args.common.seed);
-    m.inputs.push(rebalance_core::FileRecord::of_file(&weights, &weights.display().to_string())?);
+    let mut m = Manifest::new(
+        "generate",
+        serde_json::to_value(args)?,
+        &device_name(device),
+        args.common.seed,
+    );
+    m.inputs.push(rebalance_core::FileRecord::of_file(
+        &weights,
+        &weights.display().to_string(),
+    )?);
     m.record_outputs(staged.path())?;
-    let counts: serde_json::Map<String, serde_json::Value> =
-        wanted.iter().map(|&c| (cfg.classes[c as usize].clone(), serde_json::json!(args.per_class))).collect();
-    m.extra.insert("counts".into(), serde_json::Value::Object(counts));
-    m.extra.insert("model".into(), serde_json::to_value(cfg.model)?);
-    m.metrics.insert("n_images".into(), serde_json::json!(set.len()));
+    let counts: serde_json::Map<String, serde_json::Value> = wanted
+        .iter()
+        .map(|&c| {
+            (
+                cfg.classes[c as usize].clone(),
+                serde_json::json!(args.per_class),
+            )
+        })
+        .collect();
+    m.extra
+        .insert("counts".into(), serde_json::Value::Object(counts));
+    m.extra
+        .insert("model".into(), serde_json::to_value(cfg.model)?);
+    m.metrics
+        .insert("n_images".into(), serde_json::json!(set.len()));
     m.finish(staged.path(), started)?;
     staged.commit()?;
-    println!("generate: {} images ({} per class for {} classes) in {}", set.len(), args.per_class, wanted.len(), out.display());
+    println!(
+        "generate: {} images ({} per class for {} classes) in {}",
+        set.len(),
+        args.per_class,
+        wanted.len(),
+        out.display()
+    );
     Ok(())
 }

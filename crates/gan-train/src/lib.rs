@@ -145,5 +145,7 @@ fn parse_aug(s: &str) -> Result<Option<Aug>, String> {
     }
     <Aug as clap::ValueEnum>::from_str(s, true)
         .map(Some)
-        .map_err(|_| format!("`{s}` is not a DiffAugment op; use color, translation, cutout or none"))
+        .map_err(|_| {
+            format!("`{s}` is not a DiffAugment op; use color, translation, cutout or none")
+        })
 }

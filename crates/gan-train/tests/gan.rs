@@ -10,7 +10,19 @@ use tch::Device;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gan-train");
 const TINY: &[&str] = &[
-    "--g-width", "8", "--d-width", "8", "--z-dim", "16", "--embed-dim", "8", "--batch", "8", "--threads", "1", "--quiet",
+    "--g-width",
+    "8",
+    "--d-width",
+    "8",
+    "--z-dim",
+    "16",
+    "--embed-dim",
+    "8",
+    "--batch",
+    "8",
+    "--threads",
+    "1",
+    "--quiet",
 ];
 
 /// 3 classes of 16x16 grey images: a bright bar at row 3, 8 or 13, with a little noise.
@@ -43,7 +55,11 @@ fn gan(root: &Path, args: &[&str]) -> Output {
 
 fn ok(root: &Path, args: &[&str]) {
     let o = gan(root, args);
-    assert!(o.status.success(), "gan-train {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gan-train {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn err(root: &Path, args: &[&str]) -> String {
@@ -54,7 +70,9 @@ fn err(root: &Path, args: &[&str]) -> String {
 
 fn losses(out: &Path) -> Vec<Vec<f64>> {
     let mut r = csv::Reader::from_path(out.join("losses.csv")).unwrap();
-    r.records().map(|rec| rec.unwrap().iter().map(|v| v.parse().unwrap()).collect()).collect()
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(|v| v.parse().unwrap()).collect())
+        .collect()
 }
 
 #[test]
@@ -63,14 +81,46 @@ fn every_model_trains_with_finite_losses() {
     dataset(tmp.path(), 16);
     for model in ["dcgan", "cgan", "wgan-gp"] {
         let out = tmp.path().join(model);
-        ok(tmp.path(), &["--model", model, "--steps", "6", "--log-every", "2", "--sample-every", "3", "--out", out.to_str().unwrap(), "--diffaug", "color,translation,cutout"]);
+        ok(
+            tmp.path(),
+            &[
+                "--model",
+                model,
+                "--steps",
+                "6",
+                "--log-every",
+                "2",
+                "--sample-every",
+                "3",
+                "--out",
+                out.to_str().unwrap(),
+                "--diffaug",
+                "color,translation,cutout",
+            ],
+        );
         let rows = losses(&out);
-        assert_eq!(rows.iter().map(|r| r[0] as u64).collect::<Vec<_>>(), vec![2, 4, 6], "{model}");
-        assert!(rows.iter().flatten().all(|v| v.is_finite()), "{model}: {rows:?}");
-        for f in ["generator.safetensors", "config.json", "manifest.json", "losses.svg", "samples/real.png", "samples/step_000006.png", "checkpoints/latest.safetensors"] {
+        assert_eq!(
+            rows.iter().map(|r| r[0] as u64).collect::<Vec<_>>(),
+            vec![2, 4, 6],
+            "{model}"
+        );
+        assert!(
+            rows.iter().flatten().all(|v| v.is_finite()),
+            "{model}: {rows:?}"
+        );
+        for f in [
+            "generator.safetensors",
+            "config.json",
+            "manifest.json",
+            "losses.svg",
+            "samples/real.png",
+            "samples/step_000006.png",
+            "checkpoints/latest.safetensors",
+        ] {
             assert!(out.join(f).exists(), "{model}: no {f}");
         }
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(m["metrics"]["steps"], 6);
         assert_eq!(m["config"]["model"], model);
         assert!(!tmp.path().join(format!(".{model}.partial")).exists());
@@ -78,14 +128,18 @@ fn every_model_trains_with_finite_losses() {
 }
 
 fn assert_same_checkpoints(a: &Path, b: &Path) {
-    let (ta, ma) = read_safetensors(&a.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
-    let (tb, mb) = read_safetensors(&b.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    let (ta, ma) =
+        read_safetensors(&a.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    let (tb, mb) =
+        read_safetensors(&b.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
     assert_eq!(ma["step"], mb["step"]);
     assert_eq!(ta.len(), tb.len());
     for (name, t) in &ta {
         assert!(t.equal(&tb[name]), "tensor {name} differs after resume");
     }
-    assert!(ta.keys().any(|k| k.starts_with("opt_g.m.")) && ta.keys().any(|k| k.starts_with("ema.")));
+    assert!(
+        ta.keys().any(|k| k.starts_with("opt_g.m.")) && ta.keys().any(|k| k.starts_with("ema."))
+    );
 }
 
 #[test]
@@ -95,7 +149,16 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     for model in ["cgan", "wgan-gp"] {
         let full = tmp.path().join(format!("{model}-full"));
         let split = tmp.path().join(format!("{model}-split"));
-        let common = ["--model", model, "--diffaug", "color,translation,cutout", "--log-every", "2", "--checkpoint-every", "4"];
+        let common = [
+            "--model",
+            model,
+            "--diffaug",
+            "color,translation,cutout",
+            "--log-every",
+            "2",
+            "--checkpoint-every",
+            "4",
+        ];
         let run = |out: &Path, extra: &[&str]| {
             let mut a: Vec<&str> = common.to_vec();
             a.extend(["--out", out.to_str().unwrap()]);
@@ -118,27 +181,59 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     dataset(tmp.path(), 16);
     let out = tmp.path().join("gan");
     let mut child = Command::new(BIN)
-        .args(["--steps", "100000", "--checkpoint-every", "3", "--log-every", "3", "--out", out.to_str().unwrap()])
+        .args([
+            "--steps",
+            "100000",
+            "--checkpoint-every",
+            "3",
+            "--log-every",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(TINY)
         .args(["--artifacts", tmp.path().to_str().unwrap()])
         .spawn()
         .unwrap();
-    let ckpt = tmp.path().join(".gan.partial/checkpoints/latest.safetensors");
+    let ckpt = tmp
+        .path()
+        .join(".gan.partial/checkpoints/latest.safetensors");
     let start = Instant::now();
     while !ckpt.exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!out.exists(), "an unfinished run is never swapped into the output folder");
+    assert!(
+        !out.exists(),
+        "an unfinished run is never swapped into the output folder"
+    );
     let (_, meta) = read_safetensors(&ckpt, Device::Cpu).unwrap();
     let k: u64 = meta["step"].parse().unwrap();
     assert!(k >= 3 && k % 3 == 0, "checkpoint at step {k}");
     let target = (k + 3).to_string();
-    ok(tmp.path(), &["--steps", &target, "--checkpoint-every", "3", "--log-every", "3", "--resume", "latest", "--out", out.to_str().unwrap()]);
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    ok(
+        tmp.path(),
+        &[
+            "--steps",
+            &target,
+            "--checkpoint-every",
+            "3",
+            "--log-every",
+            "3",
+            "--resume",
+            "latest",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["metrics"]["steps"], k + 3);
     assert_eq!(m["metrics"]["steps_this_run"], 3);
     assert!(!tmp.path().join(".gan.partial").exists());
@@ -150,7 +245,17 @@ fn generation_gives_requested_counts_and_labels() {
     dataset(tmp.path(), 16);
     ok(tmp.path(), &["--steps", "4"]);
     let o = Command::new(BIN)
-        .args(["generate", "--per-class", "7", "--classes", "a,c", "--png", "--artifacts", tmp.path().to_str().unwrap(), "--quiet"])
+        .args([
+            "generate",
+            "--per-class",
+            "7",
+            "--classes",
+            "a,c",
+            "--png",
+            "--artifacts",
+            tmp.path().to_str().unwrap(),
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -164,15 +269,45 @@ fn generation_gives_requested_counts_and_labels() {
     assert!(gen.join("grid.png").exists() && gen.join("manifest.json").exists());
     // From a checkpoint file too (its EMA weights).
     let o = Command::new(BIN)
-        .args(["generate", "--per-class", "2", "--from", tmp.path().join("gan/checkpoints/latest.safetensors").to_str().unwrap(), "--out", tmp.path().join("g2").to_str().unwrap(), "--quiet"])
+        .args([
+            "generate",
+            "--per-class",
+            "2",
+            "--from",
+            tmp.path()
+                .join("gan/checkpoints/latest.safetensors")
+                .to_str()
+                .unwrap(),
+            "--out",
+            tmp.path().join("g2").to_str().unwrap(),
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(ImageSet::read(&tmp.path().join("g2/generated.safetensors")).unwrap().len(), 6);
+    assert_eq!(
+        ImageSet::read(&tmp.path().join("g2/generated.safetensors"))
+            .unwrap()
+            .len(),
+        6
+    );
     // A class outside the dataset is named.
-    let o = Command::new(BIN).args(["generate", "--classes", "zebra", "--artifacts", tmp.path().to_str().unwrap()]).output().unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "generate",
+            "--classes",
+            "zebra",
+            "--artifacts",
+            tmp.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("class `zebra` is not one of the dataset's classes (a, b, c)"), "{e}");
+    assert!(
+        !o.status.success()
+            && e.contains("class `zebra` is not one of the dataset's classes (a, b, c)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -180,32 +315,89 @@ fn bad_configurations_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     // No dataset yet: say what to run.
     let e = err(tmp.path(), &["--steps", "2"]);
-    assert!(e.contains("no training set") && e.contains("just ingest"), "{e}");
+    assert!(
+        e.contains("no training set") && e.contains("just ingest"),
+        "{e}"
+    );
     dataset(tmp.path(), 16);
     let e = err(tmp.path(), &["--class", "zebra", "--steps", "2"]);
-    assert!(e.contains("class `zebra` is not in the dataset; its classes are a, b, c"), "{e}");
+    assert!(
+        e.contains("class `zebra` is not in the dataset; its classes are a, b, c"),
+        "{e}"
+    );
     // A checkpoint of another architecture is refused, naming both.
     let other = tmp.path().join("other");
-    ok(tmp.path(), &["--steps", "2", "--out", other.to_str().unwrap(), "--model", "wgan-gp"]);
+    ok(
+        tmp.path(),
+        &[
+            "--steps",
+            "2",
+            "--out",
+            other.to_str().unwrap(),
+            "--model",
+            "wgan-gp",
+        ],
+    );
     let ck = other.join("checkpoints/latest.safetensors");
-    let e = err(tmp.path(), &["--steps", "4", "--resume", ck.to_str().unwrap()]);
-    assert!(e.contains("another architecture (wgan-gp 1x16x16") && e.contains("this run is cgan 1x16x16"), "{e}");
-    let e = err(tmp.path(), &["--steps", "4", "--init", ck.to_str().unwrap()]);
+    let e = err(
+        tmp.path(),
+        &["--steps", "4", "--resume", ck.to_str().unwrap()],
+    );
+    assert!(
+        e.contains("another architecture (wgan-gp 1x16x16")
+            && e.contains("this run is cgan 1x16x16"),
+        "{e}"
+    );
+    let e = err(
+        tmp.path(),
+        &["--steps", "4", "--init", ck.to_str().unwrap()],
+    );
     assert!(e.contains("another architecture"), "{e}");
-    let e = err(tmp.path(), &["--resume", "latest", "--out", tmp.path().join("none").to_str().unwrap()]);
+    let e = err(
+        tmp.path(),
+        &[
+            "--resume",
+            "latest",
+            "--out",
+            tmp.path().join("none").to_str().unwrap(),
+        ],
+    );
     assert!(e.contains("--resume latest: no checkpoint"), "{e}");
     // A dataset at a size the networks cannot take.
     let odd = tempfile::tempdir().unwrap();
     let mut set = ImageSet::empty(vec!["a".into()], 1, 10, 12);
     set.push(&[0u8; 120], 0);
-    set.write(&odd.path().join("dataset/train.safetensors")).unwrap();
+    set.write(&odd.path().join("dataset/train.safetensors"))
+        .unwrap();
     let e = err(odd.path(), &["--steps", "2"]);
     assert!(e.contains("10x12") && e.contains("square"), "{e}");
     // A pooled dcgan has no classes to generate.
-    ok(tmp.path(), &["--model", "dcgan", "--steps", "2", "--out", tmp.path().join("dc").to_str().unwrap()]);
-    let o = Command::new(BIN).args(["generate", "--from", tmp.path().join("dc").to_str().unwrap(), "--artifacts", tmp.path().to_str().unwrap()]).output().unwrap();
+    ok(
+        tmp.path(),
+        &[
+            "--model",
+            "dcgan",
+            "--steps",
+            "2",
+            "--out",
+            tmp.path().join("dc").to_str().unwrap(),
+        ],
+    );
+    let o = Command::new(BIN)
+        .args([
+            "generate",
+            "--from",
+            tmp.path().join("dc").to_str().unwrap(),
+            "--artifacts",
+            tmp.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("trained on 3 classes pooled"), "{e}");
+    assert!(
+        !o.status.success() && e.contains("trained on 3 classes pooled"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -214,10 +406,38 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     dataset(tmp.path(), 16);
     let out = tmp.path().join("gan");
     // Train a little, then continue with absurd learning rates that overflow to inf/NaN.
-    ok(tmp.path(), &["--steps", "2", "--out", out.to_str().unwrap()]);
-    let e = err(tmp.path(), &["--steps", "40", "--resume", "latest", "--lr-g", "1e38", "--lr-d", "1e38", "--stop-on-failure", "--out", out.to_str().unwrap()]);
-    assert!(e.contains("stopped on failure") && e.contains("not finite") && e.contains("last good checkpoint (step 2)"), "{e}");
-    let (t, meta) = read_safetensors(&tmp.path().join(".gan.partial/checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    ok(
+        tmp.path(),
+        &["--steps", "2", "--out", out.to_str().unwrap()],
+    );
+    let e = err(
+        tmp.path(),
+        &[
+            "--steps",
+            "40",
+            "--resume",
+            "latest",
+            "--lr-g",
+            "1e38",
+            "--lr-d",
+            "1e38",
+            "--stop-on-failure",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains("stopped on failure")
+            && e.contains("not finite")
+            && e.contains("last good checkpoint (step 2)"),
+        "{e}"
+    );
+    let (t, meta) = read_safetensors(
+        &tmp.path()
+            .join(".gan.partial/checkpoints/latest.safetensors"),
+        Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(meta["step"], "2");
     assert!(t.values().all(|x| x.isfinite().all().int64_value(&[]) == 1));
 }

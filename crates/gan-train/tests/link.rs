@@ -33,9 +33,18 @@ fn binary_calls_libtorch_without_library_path() {
         .expect("gan-train runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--device cuda:99 was asked for, but libtorch sees"), "{err}");
+    assert!(
+        err.contains("--device cuda:99 was asked for, but libtorch sees"),
+        "{err}"
+    );
     // A bad device is refused by the shared flag parser.
-    let out = Command::new(BIN).args(["--device", "tpu"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--device", "tpu"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("`tpu` is not a device"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("`tpu` is not a device"),
+        "{err}"
+    );
 }

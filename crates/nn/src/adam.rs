@@ -30,7 +30,16 @@ impl Adam {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Self { lr, beta1, beta2, eps: 1e-8, t: 0, params, m, v }
+        Self {
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            t: 0,
+            params,
+            m,
+            v,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -45,18 +54,22 @@ impl Adam {
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         let step_size = self.lr / bc1;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         tch::no_grad(|| {
             for (((_, p), m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                *m *= self.beta1;
-                *m += &g * (1.0 - self.beta1);
-                *v *= self.beta2;
-                *v += g.square() * (1.0 - self.beta2);
-                let denom = (&*v / bc2).sqrt() + self.eps;
-                *p -= &*m / denom * step_size;
+                // In place, as torch.optim.Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+                // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+                let _ = m.lerp_(&g, 1.0 - b1);
+                let _ = v.lerp_(&g.square(), 1.0 - b2);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt());
+                let _ = denom.g_add_scalar_(eps);
+                let _ = denom.g_mul_scalar_(-1.0 / step_size);
+                let _ = p.addcdiv_(m, &denom);
             }
         });
     }
@@ -80,7 +93,11 @@ impl Adam {
                     bail!("checkpoint has no optimizer state `{key}`");
                 };
                 if src.size() != dst.size() {
-                    bail!("optimizer state `{key}` has shape {:?}, the model needs {:?}", src.size(), dst.size());
+                    bail!(
+                        "optimizer state `{key}` has shape {:?}, the model needs {:?}",
+                        src.size(),
+                        dst.size()
+                    );
                 }
                 tch::no_grad(|| dst.copy_(src));
             }

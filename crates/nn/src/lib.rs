@@ -2,10 +2,11 @@
 
 pub mod adam;
 pub mod io;
+pub mod ops;
 
 use anyhow::{bail, Result};
-use rebalance_core::ImageSet;
 use rebalance_core::DeviceSpec;
+use rebalance_core::ImageSet;
 use tch::Device;
 
 /// Turn `--device` into a libtorch device, checking that a named CUDA device exists.
