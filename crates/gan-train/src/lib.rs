@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Generate images per class from a trained generator into an image set.
     Generate(generate::GenerateArgs),
 }

@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
             rebalance_core::cli::init_logging(args.common.quiet);
             gan_train::generate::run(&args)
         }),
-        Some(Command::Train(args)) => train(args),
+        Some(Command::Train(args)) => train(*args),
         None => train(cli.train),
     }
 }

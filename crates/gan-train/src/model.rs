@@ -388,11 +388,11 @@ impl Discriminator {
     /// Logits `[N]`.
     pub fn forward_t(&self, x: &Tensor, labels: &Tensor, train: bool) -> Tensor {
         let h = self.body.forward_t(x, train);
-        let mut o = self.out.forward(&h).squeeze_dim(-1);
-        if let Some(e) = &self.embed {
-            o = o + (e.forward(labels) * &h).sum_dim_intlist(1, false, Kind::Float);
+        let o = self.out.forward(&h).squeeze_dim(-1);
+        match &self.embed {
+            Some(e) => o + (e.forward(labels) * &h).sum_dim_intlist(1, false, Kind::Float),
+            None => o,
         }
-        o
     }
 
     pub fn summary(&self, device: tch::Device) -> String {

@@ -215,7 +215,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     );
     let (_, meta) = read_safetensors(&ckpt, Device::Cpu).unwrap();
     let k: u64 = meta["step"].parse().unwrap();
-    assert!(k >= 3 && k % 3 == 0, "checkpoint at step {k}");
+    assert!(k >= 3 && k.is_multiple_of(3), "checkpoint at step {k}");
     let target = (k + 3).to_string();
     ok(
         tmp.path(),
