@@ -98,6 +98,26 @@ fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
     Ok(chosen)
 }
 
+/// Read a checkpoint and check that it fits the networks of `cfg`.
+fn read_matching(
+    path: &Path,
+    cfg: &NetConfig,
+    device: Device,
+    flag: &str,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let (t, meta) = io::read_safetensors(path, device)?;
+    let theirs = checkpoint_config(&meta, path)?;
+    if !theirs.same_architecture(cfg) {
+        bail!(
+            "{flag} {}: a checkpoint of another architecture ({}); this run is {}",
+            path.display(),
+            theirs.describe(),
+            cfg.describe()
+        );
+    }
+    Ok((t, meta))
+}
+
 struct Nets {
     g_vs: VarStore,
     d_vs: VarStore,
@@ -160,16 +180,7 @@ impl Nets {
 
     /// Load a full checkpoint; returns its step.
     fn resume(&mut self, path: &Path, cfg: &NetConfig, device: Device) -> Result<u64> {
-        let (t, meta) = io::read_safetensors(path, device)?;
-        let theirs = checkpoint_config(&meta, path)?;
-        if !theirs.same_architecture(cfg) {
-            bail!(
-                "{} is a checkpoint of another architecture ({}); this run is {}",
-                path.display(),
-                theirs.describe(),
-                cfg.describe()
-            );
-        }
+        let (t, meta) = read_matching(path, cfg, device, "--resume")?;
         io::load_vars(&self.g_vs, "g.", &t, path)?;
         io::load_vars(&self.d_vs, "d.", &t, path)?;
         io::load_vars(&self.ema_vs, "ema.", &t, path)?;
@@ -187,16 +198,7 @@ impl Nets {
 
     /// Take G's and D's weights from an earlier run (`--init`): step 0, fresh optimizers.
     fn init_from(&mut self, path: &Path, cfg: &NetConfig, device: Device) -> Result<()> {
-        let (t, meta) = io::read_safetensors(path, device)?;
-        let theirs = checkpoint_config(&meta, path)?;
-        if !theirs.same_architecture(cfg) {
-            bail!(
-                "--init {}: another architecture ({}); this run is {}",
-                path.display(),
-                theirs.describe(),
-                cfg.describe()
-            );
-        }
+        let (t, _) = read_matching(path, cfg, device, "--init")?;
         io::load_vars(&self.g_vs, "g.", &t, path)?;
         io::load_vars(&self.d_vs, "d.", &t, path)?;
         self.ema_vs.copy(&self.g_vs)?;
