@@ -441,3 +441,50 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(meta["step"], "2");
     assert!(t.values().all(|x| x.isfinite().all().int64_value(&[]) == 1));
 }
+
+/// `pipeline.toml`'s gan-train entry must use real flags with the clap defaults.
+#[test]
+fn pipeline_toml_matches_clap_defaults() {
+    use clap::CommandFactory;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
+    let entry = &doc["entry_points"]["gan-train"];
+    let cmd = gan_train::Cli::command();
+    let known = |long: &str| cmd.get_arguments().find(|a| a.get_long() == Some(long));
+    for flag in entry["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .filter(|a| a.starts_with("--"))
+    {
+        assert!(
+            known(&flag[2..]).is_some(),
+            "pipeline.toml uses unknown flag {flag}"
+        );
+    }
+    let mut checked = 0;
+    for (name, spec) in entry["parameters"].as_table().unwrap() {
+        let Some(arg) = known(&name.replace('_', "-")) else {
+            continue;
+        };
+        let Some(default) = arg.get_default_values().first() else {
+            continue;
+        };
+        let ours = match &spec["default"] {
+            toml::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        assert_eq!(
+            ours,
+            default.to_string_lossy(),
+            "pipeline.toml gan-train {name}"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 5,
+        "model, steps, batch, seed and artifacts have clap defaults"
+    );
+}
