@@ -89,14 +89,10 @@ impl NdArray {
         Ok(v)
     }
 
-    /// Pixels as u8: u8 arrays as they are; floats in [0, 1] scaled by 255, floats in
-    /// [0, 255] rounded; wider integers must already be within 0..=255.
-    pub fn to_u8(&self) -> Result<Vec<u8>, PickleError> {
+    /// The values as f64 (float arrays exactly; integer arrays converted).
+    pub fn to_f64(&self) -> Result<Vec<f64>, PickleError> {
         let (kind, size, big) = self.kind()?;
-        if kind == 'u' && size == 1 {
-            return Ok(self.data.clone());
-        }
-        let vals: Vec<f64> = match (kind, size) {
+        Ok(match (kind, size) {
             ('f', 4) => self
                 .data
                 .chunks_exact(4)
@@ -108,7 +104,17 @@ impl NdArray {
                 .map(|c| f64::from_bits(rd::<8>(c, big)))
                 .collect(),
             _ => self.to_i64()?.into_iter().map(|v| v as f64).collect(),
-        };
+        })
+    }
+
+    /// Pixels as u8: u8 arrays as they are; floats in [0, 1] scaled by 255, floats in
+    /// [0, 255] rounded; wider integers must already be within 0..=255.
+    pub fn to_u8(&self) -> Result<Vec<u8>, PickleError> {
+        let (kind, size, _) = self.kind()?;
+        if kind == 'u' && size == 1 {
+            return Ok(self.data.clone());
+        }
+        let vals = self.to_f64()?;
         pixels_from_values(&vals, kind == 'f')
             .map_err(|e| PickleError::Unsupported(format!("dtype `{}`: {e}", self.dtype)))
     }
@@ -546,9 +552,7 @@ impl<'a> Machine<'a> {
                 };
                 let (kind, _, _) = dtype_parts(d)?;
                 if kind == 'f' {
-                    Ok(Value::Float(
-                        arr.to_u8().map(|v| v[0] as f64).unwrap_or(f64::NAN),
-                    ))
+                    Ok(Value::Float(arr.to_f64()?[0]))
                 } else {
                     Ok(Value::Int(arr.to_i64()?[0]))
                 }
@@ -732,6 +736,28 @@ mod tests {
             load(b"\x80\x02\xff."),
             Err(PickleError::Opcode { op: 0xff, pos: 2 })
         ));
+    }
+
+    #[test]
+    fn float_scalar_keeps_its_value() {
+        // pickle.dumps(np.float32(0.5), protocol=2), built by hand: scalar(dtype('f4'), bytes).
+        let m = Machine {
+            b: b"",
+            pos: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+        };
+        let v = m
+            .apply(
+                Value::Global(Callable::Scalar),
+                Value::Tuple(vec![
+                    Value::Dtype("<f4".into()),
+                    Value::Bytes(0.5f32.to_le_bytes().to_vec()),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(v, Value::Float(0.5));
     }
 
     #[test]
