@@ -78,11 +78,6 @@ impl StagedDir {
         &self.staging
     }
 
-    /// The final location.
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
     /// Write one file into the staging folder.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
         let path = self.staging.join(name);

@@ -208,7 +208,6 @@ fn dcgan_init() -> (nn::Init, nn::Init) {
 pub struct Generator {
     body: Seq,
     embed: Option<nn::Embedding>,
-    pub z_dim: i64,
     z_in: i64,
 }
 
@@ -288,7 +287,6 @@ impl Generator {
         Ok(Self {
             body: Seq { layers },
             embed,
-            z_dim: cfg.z_dim,
             z_in,
         })
     }

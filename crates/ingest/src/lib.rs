@@ -301,7 +301,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
             .with_context(|| format!("writing the {} split", split.name()))?;
     }
     let rep = report::Report::new(&classes, &sets, args.rare_below);
-    staged.write("samples.png", &rep.samples_png(&sets[0], &sets)?)?;
+    staged.write("samples.png", &rep.samples_png(&sets)?)?;
     staged.write("class_counts.svg", rep.chart_svg()?.as_bytes())?;
     let summary = rep.summary_text(&problems, &assignment.notes, &out, format);
     staged.write("summary.txt", summary.as_bytes())?;

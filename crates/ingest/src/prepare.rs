@@ -1,7 +1,5 @@
 //! Decode, convert and resize every item in parallel (rayon), into channel-first u8 pixels.
 
-use std::path::Path;
-
 use anyhow::{bail, Result};
 use image::{imageops::FilterType, DynamicImage};
 use rayon::prelude::*;
@@ -103,7 +101,7 @@ fn decode(item: &Item) -> Result<(DynamicImage, Option<(String, u64)>), String> 
                 .decode()
                 .map_err(|e| format!("cannot decode image: {e}"))?;
             let img = match roi {
-                Some(r) => crop(img, r, path)?,
+                Some(r) => crop(img, r)?,
                 None => img,
             };
             Ok((img, Some((digest, bytes.len() as u64))))
@@ -111,7 +109,7 @@ fn decode(item: &Item) -> Result<(DynamicImage, Option<(String, u64)>), String> 
     }
 }
 
-fn crop(img: DynamicImage, r: &Roi, _path: &Path) -> Result<DynamicImage, String> {
+fn crop(img: DynamicImage, r: &Roi) -> Result<DynamicImage, String> {
     let (w, h) = (img.width(), img.height());
     if r.x1 >= r.x2 || r.y1 >= r.y2 || r.x2 > w || r.y2 > h {
         return Err(format!(

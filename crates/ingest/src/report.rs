@@ -56,7 +56,8 @@ impl Report {
     }
 
     /// One row per class (in class order), up to 10 train images each (val/test if train is short).
-    pub fn samples_png(&self, train: &ImageSet, sets: &[ImageSet; 3]) -> Result<Vec<u8>> {
+    pub fn samples_png(&self, sets: &[ImageSet; 3]) -> Result<Vec<u8>> {
+        let train = &sets[0];
         const PER_ROW: usize = 10;
         let mut rows: Vec<Vec<&[u8]>> = vec![Vec::new(); self.classes.len()];
         for set in sets.iter() {

@@ -40,13 +40,9 @@ pub fn load(source: &Path) -> Result<Loaded> {
                 labels_path.display()
             );
         }
-        let images = parse(
-            &read_input(images_path, &mut loaded.inputs)?,
-            images_path,
-            3,
-        )?;
+        let images = parse(read_input(images_path, &mut loaded.inputs)?, images_path, 3)?;
         let labels = parse(
-            &read_input(&labels_path, &mut loaded.inputs)?,
+            read_input(&labels_path, &mut loaded.inputs)?,
             &labels_path,
             1,
         )?;
@@ -86,15 +82,15 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Parse an IDX file of unsigned bytes with `ndims` dimensions: (dims, data).
-pub fn parse(raw: &[u8], path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+pub fn parse(raw: Vec<u8>, path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw)
+        flate2::read::GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
             .with_context(|| format!("{}: corrupt gzip data", path.display()))?;
         out
     } else {
-        raw.to_vec()
+        raw
     };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         bail!("{}: not an IDX file (bad magic number)", path.display());
@@ -137,5 +133,6 @@ pub fn parse(raw: &[u8], path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)
                 .join("×")
         );
     }
-    Ok((dims, bytes[header..].to_vec()))
+    bytes.drain(..header);
+    Ok((dims, bytes))
 }
