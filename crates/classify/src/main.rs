@@ -1,28 +1,21 @@
-//! `classify`: train and evaluate the classifier on the real test split.
-//!
-//! Not built yet: issue #5 fills this stage in. Until then the binary parses the shared
-//! flags, resolves the device (proving libtorch loads) and exits with an error saying so.
-
 use clap::Parser;
-use rebalance_core::CommonArgs;
-
-/// rebalance stage `classify`: train and evaluate the classifier on the real test split (not built yet, see issue #5).
-#[derive(Debug, Parser, serde::Serialize)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-}
-
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let device = rebalance_nn::resolve_device(args.common.device)?;
-    anyhow::bail!(
-        "this stage is not built yet (issue #5); device {} would be used",
-        rebalance_nn::device_name(device)
-    )
-}
+use classify::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    rebalance_core::main_wrapper("classify", run)
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Compare(args)) => rebalance_core::main_wrapper("classify compare", || {
+            rebalance_core::cli::init_logging(args.quiet);
+            classify::compare::run(&args)
+        }),
+        Some(Command::Train(args)) => train(*args),
+        None => train(cli.train),
+    }
+}
+
+fn train(args: classify::TrainArgs) -> std::process::ExitCode {
+    rebalance_core::main_wrapper("classify", || {
+        rebalance_core::cli::init_logging(args.common.quiet);
+        classify::train::run(&args)
+    })
 }

@@ -1,0 +1,326 @@
+//! `classify compare`: one table of several classify outputs (mean ± std over seeds), with the
+//! paired difference against a baseline and a paired t-test over the shared seeds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rebalance_core::write_atomic;
+use serde::Serialize;
+use serde_json::{json, Value};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::metrics::{mean_std, Metrics};
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct CompareArgs {
+    /// classify output folders, as NAME=DIR or DIR (named after the folder).
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<String>,
+    /// The run the others are compared with [default: the first].
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Classes whose recall gets its own row [default: the baseline's rare classes].
+    #[arg(long, value_delimiter = ',')]
+    pub rare: Vec<String>,
+    /// Folder for comparison.md, comparison.csv and comparison.json [default: <artifacts>/comparison].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Folder that holds the stage outputs.
+    #[arg(long, default_value = "artifacts", env = "REBALANCE_ARTIFACTS")]
+    pub artifacts: PathBuf,
+    /// Significance level of the paired test.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Only print warnings and errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// One classify output, reduced to per-seed scalars.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub name: String,
+    pub dir: PathBuf,
+    pub classes: Vec<String>,
+    pub rare: Vec<String>,
+    /// seed -> metric -> value (test split).
+    pub per_seed: BTreeMap<u64, BTreeMap<String, f64>>,
+}
+
+impl RunSummary {
+    pub fn load(name: &str, dir: &Path) -> Result<Self> {
+        let path = dir.join("metrics.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (is {} a classify output?)",
+                path.display(),
+                dir.display()
+            )
+        })?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let strings = |k: &str| -> Vec<String> {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut per_seed = BTreeMap::new();
+        for r in v["runs"]
+            .as_array()
+            .with_context(|| format!("{}: no `runs`", path.display()))?
+        {
+            let seed = r["seed"]
+                .as_u64()
+                .with_context(|| format!("{}: a run without a seed", path.display()))?;
+            let m: Metrics = serde_json::from_value(r["test"].clone())
+                .with_context(|| format!("{}: seed {seed} has no test metrics", path.display()))?;
+            per_seed.insert(seed, m.scalars());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            classes: strings("classes"),
+            rare: strings("rare_classes"),
+            per_seed,
+        })
+    }
+
+    /// Per-seed values of a metric; `rare_recall` is the mean recall of `rare`.
+    pub fn values(&self, metric: &str, rare: &[String]) -> BTreeMap<u64, f64> {
+        self.per_seed
+            .iter()
+            .map(|(&s, m)| {
+                let v = if metric == "rare_recall" {
+                    rare.iter()
+                        .map(|c| m.get(&format!("recall/{c}")).copied().unwrap_or(f64::NAN))
+                        .sum::<f64>()
+                        / rare.len().max(1) as f64
+                } else {
+                    m.get(metric).copied().unwrap_or(f64::NAN)
+                };
+                (s, v)
+            })
+            .collect()
+    }
+}
+
+/// Paired difference `b - a` over shared seeds: (mean, std, n, two-sided p of a paired t-test).
+pub fn paired(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> (f64, f64, usize, Option<f64>) {
+    let d: Vec<f64> = a
+        .iter()
+        .filter_map(|(s, va)| b.get(s).map(|vb| vb - va))
+        .collect();
+    let (mean, std) = mean_std(&d);
+    let n = d.len();
+    let p = if n < 2 {
+        None
+    } else if std == 0.0 {
+        Some(if mean == 0.0 { 1.0 } else { 0.0 })
+    } else {
+        let t = mean / (std / (n as f64).sqrt());
+        let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).expect("valid t distribution");
+        Some(2.0 * (1.0 - dist.cdf(t.abs())))
+    };
+    (mean, std, n, p)
+}
+
+fn fmt_pm(vals: &BTreeMap<u64, f64>) -> String {
+    let v: Vec<f64> = vals.values().copied().collect();
+    let (m, s) = mean_std(&v);
+    if v.len() > 1 {
+        format!("{m:.3} ± {s:.3}")
+    } else {
+        format!("{m:.3}")
+    }
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let mut runs = Vec::new();
+    for spec in &args.runs {
+        let (name, dir) = match spec.split_once('=') {
+            Some((n, d)) => (n.to_string(), PathBuf::from(d)),
+            None => {
+                let d = PathBuf::from(spec);
+                let n = d
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| spec.clone());
+                (n, d)
+            }
+        };
+        runs.push(RunSummary::load(&name, &dir)?);
+    }
+    let base_name = args
+        .baseline
+        .clone()
+        .unwrap_or_else(|| runs[0].name.clone());
+    let base_idx = runs
+        .iter()
+        .position(|r| r.name == base_name)
+        .with_context(|| {
+            format!(
+                "--baseline `{base_name}` is not one of the runs ({})",
+                runs.iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    for r in &runs {
+        if r.classes != runs[base_idx].classes {
+            bail!(
+                "{} has classes [{}], the baseline {} has [{}]: not the same test set",
+                r.dir.display(),
+                r.classes.join(", "),
+                runs[base_idx].dir.display(),
+                runs[base_idx].classes.join(", ")
+            );
+        }
+    }
+    let rare = if args.rare.is_empty() {
+        runs[base_idx].rare.clone()
+    } else {
+        args.rare.clone()
+    };
+    for c in &rare {
+        if !runs[base_idx].classes.contains(c) {
+            bail!(
+                "--rare: class `{c}` is not one of [{}]",
+                runs[base_idx].classes.join(", ")
+            );
+        }
+    }
+
+    let mut rows: Vec<(String, String)> = vec![
+        ("accuracy".into(), "accuracy".into()),
+        ("balanced accuracy".into(), "balanced_accuracy".into()),
+        ("macro-F1".into(), "macro_f1".into()),
+        ("test loss".into(), "loss".into()),
+    ];
+    for c in &rare {
+        rows.push((format!("recall of {c}"), format!("recall/{c}")));
+    }
+    if !rare.is_empty() {
+        rows.push((
+            format!("mean recall of rare ({})", rare.join(", ")),
+            "rare_recall".into(),
+        ));
+    }
+
+    let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut json_rows = Vec::new();
+    for (label, key) in &rows {
+        let mut cells = vec![label.clone()];
+        let mut jr = serde_json::Map::new();
+        for r in &runs {
+            let vals = r.values(key, &rare);
+            cells.push(fmt_pm(&vals));
+            let v: Vec<f64> = vals.values().copied().collect();
+            let (m, s) = mean_std(&v);
+            jr.insert(
+                r.name.clone(),
+                json!({ "mean": m, "std": s, "per_seed": vals }),
+            );
+        }
+        table.push(cells);
+        json_rows.push(json!({ "metric": key, "label": label, "runs": jr }));
+    }
+    // Paired differences against the baseline.
+    let mut diffs = Vec::new();
+    let diff_keys: Vec<(String, String)> =
+        std::iter::once(("macro-F1".to_string(), "macro_f1".to_string()))
+            .chain(
+                (!rare.is_empty()).then(|| ("rare recall".to_string(), "rare_recall".to_string())),
+            )
+            .collect();
+    for (label, key) in &diff_keys {
+        let mut cells = vec![format!("Δ {label} vs {base_name} (paired; p)")];
+        let base = runs[base_idx].values(key, &rare);
+        for (i, r) in runs.iter().enumerate() {
+            if i == base_idx {
+                cells.push("—".into());
+                continue;
+            }
+            let (m, s, n, p) = paired(&base, &r.values(key, &rare));
+            let verdict = match p {
+                Some(p) if p < args.alpha && m > 0.0 => "better",
+                Some(p) if p < args.alpha => "worse",
+                Some(_) => "no significant difference",
+                None => "too few shared seeds to test",
+            };
+            let pstr = p
+                .map(|p| format!("p={p:.3}"))
+                .unwrap_or_else(|| "p=n/a".into());
+            cells.push(format!("{m:+.3} ± {s:.3}; {pstr}"));
+            diffs.push(json!({ "metric": key, "run": r.name, "baseline": base_name, "mean": m, "std": s, "n_seeds": n, "p": p, "verdict": verdict }));
+        }
+        table.push(cells);
+    }
+
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    let mut header = vec!["metric (real test split)".to_string()];
+    header.extend(names.iter().cloned());
+    t.set_header(header.clone());
+    for row in &table {
+        t.add_row(row.clone());
+    }
+    let n_seeds: Vec<usize> = runs.iter().map(|r| r.per_seed.len()).collect();
+    let md = format!(
+        "{t}\n\nmean ± std over seeds ({}); Δ rows: paired difference over the seeds both runs share, two-sided paired t-test, α = {}.\n",
+        names.iter().zip(&n_seeds).map(|(n, k)| format!("{n}: {k}")).collect::<Vec<_>>().join(", "),
+        args.alpha
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.artifacts.join("comparison"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_atomic(&out.join("comparison.md"), md.as_bytes())?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header)?;
+    for row in &table {
+        w.write_record(row)?;
+    }
+    write_atomic(&out.join("comparison.csv"), &w.into_inner()?)?;
+    let runs_json: Vec<Value> = runs.iter().map(|r| json!({ "name": r.name, "dir": r.dir.display().to_string(), "seeds": r.per_seed.keys().collect::<Vec<_>>() })).collect();
+    let j = json!({ "baseline": base_name, "rare_classes": rare, "alpha": args.alpha, "runs": runs_json, "rows": json_rows, "differences": diffs });
+    write_atomic(
+        &out.join("comparison.json"),
+        &serde_json::to_vec_pretty(&j)?,
+    )?;
+    println!("{md}");
+    println!(
+        "classify compare: table in {}",
+        out.join("comparison.md").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_test_matches_a_hand_computation() {
+        let a = BTreeMap::from([(1, 0.80), (2, 0.82), (3, 0.78)]);
+        let b = BTreeMap::from([(1, 0.85), (2, 0.88), (3, 0.84), (4, 0.99)]);
+        let (m, s, n, p) = paired(&a, &b);
+        // diffs 0.05, 0.06, 0.06: mean 0.056667, sd 0.005774, t = 17.0, df 2 -> p ≈ 0.00344
+        assert_eq!(n, 3);
+        assert!((m - 0.0566667).abs() < 1e-6);
+        assert!((s - 0.0057735).abs() < 1e-6);
+        assert!((p.unwrap() - 0.003443).abs() < 1e-4, "{p:?}");
+        // Noisy differences are not significant.
+        let c = BTreeMap::from([(1, 0.90), (2, 0.70), (3, 0.80)]);
+        assert!(paired(&a, &c).3.unwrap() > 0.5);
+        // One shared seed cannot be tested.
+        assert_eq!(paired(&a, &BTreeMap::from([(1, 0.9)])).3, None);
+    }
+}

@@ -1,0 +1,81 @@
+//! `classify`: train and evaluate an image classifier on the contract's image sets (K seeds,
+//! early stopping on val, evaluation on the real test split only), load a trained one as the
+//! judge for `filter`, and compare several runs (`classify compare`).
+
+pub mod compare;
+pub mod judge;
+pub mod metrics;
+pub mod model;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use rebalance_core::CommonArgs;
+use serde::Serialize;
+
+pub use judge::Judge;
+pub use metrics::{mean_std, Metrics};
+pub use model::{Classifier, ClassifierConfig, ModelKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Train and evaluate an image classifier (default: LeNet-5 on artifacts/augmented/train.safetensors, \
+             evaluated on the real test split of artifacts/dataset), or compare several runs (`classify compare`)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train and evaluate (the default when no subcommand is given).
+    Train(Box<TrainArgs>),
+    /// One table of several classify outputs: mean ± std over seeds, paired differences against a baseline.
+    Compare(compare::CompareArgs),
+}
+
+/// Training options.
+#[derive(Debug, Clone, ClapArgs, Serialize)]
+pub struct TrainArgs {
+    /// Training image set [default: <artifacts>/augmented/train.safetensors; for the judge, pass
+    /// <artifacts>/dataset/train.safetensors].
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Folder with the real val.safetensors (early stopping) and test.safetensors (evaluation)
+    /// [default: <artifacts>/dataset].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder [default: <artifacts>/classify].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Network.
+    #[arg(long, value_enum, default_value_t = ModelKind::Lenet5)]
+    pub model: ModelKind,
+    /// Training epochs (at most; see --patience).
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: i64,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Weight the loss by inverse class frequency (the cost-sensitive baseline).
+    #[arg(long)]
+    pub class_weighted: bool,
+    /// Stop after this many epochs without a better val macro-F1 and keep the best epoch's
+    /// weights; 0 trains every epoch and keeps the last.
+    #[arg(long, default_value_t = 10)]
+    pub patience: usize,
+    /// Train K times with seeds seed, seed+1, …; metrics are reported as mean ± std.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
