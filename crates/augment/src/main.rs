@@ -1,28 +1,9 @@
-//! `augment`: build the rebalanced training set.
-//!
-//! Not built yet: issue #5 fills this stage in. Until then the binary parses the shared
-//! flags, resolves the device (proving libtorch loads) and exits with an error saying so.
-
 use clap::Parser;
-use rebalance_core::CommonArgs;
-
-/// rebalance stage `augment`: build the rebalanced training set (not built yet, see issue #5).
-#[derive(Debug, Parser, serde::Serialize)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-}
-
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let device = rebalance_nn::resolve_device(args.common.device)?;
-    anyhow::bail!(
-        "this stage is not built yet (issue #5); device {} would be used",
-        rebalance_nn::device_name(device)
-    )
-}
 
 fn main() -> std::process::ExitCode {
-    rebalance_core::main_wrapper("augment", run)
+    let args = augment::Args::parse();
+    rebalance_core::main_wrapper("augment", || {
+        rebalance_core::cli::init_logging(args.common.quiet);
+        augment::run(&args)
+    })
 }

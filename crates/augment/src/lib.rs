@@ -1,0 +1,498 @@
+//! `augment`: build the training set. Real images are always kept; rare classes are filled up
+//! by repeating real images, classical transforms, synthetic images, or synthetic + classical.
+//! The real val and test splits are never read or written here.
+
+pub mod classical;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
+use rebalance_nn::{device_name, resolve_device};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::Tensor;
+use tracing::{info, warn};
+
+pub use classical::ClassicalParams;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+pub enum Strategy {
+    /// The real training images only.
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    None,
+    /// Repeat real images of each class up to the target.
+    #[value(name = "oversample")]
+    #[serde(rename = "oversample")]
+    Oversample,
+    /// Random affine transforms of real images up to the target.
+    #[value(name = "classical")]
+    #[serde(rename = "classical")]
+    Classical,
+    /// Synthetic images (from filter or generate) up to the target.
+    #[value(name = "synthetic")]
+    #[serde(rename = "synthetic")]
+    Synthetic,
+    /// A share of the gap from synthetic images (--synthetic-share), the rest classical.
+    #[value(name = "synthetic+classical")]
+    #[serde(rename = "synthetic+classical")]
+    SyntheticClassical,
+}
+
+impl Strategy {
+    /// The name on the command line (`synthetic+classical`).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn uses_synthetic(self) -> bool {
+        matches!(self, Self::Synthetic | Self::SyntheticClassical)
+    }
+}
+
+/// rebalance stage `augment`: build the rebalanced training set from the real train split.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(version)]
+pub struct Args {
+    /// How to fill the classes below the target.
+    #[arg(long, value_enum, default_value_t = Strategy::SyntheticClassical)]
+    pub strategy: Strategy,
+    /// Real training set [default: <artifacts>/dataset/train.safetensors].
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Synthetic image set, for the synthetic strategies [default: <artifacts>/filtered/kept.safetensors].
+    #[arg(long)]
+    pub synthetic: Option<PathBuf>,
+    /// Output folder [default: <artifacts>/augmented].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Images per class to reach [default: the largest class's real count, i.e. balance].
+    #[arg(long, conflicts_with = "balance")]
+    pub target: Option<usize>,
+    /// Fill every class up to the largest (the default when --target is not given).
+    #[arg(long)]
+    pub balance: bool,
+    /// Add N synthetic images to every class the synthetic set has, whatever the target
+    /// (synthetic strategies; with synthetic+classical the rest of the gap is then classical).
+    #[arg(long)]
+    pub add: Option<usize>,
+    /// Share of each class's gap filled with synthetic images under synthetic+classical.
+    #[arg(long, default_value_t = 0.5)]
+    pub synthetic_share: f64,
+    /// At most this many synthetic images per real image of the class.
+    #[arg(long)]
+    pub max_synthetic_ratio: Option<f64>,
+    /// Only fill these classes (names) [default: every class below the target].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    #[command(flatten)]
+    pub classical: ClassicalParams,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What one class of the output is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Composition {
+    pub real: usize,
+    pub repeated: usize,
+    pub classical: usize,
+    pub synthetic: usize,
+    /// Synthetic images of this class that were available.
+    pub synthetic_available: usize,
+}
+
+impl Composition {
+    pub fn total(&self) -> usize {
+        self.real + self.repeated + self.classical + self.synthetic
+    }
+}
+
+/// Plan the composition of every class (no pixels touched): `real[c]` real images,
+/// `synth[c]` synthetic images available, `fill[c]` whether class c may be filled.
+pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<Composition> {
+    let target = args
+        .target
+        .unwrap_or_else(|| real.iter().copied().max().unwrap_or(0));
+    real.iter()
+        .zip(synth)
+        .zip(fill)
+        .map(|((&r, &s), &f)| {
+            let mut c = Composition {
+                real: r,
+                synthetic_available: s,
+                ..Default::default()
+            };
+            if !f {
+                return c;
+            }
+            let gap = target.saturating_sub(r);
+            let synth_cap = match args.max_synthetic_ratio {
+                Some(ratio) => s.min((ratio * r as f64).floor() as usize),
+                None => s,
+            };
+            let can_transform = r > 0;
+            match args.strategy {
+                Strategy::None => {}
+                Strategy::Oversample if can_transform => c.repeated = gap,
+                Strategy::Classical if can_transform => c.classical = gap,
+                Strategy::Oversample | Strategy::Classical => {}
+                Strategy::Synthetic => {
+                    c.synthetic = args.add.unwrap_or(gap).min(synth_cap);
+                }
+                Strategy::SyntheticClassical => {
+                    let want = args
+                        .add
+                        .unwrap_or(((gap as f64) * args.synthetic_share).round() as usize);
+                    c.synthetic = want.min(synth_cap);
+                    if can_transform {
+                        c.classical = gap.saturating_sub(c.synthetic);
+                    }
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+fn read(path: &std::path::Path, what: &str, hint: &str) -> Result<ImageSet> {
+    if !path.exists() {
+        bail!("{}: no {what}; {hint}", path.display());
+    }
+    Ok(ImageSet::read(path)?)
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let device = resolve_device(args.common.device)?;
+    let a = &args.common.artifacts;
+    let train_path = args
+        .train
+        .clone()
+        .unwrap_or_else(|| a.join("dataset/train.safetensors"));
+    let train = read(
+        &train_path,
+        "training set",
+        "run ingest first, or pass --train",
+    )?;
+    if !(0.0..=1.0).contains(&args.synthetic_share) {
+        bail!(
+            "--synthetic-share must be within [0, 1], got {}",
+            args.synthetic_share
+        );
+    }
+    let k = train.classes.len();
+    let mut fill = vec![args.classes.is_empty(); k];
+    for name in &args.classes {
+        let i = train
+            .classes
+            .iter()
+            .position(|c| c == name)
+            .with_context(|| {
+                format!(
+                    "--classes: `{name}` is not one of the training set's classes ({})",
+                    train.classes.join(", ")
+                )
+            })?;
+        fill[i] = true;
+    }
+
+    let synth_path = args
+        .synthetic
+        .clone()
+        .unwrap_or_else(|| a.join("filtered/kept.safetensors"));
+    let synthetic = if args.strategy.uses_synthetic() {
+        let s = read(
+            &synth_path,
+            "synthetic image set",
+            "run `gan-train generate` and `filter` first, or pass --synthetic",
+        )?;
+        if s.classes != train.classes {
+            bail!(
+                "{}: classes [{}] differ from the training set's [{}] ({})",
+                synth_path.display(),
+                s.classes.join(", "),
+                train.classes.join(", "),
+                train_path.display()
+            );
+        }
+        if (s.channels, s.height, s.width) != (train.channels, train.height, train.width) {
+            bail!(
+                "{}: images are {}×{}×{} but the training set's are {}×{}×{}",
+                synth_path.display(),
+                s.channels,
+                s.height,
+                s.width,
+                train.channels,
+                train.height,
+                train.width
+            );
+        }
+        if s.is_empty() {
+            bail!(
+                "{}: the synthetic set is empty (did the filter keep nothing? see its acceptance.csv; lower --threshold)",
+                synth_path.display()
+            );
+        }
+        Some(s)
+    } else {
+        None
+    };
+
+    let real_counts = train.counts();
+    let synth_counts = synthetic
+        .as_ref()
+        .map(|s| s.counts())
+        .unwrap_or_else(|| vec![0; k]);
+    let comp = plan(args, &real_counts, &synth_counts, &fill);
+    let target = args
+        .target
+        .unwrap_or_else(|| real_counts.iter().copied().max().unwrap_or(0));
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.common.seed);
+    rebalance_nn::seed_everything(args.common.seed);
+    let mut out = train.clone();
+    let mut added_rows: Vec<Vec<u8>> = vec![Vec::new(); k];
+    let per = train.image_len();
+    let shape = [
+        train.channels as i64,
+        train.height as i64,
+        train.width as i64,
+    ];
+    for (c, plan_c) in comp.iter().enumerate() {
+        let name = &train.classes[c];
+        let gap = target.saturating_sub(plan_c.real);
+        if fill[c]
+            && gap > 0
+            && plan_c.total() < target.max(plan_c.real)
+            && args.strategy != Strategy::None
+        {
+            warn!(
+                "class `{name}`: reaches {} of the target {target} (real {}, synthetic available {}{})",
+                plan_c.total(),
+                plan_c.real,
+                plan_c.synthetic_available,
+                if plan_c.real == 0 { ", and no real image to transform" } else { "" }
+            );
+        }
+        let mut real_idx: Vec<usize> = (0..train.len())
+            .filter(|&i| train.labels[i] == c as i64)
+            .collect();
+        real_idx.shuffle(&mut rng);
+        let cycle =
+            |n: usize| -> Vec<usize> { (0..n).map(|j| real_idx[j % real_idx.len()]).collect() };
+        // Repeated real images.
+        for i in cycle(plan_c.repeated) {
+            out.push(train.image(i), c as i64);
+        }
+        // Classical transforms of real images, in batches.
+        let src = cycle(plan_c.classical);
+        for chunk in src.chunks(512) {
+            let mut pix = Vec::with_capacity(chunk.len() * per);
+            for &i in chunk {
+                pix.extend_from_slice(train.image(i));
+            }
+            let x = Tensor::from_slice(&pix).reshape([
+                chunk.len() as i64,
+                shape[0],
+                shape[1],
+                shape[2],
+            ]);
+            let mats: Vec<[f32; 6]> = chunk
+                .iter()
+                .map(|_| args.classical.sample(&mut rng))
+                .collect();
+            let y = classical::transform(&x, &mats, device);
+            let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
+            for img in v.chunks(per) {
+                out.push(img, c as i64);
+                if added_rows[c].len() < 10 * per {
+                    added_rows[c].extend_from_slice(img);
+                }
+            }
+        }
+        // Synthetic images, a random subset of those available.
+        if let Some(s) = &synthetic {
+            let mut idx: Vec<usize> = (0..s.len()).filter(|&i| s.labels[i] == c as i64).collect();
+            idx.shuffle(&mut rng);
+            for &i in idx.iter().take(plan_c.synthetic) {
+                out.push(s.image(i), c as i64);
+                if added_rows[c].len() < 10 * per {
+                    added_rows[c].extend_from_slice(s.image(i));
+                }
+            }
+        }
+        if plan_c.total() > plan_c.real {
+            info!(
+                "class `{name}`: {} real + {} repeated + {} classical + {} synthetic = {}",
+                plan_c.real,
+                plan_c.repeated,
+                plan_c.classical,
+                plan_c.synthetic,
+                plan_c.total()
+            );
+        }
+    }
+
+    let out_dir = args.out.clone().unwrap_or_else(|| a.join("augmented"));
+    let staged = StagedDir::new(&out_dir)?;
+    out.write(&staged.path().join("train.safetensors"))?;
+    let composition: BTreeMap<&String, Composition> =
+        train.classes.iter().zip(comp.iter().copied()).collect();
+    let comp_json = json!({
+        "strategy": args.strategy,
+        "target": target,
+        "train": train_path.display().to_string(),
+        "synthetic": synthetic.as_ref().map(|_| synth_path.display().to_string()),
+        "classical": args.classical,
+        "classes": composition,
+        "totals": {
+            "real": comp.iter().map(|c| c.real).sum::<usize>(),
+            "repeated": comp.iter().map(|c| c.repeated).sum::<usize>(),
+            "classical": comp.iter().map(|c| c.classical).sum::<usize>(),
+            "synthetic": comp.iter().map(|c| c.synthetic).sum::<usize>(),
+            "images": out.len(),
+        },
+    });
+    staged.write("composition.json", &serde_json::to_vec_pretty(&comp_json)?)?;
+    let svg = rebalance_core::chart::grouped_bars_svg(
+        &format!(
+            "training images per class: before / after ({})",
+            args.strategy.name()
+        ),
+        &train.classes,
+        &[
+            rebalance_core::chart::BarSeries {
+                name: "before (real)",
+                values: real_counts.iter().map(|&v| v as f64).collect(),
+            },
+            rebalance_core::chart::BarSeries {
+                name: "after",
+                values: out.counts().iter().map(|&v| v as f64).collect(),
+            },
+        ],
+        "images",
+    )?;
+    staged.write("class_counts.svg", svg.as_bytes())?;
+    let rows: Vec<Vec<&[u8]>> = added_rows.iter().map(|r| r.chunks(per).collect()).collect();
+    if rows.iter().any(|r| !r.is_empty()) {
+        let png = grid::grid_png(
+            &rows,
+            train.channels,
+            train.height,
+            train.width,
+            grid::default_scale(train.height),
+        )?;
+        staged.write("samples.png", &png)?;
+    }
+
+    let mut m = Manifest::new(
+        "augment",
+        serde_json::to_value(args)?,
+        &device_name(device),
+        args.common.seed,
+    );
+    m.inputs.push(FileRecord::of_file(
+        &train_path,
+        &train_path.display().to_string(),
+    )?);
+    if synthetic.is_some() {
+        m.inputs.push(FileRecord::of_file(
+            &synth_path,
+            &synth_path.display().to_string(),
+        )?);
+    }
+    m.record_outputs(staged.path())?;
+    m.metrics.insert("n_images".into(), json!(out.len()));
+    m.metrics.insert("n_real".into(), json!(train.len()));
+    m.metrics.insert(
+        "n_synthetic".into(),
+        json!(comp.iter().map(|c| c.synthetic).sum::<usize>()),
+    );
+    m.metrics.insert(
+        "n_classical".into(),
+        json!(comp.iter().map(|c| c.classical).sum::<usize>()),
+    );
+    m.metrics.insert(
+        "n_repeated".into(),
+        json!(comp.iter().map(|c| c.repeated).sum::<usize>()),
+    );
+    m.extra.insert("composition".into(), json!(composition));
+    m.finish(staged.path(), started)?;
+    staged.commit()?;
+    println!(
+        "augment: {}: {} real → {} images ({} repeated, {} classical, {} synthetic) in {}",
+        args.strategy.name(),
+        train.len(),
+        out.len(),
+        comp.iter().map(|c| c.repeated).sum::<usize>(),
+        comp.iter().map(|c| c.classical).sum::<usize>(),
+        comp.iter().map(|c| c.synthetic).sum::<usize>(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(strategy: &str, extra: &[&str]) -> Args {
+        let mut v = vec!["augment", "--strategy", strategy];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
+    #[test]
+    fn plans_fill_the_gap_per_strategy() {
+        let real = [300, 10, 300, 0];
+        let synth = [0, 500, 0, 40];
+        let fill = [true; 4];
+        let p = plan(&args("oversample", &[]), &real, &synth, &fill);
+        assert_eq!((p[1].repeated, p[1].total()), (290, 300));
+        assert_eq!(p[0].total(), 300);
+        assert_eq!(
+            p[3].total(),
+            0,
+            "nothing to repeat in a class without real images"
+        );
+        let p = plan(
+            &args("classical", &["--target", "400"]),
+            &real,
+            &synth,
+            &fill,
+        );
+        assert_eq!((p[0].classical, p[1].classical), (100, 390));
+        let p = plan(&args("synthetic", &[]), &real, &synth, &fill);
+        assert_eq!((p[1].synthetic, p[3].synthetic), (290, 40));
+        let p = plan(&args("synthetic+classical", &[]), &real, &synth, &fill);
+        assert_eq!((p[1].synthetic, p[1].classical), (145, 145));
+        assert_eq!((p[3].synthetic, p[3].classical), (40, 0));
+        let p = plan(&args("synthetic", &["--add", "250"]), &real, &synth, &fill);
+        assert_eq!((p[1].synthetic, p[1].total()), (250, 260));
+        let p = plan(
+            &args("synthetic", &["--max-synthetic-ratio", "2"]),
+            &real,
+            &synth,
+            &fill,
+        );
+        assert_eq!(p[1].synthetic, 20);
+        let p = plan(&args("none", &[]), &real, &synth, &fill);
+        assert_eq!(p.iter().map(|c| c.total()).sum::<usize>(), 610);
+        let p = plan(
+            &args("classical", &[]),
+            &real,
+            &synth,
+            &[false, true, false, false],
+        );
+        assert_eq!((p[1].classical, p[0].classical), (290, 0));
+    }
+}
