@@ -165,7 +165,9 @@ impl ImageSet {
             serde_json::to_string(&self.classes).expect("strings serialise"),
         );
         meta.insert("contract_version".to_string(), CONTRACT_VERSION.to_string());
-        safetensors::serialize([("images", images), ("labels", labels)], Some(meta)).map_err(fmt)
+        let bytes = safetensors::serialize([("images", images), ("labels", labels)], Some(meta))
+            .map_err(fmt)?;
+        Ok(canonical_safetensors(bytes))
     }
 
     /// Write atomically to `path`.
@@ -269,6 +271,31 @@ impl ImageSet {
     }
 }
 
+/// Rewrite a safetensors file's JSON header with sorted keys, so that the same tensors and
+/// metadata always give the same bytes (safetensors keeps metadata in a `HashMap`, whose order
+/// changes from run to run; hashes of outputs must not). The data section is unchanged.
+pub fn canonical_safetensors(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    // serde_json's map is a BTreeMap (no `preserve_order`), so this prints keys sorted.
+    let mut json = serde_json::to_vec(&value).expect("JSON value serialises");
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +342,18 @@ mod tests {
         let bytes = safetensors::serialize([("images", v), ("labels", lv)], None).unwrap();
         let err = ImageSet::from_bytes(&bytes, Path::new("m")).unwrap_err();
         assert!(err.to_string().contains("`classes` is missing"), "{err}");
+    }
+
+    #[test]
+    fn bytes_are_the_same_every_time() {
+        let mut set = ImageSet::empty(vec!["a".into(), "b".into()], 1, 2, 2);
+        set.push(&[1, 2, 3, 4], 1);
+        let first = set.to_bytes().unwrap();
+        for _ in 0..20 {
+            assert_eq!(set.to_bytes().unwrap(), first);
+        }
+        let back = ImageSet::from_bytes(&first, Path::new("x")).unwrap();
+        assert_eq!(back.labels, vec![1]);
+        assert_eq!(back.classes, set.classes);
     }
 }

@@ -45,7 +45,9 @@ pub fn to_safetensors(
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, Some(meta))?)
+    Ok(rebalance_core::imageset::canonical_safetensors(
+        safetensors::serialize(views, Some(meta))?,
+    ))
 }
 
 /// Read every tensor and the metadata of a `.safetensors` file.
