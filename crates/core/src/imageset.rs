@@ -275,7 +275,10 @@ impl ImageSet {
 /// metadata always give the same bytes (safetensors keeps metadata in a `HashMap`, whose order
 /// changes from run to run; hashes of outputs must not). The data section is unchanged.
 pub fn canonical_safetensors(bytes: Vec<u8>) -> Vec<u8> {
-    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
         return bytes;
     };
     let Some(header) = bytes.get(8..8 + len) else {

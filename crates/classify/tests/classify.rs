@@ -1,0 +1,353 @@
+//! End-to-end tests of `classify` (and of `augment` feeding it) on tiny bar images, on the CPU.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rebalance_core::fixtures::bar_splits;
+use serde_json::Value;
+
+const CLASSIFY: &str = env!("CARGO_BIN_EXE_classify");
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    let device: &[&str] = if args.first() == Some(&"compare") {
+        &[]
+    } else {
+        &["--device", "cpu"]
+    };
+    Command::new(bin)
+        .args(args)
+        .args(device)
+        .output()
+        .expect("binary runs")
+}
+
+fn ok(bin: &str, args: &[&str]) -> String {
+    let o = run(bin, args);
+    assert!(
+        o.status.success(),
+        "{bin} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(bin: &str, args: &[&str]) -> String {
+    let o = run(bin, args);
+    assert!(!o.status.success(), "{bin} {args:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn data(root: &Path) -> PathBuf {
+    let d = root.join("dataset");
+    bar_splits(&d, &[24, 4, 24], 8, 10, 28).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn trains_with_seeds_and_writes_the_contract_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let out = tmp.path().join("judge");
+    let train = d.join("train.safetensors");
+    let stdout = ok(
+        CLASSIFY,
+        &[
+            "--train",
+            s(&train),
+            "--data",
+            s(&d),
+            "--out",
+            s(&out),
+            "--epochs",
+            "6",
+            "--seeds",
+            "2",
+            "--batch",
+            "16",
+            "--quiet",
+        ],
+    );
+    assert!(stdout.contains("macro-F1"), "{stdout}");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "confusion.csv",
+        "confusion.png",
+        "curves.csv",
+        "curves.svg",
+        "summary.txt",
+        "manifest.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m = json(&out.join("metrics.json"));
+    let runs = m["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(m["seeds"], serde_json::json!([42, 43]));
+    assert_eq!(m["rare_classes"], serde_json::json!(["class1"]));
+    // The mean is the mean of the seeds' test metrics; every test image is counted once.
+    let f1: Vec<f64> = runs
+        .iter()
+        .map(|r| r["test"]["macro_f1"].as_f64().unwrap())
+        .collect();
+    let mean = m["test"]["mean"]["macro_f1"].as_f64().unwrap();
+    assert!((mean - (f1[0] + f1[1]) / 2.0).abs() < 1e-12);
+    for r in runs {
+        assert_eq!(r["test"]["n"], 30);
+        let cm: Vec<Vec<u64>> = serde_json::from_value(r["test"]["confusion"].clone()).unwrap();
+        assert_eq!(
+            cm.iter()
+                .map(|row| row.iter().sum::<u64>())
+                .collect::<Vec<_>>(),
+            [10, 10, 10]
+        );
+    }
+    // Bars are easy: the classifier must learn them.
+    assert!(mean > 0.8, "macro-F1 {mean}");
+    let curves = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+    assert_eq!(
+        curves.lines().count(),
+        1 + runs
+            .iter()
+            .map(|r| r["epochs_run"].as_u64().unwrap() as usize)
+            .sum::<usize>()
+    );
+    let man = json(&out.join("manifest.json"));
+    assert_eq!(man["stage"], "classify");
+    assert_eq!(man["inputs"].as_array().unwrap().len(), 3);
+    // The saved model is loadable as a judge and agrees with the config.
+    let judge = classify::Judge::load(&out, tch::Device::Cpu).unwrap();
+    assert_eq!(judge.config.classes, ["class0", "class1", "class2"]);
+    // No work folder is left behind.
+    assert!(!tmp.path().join(".judge.partial").exists());
+}
+
+#[test]
+fn a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let train = d.join("train.safetensors");
+    let common = ["--epochs", "30", "--patience", "0", "--batch", "8"];
+    let whole = tmp.path().join("whole");
+    ok(
+        CLASSIFY,
+        &[
+            &[
+                "--train",
+                s(&train),
+                "--data",
+                s(&d),
+                "--out",
+                s(&whole),
+                "--quiet",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+
+    let out = tmp.path().join("resumed");
+    let ckpt = tmp
+        .path()
+        .join(".resumed.partial/seed-42/checkpoint.safetensors");
+    let mut child = Command::new(CLASSIFY)
+        .args([
+            "--train",
+            s(&train),
+            "--data",
+            s(&d),
+            "--out",
+            s(&out),
+            "--quiet",
+        ])
+        .args(common)
+        .args(["--device", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !ckpt.exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(ckpt.exists(), "a checkpoint was written before the kill");
+    assert!(
+        !status.success() && !out.exists(),
+        "killed before it finished: nothing published"
+    );
+    let o = run(
+        CLASSIFY,
+        &[
+            &["--train", s(&train), "--data", s(&d), "--out", s(&out)][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("resuming after epoch"), "{log}");
+    let a = json(&whole.join("metrics.json"));
+    let b = json(&out.join("metrics.json"));
+    assert_eq!(
+        a["runs"][0]["test"], b["runs"][0]["test"],
+        "same test metrics after resume"
+    );
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        "same weights after resume"
+    );
+}
+
+#[test]
+fn augment_then_classify_never_touches_the_test_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let hash = |p: &Path| rebalance_core::hash::sha256_file(p).unwrap();
+    let before: Vec<String> = ["train", "val", "test"]
+        .iter()
+        .map(|x| hash(&d.join(format!("{x}.safetensors"))))
+        .collect();
+    let art = tmp.path();
+    // augment (classical, balance) with defaults relative to --artifacts, then classify with defaults.
+    use clap::Parser;
+    let args = augment::Args::parse_from([
+        "augment",
+        "--strategy",
+        "classical",
+        "--artifacts",
+        s(art),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    augment::run(&args).unwrap();
+    let comp = json(&art.join("augmented/composition.json"));
+    assert_eq!(comp["classes"]["class1"]["classical"], 20);
+    assert_eq!(comp["classes"]["class1"]["real"], 4);
+    ok(
+        CLASSIFY,
+        &["--artifacts", s(art), "--epochs", "2", "--quiet"],
+    );
+    let after: Vec<String> = ["train", "val", "test"]
+        .iter()
+        .map(|x| hash(&d.join(format!("{x}.safetensors"))))
+        .collect();
+    assert_eq!(
+        before, after,
+        "the real splits are byte-identical after augment and classify"
+    );
+    let m = json(&art.join("classify/manifest.json"));
+    let inputs: Vec<&str> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        inputs[0].ends_with("augmented/train.safetensors"),
+        "{inputs:?}"
+    );
+}
+
+#[test]
+fn compare_writes_one_table_with_paired_differences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let train = d.join("train.safetensors");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(
+        CLASSIFY,
+        &[
+            "--train",
+            s(&train),
+            "--data",
+            s(&d),
+            "--out",
+            s(&a),
+            "--epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--quiet",
+        ],
+    );
+    ok(
+        CLASSIFY,
+        &[
+            "--train",
+            s(&train),
+            "--data",
+            s(&d),
+            "--out",
+            s(&b),
+            "--epochs",
+            "4",
+            "--seeds",
+            "2",
+            "--class-weighted",
+            "--quiet",
+        ],
+    );
+    let cmp = tmp.path().join("cmp");
+    let stdout = ok(
+        CLASSIFY,
+        &[
+            "compare",
+            &format!("short={}", s(&a)),
+            &format!("weighted={}", s(&b)),
+            "--out",
+            s(&cmp),
+        ],
+    );
+    for row in ["macro-F1", "recall of class1", "Δ macro-F1 vs short", "± "] {
+        assert!(stdout.contains(row), "`{row}` missing:\n{stdout}");
+    }
+    let j = json(&cmp.join("comparison.json"));
+    assert_eq!(j["baseline"], "short");
+    assert_eq!(j["differences"][0]["n_seeds"], 2);
+    assert!(cmp.join("comparison.csv").exists() && cmp.join("comparison.md").exists());
+    let err = fails(
+        CLASSIFY,
+        &["compare", s(&a), "--baseline", "nope", "--out", s(&cmp)],
+    );
+    assert!(err.contains("`nope`"), "{err}");
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let err = fails(CLASSIFY, &["--artifacts", s(tmp.path())]);
+    assert!(
+        err.contains("augmented/train.safetensors") && err.contains("augment"),
+        "{err}"
+    );
+    // A training set of another image size than val/test.
+    let other = tmp.path().join("other.safetensors");
+    rebalance_core::fixtures::bar_set(&[5, 5, 5], 16, 0)
+        .write(&other)
+        .unwrap();
+    let err = fails(CLASSIFY, &["--train", s(&other), "--data", s(&d)]);
+    assert!(
+        err.contains("val.safetensors") && err.contains("16×16"),
+        "{err}"
+    );
+    let zero = tmp.path().join("zero.safetensors");
+    std::fs::write(&zero, b"").unwrap();
+    let err = fails(CLASSIFY, &["--train", s(&zero), "--data", s(&d)]);
+    assert!(err.contains("zero.safetensors"), "{err}");
+}
