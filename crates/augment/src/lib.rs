@@ -58,6 +58,15 @@ impl Strategy {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassicalFrom {
+    Real,
+    #[value(name = "real+synthetic")]
+    #[serde(rename = "real+synthetic")]
+    RealSynthetic,
+}
+
 /// rebalance stage `augment`: build the rebalanced training set from the real train split.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(version)]
@@ -90,6 +99,11 @@ pub struct Args {
     /// At most this many synthetic images per real image of the class.
     #[arg(long)]
     pub max_synthetic_ratio: Option<f64>,
+    /// Images the classical transforms start from under synthetic+classical: the real images of
+    /// the class, or the real and the synthetic ones (more varied sources when the synthetic
+    /// images are new).
+    #[arg(long, value_enum, default_value_t = ClassicalFrom::Real)]
+    pub classical_from: ClassicalFrom,
     /// Only fill these classes (names) [default: every class below the target].
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
@@ -139,7 +153,8 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
                 Some(ratio) => s.min((ratio * r as f64).floor() as usize),
                 None => s,
             };
-            let can_transform = r > 0;
+            let from_synth = args.classical_from == ClassicalFrom::RealSynthetic;
+            let can_transform = r > 0 || (from_synth && s > 0);
             match args.strategy {
                 Strategy::None => {}
                 Strategy::Oversample if can_transform => c.repeated = gap,
@@ -247,6 +262,11 @@ pub fn run(args: &Args) -> Result<()> {
         None
     };
 
+    if args.classical_from == ClassicalFrom::RealSynthetic
+        && args.strategy != Strategy::SyntheticClassical
+    {
+        bail!("--classical-from real+synthetic only applies to --strategy synthetic+classical");
+    }
     let real_counts = train.counts();
     let synth_counts = synthetic
         .as_ref()
@@ -293,12 +313,26 @@ pub fn run(args: &Args) -> Result<()> {
         for i in cycle(plan_c.repeated) {
             out.push(train.image(i), c as i64);
         }
-        // Classical transforms of real images, in batches.
-        let src = cycle(plan_c.classical);
+        // Sources of the classical transforms: real images, and synthetic ones when asked.
+        let mut sources: Vec<&[u8]> = real_idx.iter().map(|&i| train.image(i)).collect();
+        if args.classical_from == ClassicalFrom::RealSynthetic {
+            if let Some(s) = &synthetic {
+                sources.extend(
+                    (0..s.len())
+                        .filter(|&i| s.labels[i] == c as i64)
+                        .map(|i| s.image(i)),
+                );
+            }
+            sources.shuffle(&mut rng);
+        }
+        // Classical transforms, in batches.
+        let src: Vec<&[u8]> = (0..plan_c.classical)
+            .map(|j| sources[j % sources.len()])
+            .collect();
         for chunk in src.chunks(512) {
             let mut pix = Vec::with_capacity(chunk.len() * per);
-            for &i in chunk {
-                pix.extend_from_slice(train.image(i));
+            for img in chunk {
+                pix.extend_from_slice(img);
             }
             let x = Tensor::from_slice(&pix).reshape([
                 chunk.len() as i64,
@@ -353,6 +387,7 @@ pub fn run(args: &Args) -> Result<()> {
         "train": train_path.display().to_string(),
         "synthetic": synthetic.as_ref().map(|_| synth_path.display().to_string()),
         "classical": args.classical,
+        "classical_from": args.classical_from,
         "classes": composition,
         "totals": {
             "real": comp.iter().map(|c| c.real).sum::<usize>(),
