@@ -522,6 +522,14 @@ mod tests {
         assert_eq!(p[1].synthetic, 20);
         let p = plan(&args("none", &[]), &real, &synth, &fill);
         assert_eq!(p.iter().map(|c| c.total()).sum::<usize>(), 610);
+        // Classical transforms of synthetic images can fill a class without real images.
+        let p = plan(
+            &args("synthetic+classical", &["--classical-from", "real+synthetic"]),
+            &real,
+            &synth,
+            &fill,
+        );
+        assert_eq!((p[3].synthetic, p[3].classical), (40, 260));
         let p = plan(
             &args("classical", &[]),
             &real,
