@@ -31,10 +31,37 @@ gan-train *ARGS:
 generate *ARGS:
     cargo run --release -q -p gan-train -- generate {{ARGS}}
 
-# The end-to-end run. Until the runner lands (issue 6): ingest, then the default cgan.
+# The judge: LeNet-5 on the real train split with the rare classes grown by classical augmentation.
+judge *ARGS:
+    cargo run --release -q -p augment -- --strategy classical --out artifacts/judge-train
+    cargo run --release -q -p classify -- --train artifacts/judge-train/train.safetensors --out artifacts/judge {{ARGS}}
+
+# Gate artifacts/generated with the judge into artifacts/filtered.
+filter *ARGS:
+    cargo run --release -q -p filter -- {{ARGS}}
+
+# Build the rebalanced training set artifacts/augmented (default: synthetic+classical).
+augment *ARGS:
+    cargo run --release -q -p augment -- {{ARGS}}
+
+# Train and evaluate the classifier on artifacts/augmented against the real test split.
+classify *ARGS:
+    cargo run --release -q -p classify -- {{ARGS}}
+
+# The end-to-end run (until the runner lands, issue 6): the `main` chain of pipeline.toml.
 pipeline: setup build data
     ./target/release/ingest data/mnist {{ingest_args}}
+    ./target/release/augment --strategy classical --out artifacts/judge-train
+    ./target/release/classify --train artifacts/judge-train/train.safetensors --out artifacts/judge
     ./target/release/gan-train
+    ./target/release/gan-train generate --per-class 300
+    ./target/release/filter
+    ./target/release/augment
+    ./target/release/classify
+
+# Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting (tables in artifacts/experiment).
+experiment *ARGS: build data
+    ./scripts/experiment {{ARGS}}
 
 # The whole test suite (needs `just setup` once).
 test:
