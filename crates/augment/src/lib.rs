@@ -524,7 +524,10 @@ mod tests {
         assert_eq!(p.iter().map(|c| c.total()).sum::<usize>(), 610);
         // Classical transforms of synthetic images can fill a class without real images.
         let p = plan(
-            &args("synthetic+classical", &["--classical-from", "real+synthetic"]),
+            &args(
+                "synthetic+classical",
+                &["--classical-from", "real+synthetic"],
+            ),
             &real,
             &synth,
             &fill,

@@ -351,3 +351,54 @@ fn bad_input_fails_clearly() {
     let err = fails(CLASSIFY, &["--train", s(&zero), "--data", s(&d)]);
     assert!(err.contains("zero.safetensors"), "{err}");
 }
+
+#[test]
+fn every_model_trains_on_colour_images_and_loads_as_a_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("rgb");
+    // 32×32 RGB bars: the grey bar image in all three channels.
+    for (split, n, offset) in [("train", 6, 0), ("val", 3, 1000), ("test", 3, 2000)] {
+        let grey = rebalance_core::fixtures::bar_set(&[n, n, n], 32, offset);
+        let mut rgb = rebalance_core::ImageSet::empty(grey.classes.clone(), 3, 32, 32);
+        for i in 0..grey.len() {
+            rgb.push(&grey.image(i).repeat(3), grey.labels[i]);
+        }
+        rgb.write(&d.join(format!("{split}.safetensors"))).unwrap();
+    }
+    for model in ["lenet5", "small-cnn", "resnet"] {
+        let out = tmp.path().join(model);
+        let train = d.join("train.safetensors");
+        ok(
+            CLASSIFY,
+            &[
+                "--train",
+                s(&train),
+                "--data",
+                s(&d),
+                "--out",
+                s(&out),
+                "--model",
+                model,
+                "--epochs",
+                "2",
+                "--quiet",
+            ],
+        );
+        let judge = classify::Judge::load(&out, tch::Device::Cpu).unwrap();
+        let set = rebalance_core::ImageSet::read(&d.join("test.safetensors")).unwrap();
+        let (x, _) = rebalance_nn::imageset_tensors(&set, tch::Device::Cpu);
+        assert_eq!(
+            judge.features(&x, 4).size(),
+            [9, judge.config.feature_dim],
+            "{model}"
+        );
+        let p = judge.probs(&x, 4);
+        let sums = p.sum_dim_intlist(1, false, tch::Kind::Float);
+        assert!(sums.allclose(
+            &tch::Tensor::ones([9], (tch::Kind::Float, tch::Device::Cpu)),
+            1e-5,
+            1e-5,
+            false
+        ));
+    }
+}

@@ -159,6 +159,15 @@ fn read(path: &std::path::Path, what: &str, hint: &str) -> Result<ImageSet> {
     Ok(ImageSet::read(path)?)
 }
 
+/// The images of class `c` (among those with `keep[i]`, when given).
+fn select_class(images: &Tensor, labels: &[i64], c: i64, keep: Option<&[bool]>) -> Tensor {
+    let idx: Vec<i64> = (0..labels.len())
+        .filter(|&i| labels[i] == c && keep.is_none_or(|k| k[i]))
+        .map(|i| i as i64)
+        .collect();
+    images.index_select(0, &Tensor::from_slice(&idx).to_device(images.device()))
+}
+
 fn features_of_class(
     judge: &Judge,
     images: &Tensor,
@@ -167,14 +176,7 @@ fn features_of_class(
     keep: Option<&[bool]>,
     batch: i64,
 ) -> Tensor {
-    let idx: Vec<i64> = labels
-        .iter()
-        .enumerate()
-        .filter(|(i, &l)| l == c && keep.is_none_or(|k| k[*i]))
-        .map(|(i, _)| i as i64)
-        .collect();
-    let sel = images.index_select(0, &Tensor::from_slice(&idx).to_device(images.device()));
-    judge.features(&sel, batch)
+    judge.features(&select_class(images, labels, c, keep), batch)
 }
 
 fn fmt_fd(v: Option<f64>) -> String {
@@ -320,6 +322,15 @@ pub fn run(args: &Args) -> Result<()> {
                 &features_of_class(&judge, &tx, &train.labels, c, None, args.batch),
             )
         };
+        let div_gen =
+            quality::diversity(&select_class(&gx, &generated.labels, c, None), 500, device);
+        let div_kept = quality::diversity(
+            &select_class(&gx, &generated.labels, c, Some(&kept_mask)),
+            500,
+            device,
+        );
+        let div_real =
+            quality::diversity(&select_class(&rx, &reference.labels, c, None), 500, device);
         let copies_kept = rows.iter().filter(|s| s.kept && s.near_copy).count();
         let copies = rows.iter().filter(|s| s.near_copy).count();
         let mut d: Vec<f64> = rows.iter().map(|s| s.nearest_real_distance).collect();
@@ -329,10 +340,7 @@ pub fn run(args: &Args) -> Result<()> {
         let real_nn = if args.reference == "train" {
             f64::NAN
         } else {
-            let idx: Vec<i64> = (0..reference.len() as i64)
-                .filter(|&i| reference.labels[i as usize] == c)
-                .collect();
-            let sel = rx.index_select(0, &Tensor::from_slice(&idx).to_device(device));
+            let sel = select_class(&rx, &reference.labels, c, None);
             let (mut rd, _) = quality::nearest(&sel, &tx, device);
             rd.sort_by(f64::total_cmp);
             rd.get(rd.len() / 2).copied().unwrap_or(f64::NAN)
@@ -350,6 +358,9 @@ pub fn run(args: &Args) -> Result<()> {
             "near_copies_kept": copies_kept,
             "median_nearest_real_distance": median_nn,
             "median_real_reference_distance": real_nn,
+            "diversity_generated": div_gen,
+            "diversity_kept": div_kept,
+            "diversity_real": div_real,
         }));
         if n_kept == 0 {
             warn!("class `{name}`: the gate kept 0 of {n} images (threshold {}); the judge may be biased against it", args.threshold);
@@ -377,6 +388,9 @@ pub fn run(args: &Args) -> Result<()> {
         "near_copies_kept",
         "median_nearest_real_distance",
         "median_real_reference_distance",
+        "diversity_generated",
+        "diversity_kept",
+        "diversity_real",
     ])?;
     for r in &per_class {
         let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_default();
@@ -393,6 +407,9 @@ pub fn run(args: &Args) -> Result<()> {
             r["near_copies_kept"].to_string(),
             f("median_nearest_real_distance"),
             f("median_real_reference_distance"),
+            f("diversity_generated"),
+            f("diversity_kept"),
+            f("diversity_real"),
         ])?;
     }
     staged.write("acceptance.csv", &w.into_inner()?)?;
@@ -480,6 +497,7 @@ pub fn run(args: &Args) -> Result<()> {
         "FD real train",
         "near-copies kept",
         "median NN dist gen / real",
+        "diversity kept / real",
     ]);
     for r in &per_class {
         t.add_row(vec![
@@ -498,6 +516,11 @@ pub fn run(args: &Args) -> Result<()> {
                 r["median_real_reference_distance"]
                     .as_f64()
                     .unwrap_or(f64::NAN)
+            ),
+            format!(
+                "{:.3} / {:.3}",
+                r["diversity_kept"].as_f64().unwrap_or(f64::NAN),
+                r["diversity_real"].as_f64().unwrap_or(f64::NAN)
             ),
         ]);
     }

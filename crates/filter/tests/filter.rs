@@ -320,23 +320,42 @@ fn bad_input_fails_clearly() {
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
+    let doc: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
     let mut checked = 0;
     for (name, entry) in doc["entry_points"].as_table().unwrap() {
-        let Some(cmd) = entry.get("command").and_then(|c| c.as_array()) else { continue };
+        let Some(cmd) = entry.get("command").and_then(|c| c.as_array()) else {
+            continue;
+        };
         let clap_cmd = match cmd[0].as_str().unwrap() {
             "classify" => classify::Cli::command(),
             "augment" => augment::Args::command(),
             "filter" => filter::Args::command(),
             _ => continue,
         };
-        let known = |long: &str| clap_cmd.get_arguments().find(|a| a.get_long() == Some(long)).cloned();
-        for flag in cmd.iter().filter_map(|v| v.as_str()).filter(|a| a.starts_with("--")) {
-            assert!(known(&flag[2..]).is_some(), "pipeline.toml entry {name} uses unknown flag {flag}");
+        let known = |long: &str| {
+            clap_cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .cloned()
+        };
+        for flag in cmd
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|a| a.starts_with("--"))
+        {
+            assert!(
+                known(&flag[2..]).is_some(),
+                "pipeline.toml entry {name} uses unknown flag {flag}"
+            );
         }
         for (param, spec) in entry["parameters"].as_table().unwrap() {
-            let Some(arg) = known(&param.replace('_', "-")) else { continue };
-            let Some(default) = arg.get_default_values().first() else { continue };
+            let Some(arg) = known(&param.replace('_', "-")) else {
+                continue;
+            };
+            let Some(default) = arg.get_default_values().first() else {
+                continue;
+            };
             let clap_default = default.to_string_lossy().into_owned();
             let ours = match &spec["default"] {
                 toml::Value::String(s) => s.clone(),
@@ -344,7 +363,10 @@ fn pipeline_toml_matches_clap_defaults() {
             };
             let same = ours == clap_default
                 || matches!((ours.parse::<f64>(), clap_default.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
-            assert!(same, "pipeline.toml {name}.{param} = {ours}, clap default {clap_default}");
+            assert!(
+                same,
+                "pipeline.toml {name}.{param} = {ours}, clap default {clap_default}"
+            );
             checked += 1;
         }
     }
