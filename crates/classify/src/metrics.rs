@@ -56,9 +56,9 @@ impl Metrics {
         let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
         let mut per_class = Vec::with_capacity(k);
         let (mut recall_sum, mut recall_n, mut f1_sum, mut f1_n) = (0.0, 0, 0.0, 0);
-        for c in 0..k {
-            let tp = confusion[c][c];
-            let support: u64 = confusion[c].iter().sum();
+        for (c, row) in confusion.iter().enumerate() {
+            let tp = row[c];
+            let support: u64 = row.iter().sum();
             let predicted: u64 = (0..k).map(|r| confusion[r][c]).sum();
             let precision = ratio(tp, predicted);
             let recall = ratio(tp, support);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rebalance_core::{partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest};
@@ -487,8 +488,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     write_atomic(&key_path, &serde_json::to_vec_pretty(&key)?)?;
 
     info!(
-        "classify: {:?} on {} ({} images, {} classes) → {}, device {}, {} seed(s)",
-        args.model,
+        "classify: {} on {} ({} images, {} classes) → {}, device {}, {} seed(s)",
+        args.model
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
         data.train_path.display(),
         t.len(),
         t.classes.len(),
