@@ -558,7 +558,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     write_atomic(&work.join("confusion.png"), &confusion_png(cm0)?)?;
 
     let (mean, std) = summarise(&runs.iter().map(|r| &r.test).collect::<Vec<_>>());
-    let rare = rare_classes(&counts, &cfg.classes);
+    // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| args.common.artifacts.join("dataset"));
+    let rare = Manifest::read(&data_dir)
+        .ok()
+        .and_then(|m| {
+            serde_json::from_value::<Vec<String>>(m.extra.get("rare_classes")?.clone()).ok()
+        })
+        .filter(|r| r.iter().all(|c| cfg.classes.contains(c)))
+        .unwrap_or_else(|| rare_classes(&counts, &cfg.classes));
     let train_counts: BTreeMap<&String, usize> =
         cfg.classes.iter().zip(counts.iter().copied()).collect();
     let metrics = json!({
