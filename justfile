@@ -73,7 +73,7 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-ingest bench-gan
+bench: bench-ingest bench-gan bench-classify
 
 # Time ingest of 10,000 PNG files against a plain Python PIL + NumPy loader; prints the ratio.
 bench-ingest: build data
@@ -83,3 +83,8 @@ bench-ingest: build data
 bench-gan: build data
     test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
     .venv/bin/python scripts/bench/gan.py
+
+# Time LeNet-5 training in classify against the same loop in plain PyTorch; prints the ratio.
+bench-classify: build data
+    test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
+    .venv/bin/python scripts/bench/classify.py

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""`just bench-classify`: LeNet-5 training in `classify` against a plain PyTorch twin doing the
+same work on the same machine: same network (28x28 padded to 32x32, tanh, average pooling),
+Adam 1e-3, batch 64, a shuffled pass per epoch, evaluation on the val split after every epoch,
+a copy of the best weights, and a checkpoint (weights + Adam state) written and fsynced per
+epoch. Prints training images/s for both (over the epochs' wall time) and the ratio.
+"""
+import argparse, copy, json, os, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def python_twin(train_path, val_path, epochs, threads, device):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    tr, va = load_file(train_path), load_file(val_path)
+    xtr, ytr = tr["images"].to(device), tr["labels"].to(device)
+    xva, yva = va["images"].to(device), va["labels"].to(device)
+    k = int(max(ytr.max(), yva.max())) + 1
+
+    class LeNet5(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c3, self.c5 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5), nn.Conv2d(16, 120, 5)
+            self.f6, self.head = nn.Linear(120, 84), nn.Linear(84, k)
+
+        def forward(self, x):
+            x = F.pad(x + 1.0, (2, 2, 2, 2)) - 1.0
+            x = F.avg_pool2d(torch.tanh(self.c1(x)), 2)
+            x = F.avg_pool2d(torch.tanh(self.c3(x)), 2)
+            x = torch.tanh(self.c5(x)).flatten(1)
+            return self.head(torch.tanh(self.f6(x)))
+
+    prep = lambda u8: u8.float() / 127.5 - 1.0
+    model = LeNet5().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    best, best_f1 = None, -1.0
+    n = xtr.shape[0]
+    ckpt = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, device=device)
+        for s in range(0, n, 64):
+            idx = perm[s:s + 64]
+            loss = F.cross_entropy(model(prep(xtr[idx])), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(prep(xva[s:s + 512])) for s in range(0, xva.shape[0], 512)])
+            F.cross_entropy(logits, yva).item()
+            pred = logits.argmax(1)
+            f1s = []
+            for c in range(k):
+                tp = ((pred == c) & (yva == c)).sum().item()
+                p = tp / max((pred == c).sum().item(), 1)
+                r = tp / max((yva == c).sum().item(), 1)
+                f1s.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+            f1 = sum(f1s) / k
+        if f1 > best_f1:
+            best_f1, best = f1, copy.deepcopy(model.state_dict())
+        with open(ckpt, "wb") as f:
+            torch.save({"m": model.state_dict(), "best": best, "opt": opt.state_dict()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    return epochs * n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "classify"))
+    ap.add_argument("--python-twin", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    data = os.path.join(ROOT, "artifacts", "dataset")
+    train = os.path.join(data, "train.safetensors")
+    if a.python_twin:
+        print(json.dumps({"images_per_s": python_twin(train, os.path.join(data, "val.safetensors"), a.epochs, a.threads, a.device)}))
+        return
+    out = os.path.join(ROOT, "bench-data", "classify-rust")
+
+    def rust():
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        subprocess.run([a.bin, "--train", train, "--data", data, "--out", out, "--epochs", str(a.epochs),
+                        "--patience", "0", "--device", a.device, "--quiet"], check=True, stdout=subprocess.DEVNULL, env=env)
+        with open(os.path.join(out, "metrics.json")) as f:
+            m = json.load(f)
+        return a.epochs * sum(m["train_counts"].values()) / m["runs"][0]["train_s"]
+
+    def python():
+        return json.loads(subprocess.run([sys.executable, __file__, "--python-twin", "--epochs", str(a.epochs),
+                                          "--threads", str(a.threads), "--device", a.device],
+                                         check=True, capture_output=True, text=True).stdout)["images_per_s"]
+
+    rs, ps = [], []
+    for _ in range(a.repeat):  # alternate, so a slow spell of the machine hits both alike
+        rs.append(rust())
+        ps.append(python())
+    rust_m, py_m = statistics.median(rs), statistics.median(ps)
+    print(f"  runs, rust  : {', '.join(f'{v:.0f}' for v in rs)} images/s")
+    print(f"  runs, python: {', '.join(f'{v:.0f}' for v in ps)} images/s")
+    print(f"LeNet-5 training, {a.epochs} epochs on artifacts/dataset (val eval + checkpoint each epoch), "
+          f"batch 64, device {a.device}, {a.threads} threads, median of {a.repeat}")
+    print(f"  rust classify  (median): {rust_m:8.1f} images/s")
+    print(f"  python pytorch (median): {py_m:8.1f} images/s")
+    print(f"  ratio (rust / python): {rust_m / py_m:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
