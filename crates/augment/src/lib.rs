@@ -178,13 +178,6 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
         .collect()
 }
 
-fn read(path: &std::path::Path, what: &str, hint: &str) -> Result<ImageSet> {
-    if !path.exists() {
-        bail!("{}: no {what}; {hint}", path.display());
-    }
-    Ok(ImageSet::read(path)?)
-}
-
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let device = resolve_device(args.common.device)?;
@@ -193,7 +186,7 @@ pub fn run(args: &Args) -> Result<()> {
         .train
         .clone()
         .unwrap_or_else(|| a.join("dataset/train.safetensors"));
-    let train = read(
+    let train = ImageSet::read_input(
         &train_path,
         "training set",
         "run ingest first, or pass --train",
@@ -225,32 +218,12 @@ pub fn run(args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| a.join("filtered/kept.safetensors"));
     let synthetic = if args.strategy.uses_synthetic() {
-        let s = read(
+        let s = ImageSet::read_input(
             &synth_path,
             "synthetic image set",
             "run `gan-train generate` and `filter` first, or pass --synthetic",
         )?;
-        if s.classes != train.classes {
-            bail!(
-                "{}: classes [{}] differ from the training set's [{}] ({})",
-                synth_path.display(),
-                s.classes.join(", "),
-                train.classes.join(", "),
-                train_path.display()
-            );
-        }
-        if (s.channels, s.height, s.width) != (train.channels, train.height, train.width) {
-            bail!(
-                "{}: images are {}×{}×{} but the training set's are {}×{}×{}",
-                synth_path.display(),
-                s.channels,
-                s.height,
-                s.width,
-                train.channels,
-                train.height,
-                train.width
-            );
-        }
+        s.ensure_matches(&synth_path, &train, &train_path)?;
         if s.is_empty() {
             bail!(
                 "{}: the synthetic set is empty (did the filter keep nothing? see its acceptance.csv; lower --threshold)",

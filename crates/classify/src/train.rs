@@ -55,13 +55,6 @@ pub struct Data {
     pub test_path: PathBuf,
 }
 
-fn read_set(path: &Path, what: &str, hint: &str) -> Result<ImageSet> {
-    if !path.exists() {
-        bail!("{}: no {what} image set; {hint}", path.display());
-    }
-    Ok(ImageSet::read(path)?)
-}
-
 impl Data {
     pub fn load(args: &TrainArgs) -> Result<Self> {
         let a = &args.common.artifacts;
@@ -71,38 +64,17 @@ impl Data {
             .unwrap_or_else(|| a.join("augmented/train.safetensors"));
         let data = args.data.clone().unwrap_or_else(|| a.join("dataset"));
         let (val_path, test_path) = (data.join("val.safetensors"), data.join("test.safetensors"));
-        let train = read_set(
+        let train = ImageSet::read_input(
             &train_path,
             "training",
             "run `cargo run --release -p augment` first, or pass --train (the judge trains on \
              artifacts/dataset/train.safetensors)",
         )?;
-        let val = read_set(&val_path, "validation", "run ingest first, or pass --data")?;
-        let test = read_set(&test_path, "test", "run ingest first, or pass --data")?;
+        let val =
+            ImageSet::read_input(&val_path, "validation", "run ingest first, or pass --data")?;
+        let test = ImageSet::read_input(&test_path, "test", "run ingest first, or pass --data")?;
         for (set, p) in [(&val, &val_path), (&test, &test_path)] {
-            if set.classes != train.classes {
-                bail!(
-                    "{}: classes [{}] differ from the training set's [{}] ({})",
-                    p.display(),
-                    set.classes.join(", "),
-                    train.classes.join(", "),
-                    train_path.display()
-                );
-            }
-            if (set.channels, set.height, set.width) != (train.channels, train.height, train.width)
-            {
-                bail!(
-                    "{}: images are {}×{}×{} but the training set's ({}) are {}×{}×{}",
-                    p.display(),
-                    set.channels,
-                    set.height,
-                    set.width,
-                    train_path.display(),
-                    train.channels,
-                    train.height,
-                    train.width
-                );
-            }
+            set.ensure_matches(p, &train, &train_path)?;
             if set.is_empty() {
                 bail!("{}: the set is empty", p.display());
             }

@@ -175,6 +175,44 @@ impl ImageSet {
         crate::write_atomic(path, &self.to_bytes()?)
     }
 
+    /// Read a stage input, saying which stage makes it when the file is missing.
+    pub fn read_input(path: &Path, what: &str, hint: &str) -> anyhow::Result<Self> {
+        if !path.exists() {
+            anyhow::bail!("{}: no {what}; {hint}", path.display());
+        }
+        Ok(Self::read(path)?)
+    }
+
+    /// Refuse a set (read from `path`) whose classes or image shape differ from `reference`'s
+    /// (read from `reference_path`).
+    pub fn ensure_matches(
+        &self,
+        path: &Path,
+        reference: &ImageSet,
+        reference_path: &Path,
+    ) -> anyhow::Result<()> {
+        if self.classes != reference.classes {
+            anyhow::bail!(
+                "{}: classes [{}] differ from [{}] in {}",
+                path.display(),
+                self.classes.join(", "),
+                reference.classes.join(", "),
+                reference_path.display()
+            );
+        }
+        let shape = |s: &ImageSet| format!("{}×{}×{}", s.channels, s.height, s.width);
+        if shape(self) != shape(reference) {
+            anyhow::bail!(
+                "{}: images are {} (C×H×W) but {} has {}",
+                path.display(),
+                shape(self),
+                reference_path.display(),
+                shape(reference)
+            );
+        }
+        Ok(())
+    }
+
     /// Parse safetensors bytes; `path` is used in error messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ContractError> {
         let p = || path.to_path_buf();

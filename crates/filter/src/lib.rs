@@ -152,13 +152,6 @@ pub fn gate(
     out
 }
 
-fn read(path: &std::path::Path, what: &str, hint: &str) -> Result<ImageSet> {
-    if !path.exists() {
-        bail!("{}: no {what}; {hint}", path.display());
-    }
-    Ok(ImageSet::read(path)?)
-}
-
 /// The images of class `c` (among those with `keep[i]`, when given).
 fn select_class(images: &Tensor, labels: &[i64], c: i64, keep: Option<&[bool]>) -> Tensor {
     let idx: Vec<i64> = (0..labels.len())
@@ -201,7 +194,7 @@ pub fn run(args: &Args) -> Result<()> {
             args.max_confidence
         );
     }
-    let generated = read(
+    let generated = ImageSet::read_input(
         &gen_path,
         "generated image set",
         "run `cargo run --release -p gan-train -- generate` first, or pass --generated",
@@ -216,7 +209,7 @@ pub fn run(args: &Args) -> Result<()> {
     judge.check_compatible(&generated, &gen_path)?;
     let train_path = data.join("train.safetensors");
     let ref_path = data.join(format!("{}.safetensors", args.reference));
-    let train = read(
+    let train = ImageSet::read_input(
         &train_path,
         "real training set",
         "run ingest first, or pass --data",
@@ -225,7 +218,7 @@ pub fn run(args: &Args) -> Result<()> {
     let reference = if args.reference == "train" {
         train.clone()
     } else {
-        read(
+        ImageSet::read_input(
             &ref_path,
             "real reference set",
             "run ingest first, or pass --data",
