@@ -354,6 +354,15 @@ pub fn run(args: &Args) -> Result<()> {
     out.write(&staged.path().join("train.safetensors"))?;
     let composition: BTreeMap<&String, Composition> =
         train.classes.iter().zip(comp.iter().copied()).collect();
+    let totals = comp
+        .iter()
+        .fold(Composition::default(), |t, c| Composition {
+            real: t.real + c.real,
+            repeated: t.repeated + c.repeated,
+            classical: t.classical + c.classical,
+            synthetic: t.synthetic + c.synthetic,
+            synthetic_available: t.synthetic_available + c.synthetic_available,
+        });
     let comp_json = json!({
         "strategy": args.strategy,
         "target": target,
@@ -363,10 +372,10 @@ pub fn run(args: &Args) -> Result<()> {
         "classical_from": args.classical_from,
         "classes": composition,
         "totals": {
-            "real": comp.iter().map(|c| c.real).sum::<usize>(),
-            "repeated": comp.iter().map(|c| c.repeated).sum::<usize>(),
-            "classical": comp.iter().map(|c| c.classical).sum::<usize>(),
-            "synthetic": comp.iter().map(|c| c.synthetic).sum::<usize>(),
+            "real": totals.real,
+            "repeated": totals.repeated,
+            "classical": totals.classical,
+            "synthetic": totals.synthetic,
             "images": out.len(),
         },
     });
@@ -421,18 +430,12 @@ pub fn run(args: &Args) -> Result<()> {
     m.record_outputs(staged.path())?;
     m.metrics.insert("n_images".into(), json!(out.len()));
     m.metrics.insert("n_real".into(), json!(train.len()));
-    m.metrics.insert(
-        "n_synthetic".into(),
-        json!(comp.iter().map(|c| c.synthetic).sum::<usize>()),
-    );
-    m.metrics.insert(
-        "n_classical".into(),
-        json!(comp.iter().map(|c| c.classical).sum::<usize>()),
-    );
-    m.metrics.insert(
-        "n_repeated".into(),
-        json!(comp.iter().map(|c| c.repeated).sum::<usize>()),
-    );
+    m.metrics
+        .insert("n_synthetic".into(), json!(totals.synthetic));
+    m.metrics
+        .insert("n_classical".into(), json!(totals.classical));
+    m.metrics
+        .insert("n_repeated".into(), json!(totals.repeated));
     m.extra.insert("composition".into(), json!(composition));
     m.finish(staged.path(), started)?;
     staged.commit()?;
@@ -441,9 +444,9 @@ pub fn run(args: &Args) -> Result<()> {
         args.strategy.name(),
         train.len(),
         out.len(),
-        comp.iter().map(|c| c.repeated).sum::<usize>(),
-        comp.iter().map(|c| c.classical).sum::<usize>(),
-        comp.iter().map(|c| c.synthetic).sum::<usize>(),
+        totals.repeated,
+        totals.classical,
+        totals.synthetic,
         out_dir.display()
     );
     Ok(())

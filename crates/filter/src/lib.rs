@@ -96,6 +96,13 @@ pub struct Gate {
     pub drop_copies: bool,
 }
 
+/// The judge's top class and its probability (the first on ties).
+fn top_class(p: &[f64]) -> (usize, f64) {
+    p.iter()
+        .enumerate()
+        .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+}
+
 /// Decide every row: the per-image rules first, then top-k and cap per intended class.
 /// `probs[i]` is the judge's distribution for image i, `intended[i]` its class.
 pub fn gate(
@@ -110,10 +117,7 @@ pub fn gate(
         .zip(intended)
         .zip(near_copy)
         .map(|((p, &c), &copy)| {
-            let (pred, conf) =
-                p.iter()
-                    .enumerate()
-                    .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            let (pred, conf) = top_class(p);
             if pred != c {
                 (false, "wrong-class")
             } else if conf < g.threshold {
@@ -251,10 +255,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let scores: Vec<Score> = (0..generated.len())
         .map(|i| {
-            let (pred, conf) = probs[i]
-                .iter()
-                .enumerate()
-                .fold((0, f64::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
+            let (pred, conf) = top_class(&probs[i]);
             Score {
                 index: i,
                 intended: classes[intended[i]].clone(),
