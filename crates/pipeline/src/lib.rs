@@ -1,0 +1,12 @@
+//! The rebalance pipeline runner: `pipeline.toml` entry points run as processes, with caching in
+//! `pipeline.lock`, per-stage logs, run tracking (`artifacts/runs/<id>/`, and MLflow's REST API
+//! when `MLFLOW_TRACKING_URI` is set), the HTML report, and `export-mlproject`.
+//! It links no libtorch.
+
+pub mod mlflow;
+pub mod mlproject;
+pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod spec;
+pub mod tracking;

@@ -1,0 +1,264 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use pipeline::plan::{plan, Task};
+use pipeline::report::{self, ReportInput};
+use pipeline::runner::{shell_words, Runner};
+use pipeline::spec::{parse_override, Bindings, Param, Spec};
+use pipeline::tracking::Tracker;
+
+/// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
+/// whose command, parameters, program and inputs are unchanged (pipeline.lock), with a log per
+/// stage and a record of every run in artifacts/runs/<id>/ (and on the MLflow server named by
+/// MLFLOW_TRACKING_URI, when set).
+#[derive(Parser)]
+#[command(name = "pipeline", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an entry point (the default when no subcommand is given)
+    Run(RunArgs),
+    /// List the entry points, or one entry point's parameters with types, defaults and help
+    List {
+        /// An entry point
+        entry: Option<String>,
+        #[arg(short = 'f', long = "file", default_value = "pipeline.toml")]
+        file: PathBuf,
+    },
+    /// Write the HTML report (index.html, verdict.txt) from the stage outputs
+    Report {
+        /// Folder that holds the stage outputs
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+        /// Refinement rounds to show (round r ≥ 2 lives in <artifacts>/rounds/<r>)
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+        /// Output folder [default: <artifacts>/report]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write an MLflow MLproject file whose entry points call this runner
+    ExportMlproject {
+        #[arg(short = 'f', long = "file", default_value = "pipeline.toml")]
+        file: PathBuf,
+        /// Where to write it [default: MLproject beside pipeline.toml]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The runner command MLflow calls, from the project folder
+        #[arg(long, default_value = "target/release/pipeline")]
+        runner: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Entry point to run (as `mlflow run . -e`)
+    #[arg(short = 'e', long = "entry", default_value = "main")]
+    entry: String,
+    /// Set a parameter: `name=value`, or `step.name=value` for one step of a chain (repeatable)
+    #[arg(short = 'P', long = "param", value_name = "KEY=VALUE", value_parser = parse_override)]
+    params: Vec<(String, String)>,
+    /// Run every stage even when pipeline.lock says it is up to date
+    #[arg(long)]
+    force: bool,
+    /// The pipeline manifest; commands run in its folder
+    #[arg(short = 'f', long = "file", default_value = "pipeline.toml")]
+    file: PathBuf,
+    /// The lock file [default: pipeline.lock beside the manifest]
+    #[arg(long)]
+    lock: Option<PathBuf>,
+    /// Print the commands that would run, and run nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep stage output in the logs only
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn root_of(file: &Path) -> Result<PathBuf> {
+    let file = std::fs::canonicalize(file).with_context(|| {
+        format!(
+            "no pipeline manifest at {} (run from the project folder, or give -f)",
+            file.display()
+        )
+    })?;
+    Ok(file.parent().expect("a file has a parent").to_path_buf())
+}
+
+fn main() -> std::process::ExitCode {
+    rebalance_core::main_wrapper("pipeline", || {
+        let cli = Cli::parse();
+        match cli.cmd {
+            None => run(cli.run),
+            Some(Cmd::Run(args)) => run(args),
+            Some(Cmd::List { entry, file }) => list(&file, entry.as_deref()),
+            Some(Cmd::Report {
+                artifacts,
+                rounds,
+                out,
+            }) => {
+                let out = out.unwrap_or_else(|| artifacts.join("report"));
+                if !artifacts.is_dir() {
+                    bail!("no artifacts folder at {}", artifacts.display());
+                }
+                let r = report::write(&ReportInput { artifacts, rounds }, &out)?;
+                println!("{}", r.verdict);
+                eprintln!("report: {}", out.join("index.html").display());
+                Ok(())
+            }
+            Some(Cmd::ExportMlproject { file, out, runner }) => {
+                let spec = Spec::load(&file)?;
+                let out = out.unwrap_or_else(|| {
+                    file.parent()
+                        .map(|p| p.join("MLproject"))
+                        .unwrap_or_else(|| PathBuf::from("MLproject"))
+                });
+                let text = pipeline::mlproject::export(&spec, &runner)?;
+                rebalance_core::write_atomic(&out, text.as_bytes())?;
+                eprintln!(
+                    "wrote {} ({} entry points); try: mlflow run . -e gan-train -P steps=500 --env-manager local",
+                    out.display(),
+                    spec.entry_points.len()
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+fn list(file: &Path, entry: Option<&str>) -> Result<()> {
+    let spec = Spec::load(file)?;
+    match entry {
+        None => {
+            println!("entry points of {} ({}):", spec.name, file.display());
+            for (name, e) in &spec.entry_points {
+                let kind = match &e.steps {
+                    Some(s) => format!(" [{}]", s.join(" → ")),
+                    None => String::new(),
+                };
+                println!("  {name:<13} {}{kind}", e.help);
+            }
+            println!("`pipeline list <entry>` shows its parameters.");
+        }
+        Some(name) => {
+            let e = spec.entry(name)?;
+            println!("{name}: {}", e.help);
+            for (p, kind) in spec.params_of(name)? {
+                match kind {
+                    Param::Shared(s) => println!("  -P {p}=…  {}  {}", s.describe(), s.help),
+                    Param::Ambiguous(owners) => {
+                        for o in owners {
+                            let s = &spec.entry_points[&o].parameters[&p];
+                            println!("  -P {o}.{p}=…  {}  {}", s.describe(), s.help);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn artifacts_of(tasks: &[Task]) -> String {
+    tasks
+        .iter()
+        .find_map(|t| t.params.get("artifacts").map(|v| v.render()))
+        .unwrap_or_else(|| "artifacts".to_string())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    let root = root_of(&args.file)?;
+    let spec = Spec::load(&args.file)?;
+    spec.entry(&args.entry)?;
+    let bindings = Bindings::new(&spec, &args.entry, &args.params)?;
+    let tasks = plan(&spec, &args.entry, &bindings)?;
+    if tasks.is_empty() {
+        eprintln!("entry point `{}` has nothing to run with these parameters", args.entry);
+        return Ok(());
+    }
+    if args.dry_run {
+        for t in &tasks {
+            println!("{}: {}", t.key, shell_words(&t.argv));
+        }
+        return Ok(());
+    }
+    let artifacts = root.join(artifacts_of(&tasks));
+    let mut params = BTreeMap::new();
+    for t in &tasks {
+        for (k, v) in t.rendered_params() {
+            params.insert(format!("{}.{k}", t.key), v);
+        }
+    }
+    let lock = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| root.join("pipeline.lock"));
+    let mut runner = Runner::new(&root, lock, args.force, !args.quiet);
+    let mut tracker = Tracker::start(&artifacts, &spec.name, &args.entry, params)?;
+    eprintln!(
+        "run {}: {} stage(s) of `{}`; records in {}",
+        tracker.id(),
+        tasks.len(),
+        args.entry,
+        tracker.dir.display()
+    );
+    let result = runner.run_all(&tasks, &mut tracker);
+    // What to send to MLflow besides the run folder: the report and each stage's metrics.
+    let mut upload = Vec::new();
+    for t in &tasks {
+        for out in &t.outs {
+            let dir = root.join(out);
+            for name in ["index.html", "verdict.txt", "metrics.json", "acceptance.csv", "composition.json"] {
+                let p = dir.join(name);
+                if p.is_file() {
+                    let rel = p
+                        .strip_prefix(&artifacts)
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_else(|_| format!("{}/{name}", t.key));
+                    upload.push((p, rel));
+                }
+            }
+        }
+    }
+    let report = tasks
+        .iter()
+        .flat_map(|t| t.outs.iter())
+        .map(|o| root.join(o))
+        .find(|d| d.join("verdict.txt").is_file());
+    let verdict = report.as_ref().and_then(|d| {
+        std::fs::read_to_string(d.join("verdict.txt"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    let ok = result.is_ok();
+    tracker.finish(ok, verdict.clone().filter(|_| ok), &upload)?;
+    result?;
+    let ran = tracker
+        .record
+        .stages
+        .iter()
+        .filter(|s| s.status == "ran")
+        .count();
+    eprintln!(
+        "run {}: {} stage(s) ran, {} cached, in {:.1} s",
+        tracker.id(),
+        ran,
+        tasks.len() - ran,
+        started.elapsed().as_secs_f64()
+    );
+    if let (Some(v), Some(d)) = (verdict, report) {
+        println!("\n{v}\nreport: {}", d.join("index.html").display());
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Run tasks as processes: resolve the program, skip what `pipeline.lock` says is unchanged,
+//! stream output live into a per-stage log, stop at the first failure naming its log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rebalance_core::hash::{sha256_file, sha256_tree};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Task;
+use crate::tracking::Tracker;
+
+/// What `pipeline.lock` records for one stage: enough to tell whether it must run again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageLock {
+    pub cmd: Vec<String>,
+    pub params: BTreeMap<String, String>,
+    /// Resolved program path → SHA-256.
+    pub program: BTreeMap<String, String>,
+    /// Inputs (declared deps, and files named on the command line) → SHA-256.
+    pub deps: BTreeMap<String, String>,
+    /// Outputs → SHA-256 when the stage finished.
+    pub outs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Lock {
+    pub version: u32,
+    pub stages: BTreeMap<String, StageLock>,
+}
+
+impl Lock {
+    pub fn read(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "parsing {} (delete it, or run with --force, to rebuild it)",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lock {
+                version: 1,
+                ..Default::default()
+            }),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("lock serialises");
+        rebalance_core::write_atomic(path, &json)
+    }
+}
+
+/// SHA-256 of a file, or of a folder's files (recursively, hidden names skipped); None if absent.
+pub fn hash_path(path: &Path) -> Result<Option<String>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if meta.is_file() {
+        return sha256_file(path).map(Some);
+    }
+    let mut files = Vec::new();
+    collect_files(path, path, &mut files)?;
+    files.sort();
+    let hashed = files
+        .iter()
+        .map(|rel| Ok((rel.clone(), sha256_file(&path.join(rel))?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(sha256_tree(
+        hashed.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+    )))
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).expect("under root");
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+pub struct Runner {
+    /// The folder commands run in (the one holding pipeline.toml).
+    pub root: PathBuf,
+    pub lock_path: PathBuf,
+    pub force: bool,
+    /// Echo stage output to the terminal (it always goes to the log).
+    pub echo: bool,
+    /// Where sibling stage binaries are looked for first (the runner's own folder).
+    pub bin_dir: Option<PathBuf>,
+    hashes: HashMap<PathBuf, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ran,
+    Cached,
+}
+
+impl Runner {
+    pub fn new(root: &Path, lock_path: PathBuf, force: bool, echo: bool) -> Self {
+        let bin_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        Self {
+            root: root.to_path_buf(),
+            lock_path,
+            force,
+            echo,
+            bin_dir,
+            hashes: HashMap::new(),
+        }
+    }
+
+    fn abs(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// The executable for `argv[0]`: a path (relative to the project), a sibling of this
+    /// binary (the stage binaries), or a program on PATH.
+    pub fn resolve_program(&self, task: &Task) -> Result<PathBuf> {
+        let prog = &task.argv[0];
+        if prog.contains('/') {
+            let p = self.abs(Path::new(prog));
+            if p.is_file() {
+                return Ok(p);
+            }
+            bail!(
+                "stage `{}`: program {} does not exist",
+                task.key,
+                p.display()
+            );
+        }
+        if let Some(dir) = &self.bin_dir {
+            let p = dir.join(prog);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let p = dir.join(prog);
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+        }
+        bail!(
+            "stage `{}`: program `{prog}` is neither next to this runner ({}) nor on PATH; build the stages with `cargo build --release --workspace` (or `just build`)",
+            task.key,
+            self.bin_dir
+                .as_deref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        )
+    }
+
+    fn hash_cached(&mut self, path: &Path) -> Result<Option<String>> {
+        if let Some(h) = self.hashes.get(path) {
+            return Ok(Some(h.clone()));
+        }
+        let h = hash_path(path)?;
+        if let Some(h) = &h {
+            self.hashes.insert(path.to_path_buf(), h.clone());
+        }
+        Ok(h)
+    }
+
+    /// The fingerprint of a task as it would run now (outs left empty).
+    pub fn fingerprint(&mut self, task: &Task, program: &Path) -> Result<StageLock> {
+        let mut prog = BTreeMap::new();
+        let h = self
+            .hash_cached(program)?
+            .ok_or_else(|| anyhow!("{} disappeared", program.display()))?;
+        prog.insert(program.display().to_string(), h);
+        let mut deps = BTreeMap::new();
+        for d in &task.deps {
+            let h = hash_path(&self.abs(d))?.ok_or_else(|| {
+                anyhow!(
+                    "stage `{}` needs {}, which does not exist (an earlier stage makes it: run the whole chain, or that stage with -e)",
+                    task.key,
+                    d.display()
+                )
+            })?;
+            deps.insert(d.display().to_string(), h);
+        }
+        for d in &task.optional_deps {
+            if let Some(h) = hash_path(&self.abs(d))? {
+                deps.insert(d.display().to_string(), h);
+            }
+        }
+        // Files named on the command line (a swapped-in script, a data file) count as inputs,
+        // unless they are outputs of this stage.
+        for a in &task.argv[1..] {
+            let p = Path::new(a);
+            let abs = self.abs(p);
+            let is_out = task.outs.iter().any(|o| p.starts_with(o));
+            if !is_out && !deps.contains_key(a) && abs.is_file() {
+                if let Some(h) = hash_path(&abs)? {
+                    deps.insert(a.clone(), h);
+                }
+            }
+        }
+        Ok(StageLock {
+            cmd: task.argv.clone(),
+            params: task.rendered_params(),
+            program: prog,
+            deps,
+            outs: BTreeMap::new(),
+        })
+    }
+
+    fn outs_hashes(&self, task: &Task) -> Result<BTreeMap<String, Option<String>>> {
+        task.outs
+            .iter()
+            .map(|o| Ok((o.display().to_string(), hash_path(&self.abs(o))?)))
+            .collect()
+    }
+
+    /// Why the task must run, or None when the lock says it is up to date.
+    fn stale_reason(&self, task: &Task, now: &StageLock, lock: &Lock) -> Result<Option<String>> {
+        if self.force {
+            return Ok(Some("--force".into()));
+        }
+        let Some(old) = lock.stages.get(&task.key) else {
+            return Ok(Some("not run before".into()));
+        };
+        if old.cmd != now.cmd {
+            return Ok(Some("command changed".into()));
+        }
+        if old.params != now.params {
+            let changed: Vec<_> = now
+                .params
+                .iter()
+                .filter(|(k, v)| old.params.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            return Ok(Some(format!("parameters changed: {}", changed.join(", "))));
+        }
+        if old.program != now.program {
+            return Ok(Some("program changed".into()));
+        }
+        if old.deps != now.deps {
+            let changed: Vec<_> = now
+                .deps
+                .iter()
+                .filter(|(k, v)| old.deps.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .chain(old.deps.keys().filter(|k| !now.deps.contains_key(*k)).cloned())
+                .collect();
+            return Ok(Some(format!("inputs changed: {}", changed.join(", "))));
+        }
+        for (out, h) in self.outs_hashes(task)? {
+            match h {
+                None => return Ok(Some(format!("output {out} is missing"))),
+                Some(h) if old.outs.get(&out) != Some(&h) => {
+                    return Ok(Some(format!("output {out} changed since it was made")))
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Run every task in order, recording each in the tracker.
+    pub fn run_all(&mut self, tasks: &[Task], tracker: &mut Tracker) -> Result<()> {
+        let mut lock = Lock::read(&self.lock_path)?;
+        lock.version = 1;
+        for (i, task) in tasks.iter().enumerate() {
+            let program = self.resolve_program(task)?;
+            let mut now = self.fingerprint(task, &program)?;
+            let head = format!("[{}/{}] {}", i + 1, tasks.len(), task.key);
+            match self.stale_reason(task, &now, &lock)? {
+                None => {
+                    eprintln!("{head}: cached (unchanged command, parameters, program and inputs)");
+                    tracker.stage(task, Outcome::Cached, 0.0, None)?;
+                }
+                Some(reason) => {
+                    let log = tracker.log_path(task);
+                    eprintln!("{head}: running ({reason}); log: {}", log.display());
+                    eprintln!("  $ {}", shell_words(&task.argv));
+                    let started = Instant::now();
+                    let result = self.execute(task, &program, &log, tracker.env());
+                    let secs = started.elapsed().as_secs_f64();
+                    if let Err(e) = result {
+                        tracker.stage_failed(task, secs, &log)?;
+                        lock.stages.remove(&task.key);
+                        lock.write(&self.lock_path)?;
+                        return Err(e);
+                    }
+                    let mut outs = BTreeMap::new();
+                    for (out, h) in self.outs_hashes(task)? {
+                        let h = h.ok_or_else(|| {
+                            anyhow!(
+                                "stage `{}` exited 0 but did not write its declared output {}; its log: {}",
+                                task.key,
+                                out,
+                                log.display()
+                            )
+                        })?;
+                        outs.insert(out, h);
+                    }
+                    now.outs = outs;
+                    lock.stages.insert(task.key.clone(), now);
+                    lock.write(&self.lock_path)?;
+                    eprintln!("{head}: done in {secs:.1} s");
+                    tracker.stage(task, Outcome::Ran, secs, Some(&log))?;
+                }
+            }
+            tracker.collect_metrics(task, &self.root)?;
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        task: &Task,
+        program: &Path,
+        log_path: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<()> {
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut log = File::create(log_path)
+            .with_context(|| format!("creating log {}", log_path.display()))?;
+        writeln!(log, "$ {}", shell_words(&task.argv))?;
+        let log = Arc::new(Mutex::new(log));
+        let mut child = Command::new(program)
+            .args(&task.argv[1..])
+            .current_dir(&self.root)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("stage `{}`: starting {}", task.key, program.display()))?;
+        let echo = self.echo;
+        let pump = |mut src: Box<dyn Read + Send>, to_stdout: bool| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = match src.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let _ = log.lock().map(|mut f| f.write_all(&buf[..n]));
+                    if echo {
+                        if to_stdout {
+                            let _ = std::io::stdout().write_all(&buf[..n]);
+                        } else {
+                            let _ = std::io::stderr().write_all(&buf[..n]);
+                        }
+                    }
+                }
+            })
+        };
+        let out = pump(Box::new(child.stdout.take().expect("piped")), true);
+        let err = pump(Box::new(child.stderr.take().expect("piped")), false);
+        let status = child.wait()?;
+        let _ = out.join();
+        let _ = err.join();
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "[pipeline] exit: {status}");
+            let _ = f.sync_all();
+        }
+        if !status.success() {
+            let tail = last_lines(log_path, 12);
+            bail!(
+                "stage `{}` failed ({status}); earlier outputs are kept. Its log: {}\n--- last lines ---\n{tail}",
+                task.key,
+                log_path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// argv as a shell line (for logs and messages).
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

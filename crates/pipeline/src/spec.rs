@@ -1,0 +1,532 @@
+//! `pipeline.toml`: named entry points with typed parameters, argv command templates, DVC-style
+//! `deps`/`outs`, and chains (`steps`, optionally repeated for refinement rounds).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+/// Placeholders every command may use besides its parameters.
+/// `round` is 1 outside refinement; `round_dir` is `{artifacts}` in round 1 and
+/// `{artifacts}/rounds/<r>` in round r; `prev_dir` is the previous round's `round_dir`.
+pub const BUILTINS: [&str; 3] = ["round", "round_dir", "prev_dir"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub name: String,
+    #[serde(default)]
+    pub contract_version: Option<String>,
+    pub entry_points: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    #[serde(default)]
+    pub help: String,
+    /// argv template: program, then arguments with `{param}` placeholders.
+    pub command: Option<Vec<String>>,
+    /// A chain: other entry points run in order.
+    pub steps: Option<Vec<String>>,
+    /// For a chain: the int parameter N; its steps run once per round 2..=N.
+    pub repeat: Option<String>,
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// Inputs hashed for caching when present, not required.
+    #[serde(default)]
+    pub optional_deps: Vec<String>,
+    #[serde(default)]
+    pub outs: Vec<String>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    Int,
+    Float,
+    Bool,
+    String,
+    Path,
+    List,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ParamType::Int => "int",
+            ParamType::Float => "float",
+            ParamType::Bool => "bool",
+            ParamType::String => "string",
+            ParamType::Path => "path",
+            ParamType::List => "list",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub help: String,
+    /// Allowed values (string parameters).
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// Item type of a list (default string); a list renders comma-separated.
+    pub items: Option<ParamType>,
+}
+
+/// A typed parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<Value>),
+}
+
+impl Value {
+    /// The text that replaces `{param}` in a command.
+    pub fn render(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            Value::Float(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+            Value::Str(s) => s.clone(),
+            Value::List(items) => items
+                .iter()
+                .map(Value::render)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+fn parse_scalar(kind: ParamType, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    match kind {
+        ParamType::Int => raw
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| format!("`{raw}` is not an int")),
+        ParamType::Float => match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Value::Float(v)),
+            _ => Err(format!("`{raw}` is not a finite float")),
+        },
+        ParamType::Bool => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{raw}` is not a bool (true/false)")),
+        },
+        ParamType::String | ParamType::Path => {
+            if raw.is_empty() && kind == ParamType::Path {
+                Err("an empty path".into())
+            } else {
+                Ok(Value::Str(raw.to_string()))
+            }
+        }
+        ParamType::List => Err("lists of lists are not supported".into()),
+    }
+}
+
+impl ParamSpec {
+    fn item_kind(&self) -> ParamType {
+        self.items.unwrap_or(ParamType::String)
+    }
+
+    /// Parse a `-P key=value` value (lists: comma-separated).
+    pub fn parse(&self, raw: &str) -> Result<Value, String> {
+        let v = if self.kind == ParamType::List {
+            if raw.trim().is_empty() {
+                Value::List(Vec::new())
+            } else {
+                Value::List(
+                    raw.split(',')
+                        .map(|s| parse_scalar(self.item_kind(), s))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+        } else {
+            parse_scalar(self.kind, raw)?
+        };
+        self.check_choice(&v)?;
+        Ok(v)
+    }
+
+    fn check_choice(&self, v: &Value) -> Result<(), String> {
+        if self.choices.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<&Value> = match v {
+            Value::List(items) => items.iter().collect(),
+            v => vec![v],
+        };
+        for item in items {
+            let s = item.render();
+            if !self.choices.contains(&s) {
+                return Err(format!("`{s}` is not one of {}", self.choices.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The declared default, type-checked.
+    pub fn default_value(&self) -> Result<Option<Value>, String> {
+        let Some(d) = &self.default else {
+            return Ok(None);
+        };
+        let scalar = |kind: ParamType, d: &toml::Value| -> Result<Value, String> {
+            match (kind, d) {
+                (ParamType::Int, toml::Value::Integer(i)) => Ok(Value::Int(*i)),
+                (ParamType::Float, toml::Value::Float(f)) => Ok(Value::Float(*f)),
+                (ParamType::Float, toml::Value::Integer(i)) => Ok(Value::Float(*i as f64)),
+                (ParamType::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
+                (ParamType::String | ParamType::Path, toml::Value::String(s)) => {
+                    Ok(Value::Str(s.clone()))
+                }
+                (kind, d) => Err(format!("default {d} is not of type {kind}")),
+            }
+        };
+        let v = match (self.kind, d) {
+            (ParamType::List, toml::Value::Array(items)) => Value::List(
+                items
+                    .iter()
+                    .map(|i| scalar(self.item_kind(), i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            (ParamType::List, d) => return Err(format!("default {d} is not a list")),
+            (kind, d) => scalar(kind, d)?,
+        };
+        self.check_choice(&v)?;
+        Ok(Some(v))
+    }
+
+    /// `int = 300`-style one-line description for listings.
+    pub fn describe(&self) -> String {
+        let default = match self.default_value() {
+            Ok(Some(v)) => format!(" = {}", v.render()),
+            _ => " (required)".to_string(),
+        };
+        let kind = match (self.kind, self.items) {
+            (ParamType::List, Some(i)) => format!("list of {i}"),
+            (k, _) => k.to_string(),
+        };
+        format!("{kind}{default}")
+    }
+}
+
+/// `{name}` placeholders in a template.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(after[..end].to_string());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Replace `{name}` placeholders; every name must be in `values`.
+pub fn render(template: &str, values: &BTreeMap<String, String>) -> Result<String> {
+    let mut out = template.to_string();
+    for name in placeholders(template) {
+        let v = values
+            .get(&name)
+            .ok_or_else(|| anyhow!("no value for `{{{name}}}` in `{template}`"))?;
+        out = out.replace(&format!("{{{name}}}"), v);
+    }
+    Ok(out)
+}
+
+impl Spec {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let spec: Spec = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entry_points.get(name).ok_or_else(|| {
+            anyhow!(
+                "no entry point `{name}`; the entry points are: {}",
+                self.entry_points.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, e) in &self.entry_points {
+            match (&e.command, &e.steps) {
+                (Some(_), Some(_)) => bail!("entry point `{name}` has both `command` and `steps`"),
+                (None, None) => bail!("entry point `{name}` needs a `command` or `steps`"),
+                (Some(cmd), None) if cmd.is_empty() => {
+                    bail!("entry point `{name}` has an empty command")
+                }
+                _ => {}
+            }
+            for (p, spec) in &e.parameters {
+                spec.default_value()
+                    .map_err(|m| anyhow!("parameter {name}.{p}: {m}"))?;
+                if spec.items.is_some() && spec.kind != ParamType::List {
+                    bail!("parameter {name}.{p}: `items` is only for lists");
+                }
+            }
+            let templates = e
+                .command
+                .iter()
+                .flatten()
+                .chain(&e.deps)
+                .chain(&e.optional_deps)
+                .chain(&e.outs);
+            for t in templates {
+                for ph in placeholders(t) {
+                    if !e.parameters.contains_key(&ph) && !BUILTINS.contains(&ph.as_str()) {
+                        bail!(
+                            "entry point `{name}` uses `{{{ph}}}`, which is not one of its parameters ({}) nor a built-in ({})",
+                            e.parameters.keys().cloned().collect::<Vec<_>>().join(", "),
+                            BUILTINS.join(", ")
+                        );
+                    }
+                }
+            }
+            if let Some(steps) = &e.steps {
+                for s in steps {
+                    self.entry(s)
+                        .with_context(|| format!("entry point `{name}` lists step `{s}`"))?;
+                }
+            }
+            if let Some(r) = &e.repeat {
+                if e.steps.is_none() {
+                    bail!("entry point `{name}`: `repeat` needs `steps`");
+                }
+                match e.parameters.get(r.as_str()) {
+                    Some(spec) if spec.kind == ParamType::Int => {}
+                    _ => bail!("entry point `{name}`: `repeat = \"{r}\"` must name one of its own int parameters"),
+                }
+            }
+        }
+        for name in self.entry_points.keys() {
+            self.check_cycle(name, &mut Vec::new())?;
+        }
+        Ok(())
+    }
+
+    fn check_cycle(&self, name: &str, path: &mut Vec<String>) -> Result<()> {
+        if path.iter().any(|p| p == name) {
+            path.push(name.to_string());
+            bail!("entry points form a cycle: {}", path.join(" → "));
+        }
+        path.push(name.to_string());
+        if let Some(steps) = &self.entry_points[name].steps {
+            for s in steps {
+                self.check_cycle(s, path)?;
+            }
+        }
+        path.pop();
+        Ok(())
+    }
+
+    /// The command entries a chain runs (itself for a command entry), each once.
+    pub fn leaves(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_leaves(name, &mut out);
+        out
+    }
+
+    fn collect_leaves(&self, name: &str, out: &mut Vec<String>) {
+        let e = &self.entry_points[name];
+        match &e.steps {
+            None => {
+                if !out.iter().any(|o| o == name) {
+                    out.push(name.to_string())
+                }
+            }
+            Some(steps) => {
+                for s in steps {
+                    self.collect_leaves(s, out);
+                }
+            }
+        }
+    }
+
+    /// The parameters an entry point accepts: its own, and for a chain those of every step.
+    /// A name that steps declare with different types or defaults is ambiguous: only its
+    /// qualified forms (`step.name`) may be set.
+    pub fn params_of(&self, name: &str) -> Result<BTreeMap<String, Param>> {
+        let mut out: BTreeMap<String, Param> = BTreeMap::new();
+        let mut owners: BTreeMap<String, Vec<(String, ParamSpec)>> = BTreeMap::new();
+        let mut entries = vec![name.to_string()];
+        self.collect_chains(name, &mut entries);
+        entries.extend(self.leaves(name));
+        for e in entries {
+            for (p, spec) in &self.entry_points[&e].parameters {
+                let list = owners.entry(p.clone()).or_default();
+                if !list.iter().any(|(o, _)| o == &e) {
+                    list.push((e.clone(), spec.clone()));
+                }
+            }
+        }
+        for (p, list) in owners {
+            let (_, first) = &list[0];
+            let same = list.iter().all(|(_, s)| {
+                s.kind == first.kind && s.default == first.default && s.items == first.items
+            });
+            let param = if same {
+                Param::Shared(first.clone())
+            } else {
+                Param::Ambiguous(list.iter().map(|(o, _)| o.clone()).collect())
+            };
+            out.insert(p, param);
+        }
+        Ok(out)
+    }
+
+    fn collect_chains(&self, name: &str, out: &mut Vec<String>) {
+        if let Some(steps) = &self.entry_points[name].steps {
+            for s in steps {
+                if self.entry_points[s].steps.is_some() && !out.contains(s) {
+                    out.push(s.clone());
+                    self.collect_chains(s, out);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Param {
+    Shared(ParamSpec),
+    /// Declared differently by these entries.
+    Ambiguous(Vec<String>),
+}
+
+/// Overrides from `-P key=value`, checked against an entry point: unknown keys are refused with
+/// the list of valid ones, values are parsed by type.
+#[derive(Debug, Default, Clone)]
+pub struct Bindings {
+    /// Unqualified `name` → value, for every step that declares `name`.
+    pub shared: BTreeMap<String, Value>,
+    /// `entry.name` → value.
+    pub qualified: BTreeMap<(String, String), Value>,
+}
+
+impl Bindings {
+    pub fn new(spec: &Spec, entry: &str, overrides: &[(String, String)]) -> Result<Self> {
+        let params = spec.params_of(entry)?;
+        let leaves = spec.leaves(entry);
+        let mut b = Bindings::default();
+        let valid = || -> String {
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            for (p, kind) in &params {
+                match kind {
+                    Param::Shared(s) => {
+                        names.insert(format!("{p} ({})", s.describe()));
+                    }
+                    Param::Ambiguous(owners) => {
+                        for o in owners {
+                            names.insert(format!("{o}.{p}"));
+                        }
+                    }
+                }
+            }
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        for (key, raw) in overrides {
+            if let Some((owner, p)) = key.split_once('.') {
+                let e = spec.entry_points.get(owner).filter(|_| {
+                    leaves.iter().any(|l| l == owner) || owner == entry
+                });
+                let Some(pspec) = e.and_then(|e| e.parameters.get(p)) else {
+                    bail!(
+                        "unknown parameter `{key}` for entry point `{entry}`; valid parameters: {}",
+                        valid()
+                    );
+                };
+                let v = pspec
+                    .parse(raw)
+                    .map_err(|m| anyhow!("parameter `{key}`: {m}"))?;
+                b.qualified.insert((owner.to_string(), p.to_string()), v);
+                continue;
+            }
+            match params.get(key.as_str()) {
+                None => bail!(
+                    "unknown parameter `{key}` for entry point `{entry}`; valid parameters: {}",
+                    valid()
+                ),
+                Some(Param::Ambiguous(owners)) => bail!(
+                    "parameter `{key}` means different things in {}; set one of: {}",
+                    owners.join(", "),
+                    owners
+                        .iter()
+                        .map(|o| format!("{o}.{key}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(Param::Shared(pspec)) => {
+                    let v = pspec
+                        .parse(raw)
+                        .map_err(|m| anyhow!("parameter `{key}` ({}): {m}", pspec.kind))?;
+                    b.shared.insert(key.clone(), v);
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    /// The values of `entry`'s own parameters: default, then unqualified, then qualified.
+    pub fn values_for(&self, spec: &Spec, entry: &str) -> Result<BTreeMap<String, Value>> {
+        let e = spec.entry(entry)?;
+        let mut out = BTreeMap::new();
+        for (p, pspec) in &e.parameters {
+            let v = self
+                .qualified
+                .get(&(entry.to_string(), p.clone()))
+                .or_else(|| self.shared.get(p))
+                .cloned()
+                .or(pspec.default_value().map_err(|m| anyhow!("{entry}.{p}: {m}"))?);
+            match v {
+                Some(v) => {
+                    out.insert(p.clone(), v);
+                }
+                None => bail!("parameter {entry}.{p} has no default; give it with -P {p}=…"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parse `key=value`.
+pub fn parse_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}

@@ -1,0 +1,398 @@
+//! Run tracking. Every run gets an id and a folder `artifacts/runs/<id>/` with `run.json`
+//! (entry, parameters, stages, status, verdict), `metrics.jsonl` (key, value, step, timestamp)
+//! and `logs/`. With `MLFLOW_TRACKING_URI` set to a tracking server, the same goes to MLflow.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::mlflow::{Metric, Mlflow};
+use crate::plan::Task;
+use crate::runner::Outcome;
+
+#[derive(Debug, Serialize)]
+pub struct StageRecord {
+    pub key: String,
+    pub entry: String,
+    pub round: u32,
+    pub status: String,
+    pub wall_s: f64,
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    pub outs: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub project: String,
+    pub entry: String,
+    pub status: String,
+    pub started_unix_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_unix_ms: Option<u128>,
+    pub params: BTreeMap<String, String>,
+    pub stages: Vec<StageRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<Value>,
+}
+
+pub struct Tracker {
+    pub dir: PathBuf,
+    pub record: RunRecord,
+    metrics: std::fs::File,
+    mlflow: Option<MlflowRun>,
+}
+
+struct MlflowRun {
+    client: Mlflow,
+    run_id: String,
+    artifact_uri: String,
+    /// Started by us (we end it) rather than handed over by `mlflow run` (MLFLOW_RUN_ID).
+    owned: bool,
+}
+
+pub fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// `YYYYMMDD-HHMMSS-xxxx` (UTC), sortable and unique enough for one machine.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let salt = rebalance_core::hash::sha256_bytes(
+        format!("{}-{}", now.as_nanos(), std::process::id()).as_bytes(),
+    );
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        &salt[..6]
+    )
+}
+
+impl Tracker {
+    /// Start a run under `artifacts/runs/<id>/`, and on the MLflow server when one is set.
+    pub fn start(
+        artifacts: &Path,
+        project: &str,
+        entry: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let id = new_run_id();
+        let dir = artifacts.join("runs").join(&id);
+        std::fs::create_dir_all(dir.join("logs"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let metrics = std::fs::File::create(dir.join("metrics.jsonl"))
+            .with_context(|| format!("creating {}", dir.join("metrics.jsonl").display()))?;
+        let mut record = RunRecord {
+            id: id.clone(),
+            project: project.to_string(),
+            entry: entry.to_string(),
+            status: "RUNNING".into(),
+            started_unix_ms: now_ms(),
+            ended_unix_ms: None,
+            params,
+            stages: Vec::new(),
+            verdict: None,
+            mlflow: None,
+        };
+        let mlflow = match Mlflow::from_env()? {
+            None => None,
+            Some(client) => {
+                let experiment = std::env::var("MLFLOW_EXPERIMENT_NAME")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| project.to_string());
+                let tags = vec![
+                    ("mlflow.runName".to_string(), format!("{entry} {id}")),
+                    ("rebalance.run_id".to_string(), id.clone()),
+                    ("rebalance.entry".to_string(), entry.to_string()),
+                    ("mlflow.source.name".to_string(), "rebalance pipeline".into()),
+                ];
+                let (run_id, artifact_uri, owned) = match std::env::var("MLFLOW_RUN_ID") {
+                    Ok(run_id) if !run_id.is_empty() => {
+                        let uri = client.artifact_uri(&run_id)?;
+                        client.log_batch(&run_id, &[], &[], &tags)?;
+                        (run_id, uri, false)
+                    }
+                    _ => {
+                        let exp = client.experiment_id(&experiment)?;
+                        let (run_id, uri) = client.create_run(&exp, &tags)?;
+                        (run_id, uri, true)
+                    }
+                };
+                let params: Vec<(String, String)> = record
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                client.log_batch(&run_id, &[], &params, &[])?;
+                eprintln!(
+                    "tracking: MLflow run {run_id} at {} (experiment {experiment})",
+                    client.base
+                );
+                record.mlflow = Some(json!({
+                    "tracking_uri": client.base,
+                    "run_id": run_id,
+                    "artifact_uri": artifact_uri,
+                }));
+                Some(MlflowRun {
+                    client,
+                    run_id,
+                    artifact_uri,
+                    owned,
+                })
+            }
+        };
+        let t = Self {
+            dir,
+            record,
+            metrics,
+            mlflow,
+        };
+        t.save()?;
+        Ok(t)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Environment for stage processes.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("REBALANCE_RUN_ID".into(), self.record.id.clone())]
+    }
+
+    pub fn log_path(&self, task: &Task) -> PathBuf {
+        self.dir
+            .join("logs")
+            .join(format!("{}.log", task.key.replace('/', "_")))
+    }
+
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.record).expect("run record serialises");
+        rebalance_core::write_atomic(&self.dir.join("run.json"), &json)
+    }
+
+    fn push_stage(&mut self, task: &Task, status: &str, secs: f64, log: Option<&Path>) -> Result<()> {
+        self.record.stages.push(StageRecord {
+            key: task.key.clone(),
+            entry: task.entry.clone(),
+            round: task.round,
+            status: status.to_string(),
+            wall_s: (secs * 1000.0).round() / 1000.0,
+            command: task.argv.clone(),
+            log: log.map(|l| l.display().to_string()),
+            outs: task.outs.iter().map(|o| o.display().to_string()).collect(),
+        });
+        if let Some(m) = &self.mlflow {
+            let tag = (format!("stage.{}", task.key), status.to_string());
+            if let Err(e) = m.client.log_batch(&m.run_id, &[], &[], &[tag]) {
+                eprintln!("tracking: MLflow: {e:#}");
+            }
+        }
+        self.save()
+    }
+
+    pub fn stage(&mut self, task: &Task, outcome: Outcome, secs: f64, log: Option<&Path>) -> Result<()> {
+        let status = match outcome {
+            Outcome::Ran => "ran",
+            Outcome::Cached => "cached",
+        };
+        self.push_stage(task, status, secs, log)?;
+        if outcome == Outcome::Ran {
+            self.metric(&format!("{}.wall_s", task.entry), secs, task.round as i64)?;
+        }
+        Ok(())
+    }
+
+    pub fn stage_failed(&mut self, task: &Task, secs: f64, log: &Path) -> Result<()> {
+        self.push_stage(task, "failed", secs, Some(log))
+    }
+
+    pub fn metric(&mut self, key: &str, value: f64, step: i64) -> Result<()> {
+        self.metrics_batch(&[Metric {
+            key: key.to_string(),
+            value,
+            step,
+        }])
+    }
+
+    fn metrics_batch(&mut self, batch: &[Metric]) -> Result<()> {
+        let ts = now_ms();
+        for m in batch {
+            let line = json!({"key": m.key, "value": m.value, "step": m.step, "timestamp": ts});
+            writeln!(self.metrics, "{line}")?;
+        }
+        if let Some(run) = &self.mlflow {
+            if let Err(e) = run.client.log_batch(&run.run_id, batch, &[], &[]) {
+                eprintln!("tracking: MLflow: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Metrics a finished (or cached) stage left in its outputs: numeric `metrics` of each
+    /// output's `manifest.json` (step = round), the test means of `metrics.json`, and curves
+    /// with a step column (`losses.csv`: step; `curves.csv`: epoch of the first seed).
+    pub fn collect_metrics(&mut self, task: &Task, root: &Path) -> Result<()> {
+        let mut batch = Vec::new();
+        let step = task.round as i64;
+        for out in &task.outs {
+            let dir = if out.is_absolute() { out.clone() } else { root.join(out) };
+            if let Some(m) = read_json(&dir.join("manifest.json")) {
+                flatten(&format!("{}.", task.entry), &m["metrics"], step, &mut batch);
+            }
+            if let Some(m) = read_json(&dir.join("metrics.json")) {
+                flatten(&format!("{}.test.", task.entry), &m["test"]["mean"], step, &mut batch);
+            }
+            curve(&dir.join("losses.csv"), "step", None, &task.entry, &mut batch);
+            curve(&dir.join("curves.csv"), "epoch", Some("seed"), &task.entry, &mut batch);
+        }
+        self.metrics_batch(&batch)
+    }
+
+    /// Record the verdict and the report, end the run.
+    /// `upload`: (local file, artifact path) pairs sent to MLflow besides the run folder.
+    pub fn finish(&mut self, ok: bool, verdict: Option<String>, upload: &[(PathBuf, String)]) -> Result<()> {
+        self.record.status = if ok { "FINISHED" } else { "FAILED" }.into();
+        self.record.ended_unix_ms = Some(now_ms());
+        self.record.verdict = verdict.clone();
+        self.save()?;
+        self.metrics.flush()?;
+        if let Some(run) = &self.mlflow {
+            let mut tags = Vec::new();
+            if let Some(v) = verdict {
+                tags.push(("rebalance.verdict".to_string(), v));
+            }
+            let result = (|| -> Result<()> {
+                run.client.log_batch(&run.run_id, &[], &[], &tags)?;
+                let mut files: Vec<(PathBuf, String)> = Vec::new();
+                for name in ["run.json", "metrics.jsonl"] {
+                    files.push((self.dir.join(name), format!("run/{name}")));
+                }
+                for entry in std::fs::read_dir(self.dir.join("logs"))?.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    files.push((entry.path(), format!("run/logs/{name}")));
+                }
+                files.extend(upload.iter().filter(|(p, _)| p.is_file()).cloned());
+                let mut sent = 0;
+                for (local, rel) in &files {
+                    if run.client.log_artifact(&run.artifact_uri, local, rel)? {
+                        sent += 1;
+                    }
+                }
+                if sent == 0 && !files.is_empty() {
+                    eprintln!(
+                        "tracking: the server's artifact store ({}) takes no uploads from here; artifacts stay in {}",
+                        run.artifact_uri,
+                        self.dir.display()
+                    );
+                }
+                if run.owned {
+                    run.client
+                        .set_terminated(&run.run_id, if ok { "FINISHED" } else { "FAILED" })?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                eprintln!("tracking: MLflow: {e:#}");
+                eprintln!("tracking: MLflow logging failed at the end of the run: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn flatten(prefix: &str, v: &Value, step: i64, out: &mut Vec<Metric>) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64() {
+                out.push(Metric {
+                    key: prefix.trim_end_matches('.').to_string(),
+                    value: f,
+                    step,
+                });
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten(&format!("{prefix}{k}."), v, step, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Numeric columns of a CSV as metrics with `step_col` as the step (rows of the first value of
+/// `group_col` only, when given).
+fn curve(path: &Path, step_col: &str, group_col: Option<&str>, entry: &str, out: &mut Vec<Metric>) {
+    let Ok(mut rdr) = csv::Reader::from_path(path) else {
+        return;
+    };
+    let Ok(headers) = rdr.headers().cloned() else {
+        return;
+    };
+    let Some(si) = headers.iter().position(|h| h == step_col) else {
+        return;
+    };
+    let gi = group_col.and_then(|g| headers.iter().position(|h| h == g));
+    let mut first_group: Option<String> = None;
+    for row in rdr.records().flatten() {
+        if let Some(gi) = gi {
+            let g = row.get(gi).unwrap_or_default().to_string();
+            match &first_group {
+                None => first_group = Some(g),
+                Some(f) if *f != g => break,
+                _ => {}
+            }
+        }
+        let Some(step) = row.get(si).and_then(|s| s.parse::<f64>().ok()) else {
+            continue;
+        };
+        for (i, h) in headers.iter().enumerate() {
+            if i == si || Some(i) == gi {
+                continue;
+            }
+            if let Some(v) = row.get(i).and_then(|s| s.parse::<f64>().ok()) {
+                if v.is_finite() {
+                    out.push(Metric {
+                        key: format!("{entry}.{h}"),
+                        value: v,
+                        step: step as i64,
+                    });
+                }
+            }
+        }
+    }
+}
