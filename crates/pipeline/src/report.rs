@@ -147,10 +147,10 @@ pub fn verdict(
     let n = seeds(a).min(seeds(b));
     let _ = write!(
         s,
-        " (real test split, {n} seed{}).",
+        " Measured on the real test split, {n} seed{}.",
         if n == 1 { "" } else { "s" }
     );
-    s.replace(". (", " (")
+    s
 }
 
 fn confusion_table(path: &Path, title: &str) -> String {

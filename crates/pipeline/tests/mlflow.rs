@@ -1,0 +1,245 @@
+//! Tracking against a real `mlflow server` on loopback (installed in .venv by scripts/setup):
+//! the runner's own runs over REST, and `mlflow run . -e … --env-manager local` through the
+//! exported MLproject.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // mlflow server runs uvicorn/gunicorn workers in its process group.
+        let _ = Command::new("kill")
+            .args(["-TERM", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mlflow_bin() -> std::path::PathBuf {
+    let p = repo().join(".venv/bin/mlflow");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup (it installs mlflow into .venv)",
+        p.display()
+    );
+    p
+}
+
+fn start_server(dir: &Path) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let mut cmd = Command::new(mlflow_bin());
+    cmd.args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("db.sqlite").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("store"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // Its own process group, so Drop can stop the workers too.
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(resp) = ureq::get(&format!("{url}/health")).call() {
+            if resp.status() == 200 {
+                break;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "mlflow server exited ({status}):\n{}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "mlflow server did not answer /health in 180 s:\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Server { child, url }
+}
+
+fn get(url: &str) -> Value {
+    ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
+fn post(url: &str, body: Value) -> Value {
+    ureq::post(url)
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
+/// The runs of an experiment, by name.
+fn runs(server: &Server, experiment: &str) -> Vec<Value> {
+    let exp = get(&format!(
+        "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}",
+        server.url
+    ));
+    let id = exp["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let found = post(
+        &format!("{}/api/2.0/mlflow/runs/search", server.url),
+        json!({"experiment_ids": [id]}),
+    );
+    found["runs"].as_array().cloned().unwrap_or_default()
+}
+
+fn kv(list: &Value, key: &str) -> Option<Value> {
+    list.as_array()?
+        .iter()
+        .find(|p| p["key"] == key)
+        .map(|p| p["value"].clone())
+}
+
+#[test]
+fn runs_are_logged_to_a_real_mlflow_server() {
+    require_stage_binaries();
+    let proj = project();
+    let dir = proj.path();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path());
+    let params: Vec<String> = tiny();
+    let ingest_params: Vec<String> = params
+        .iter()
+        .filter(|p| {
+            ["source", "test_per_class", "val_per_class", "max_per_class", "keep"]
+                .contains(&p.split('=').next().unwrap())
+        })
+        .cloned()
+        .collect();
+
+    // 1. The runner's own run: ingest, then a 20-step GAN.
+    for (entry, ps) in [
+        ("ingest", ingest_params.clone()),
+        ("gan-train", vec!["steps=20".to_string(), "batch=16".to_string()]),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir)
+            .args(["-e", entry])
+            .env("MLFLOW_TRACKING_URI", &server.url)
+            .env("MLFLOW_EXPERIMENT_NAME", "rebalance-test")
+            .env_remove("MLFLOW_RUN_ID");
+        for p in &ps {
+            cmd.args(["-P", p]);
+        }
+        let err = ok(&cmd.output().unwrap());
+        assert!(err.contains("tracking: MLflow run"), "{err}");
+    }
+    let found = runs(&server, "rebalance-test");
+    assert_eq!(found.len(), 2);
+    let by_entry = |e: &str| {
+        found
+            .iter()
+            .find(|r| kv(&r["data"]["tags"], "rebalance.entry") == Some(json!(e)))
+            .unwrap_or_else(|| panic!("no run for {e}: {found:?}"))
+            .clone()
+    };
+    let ingest = by_entry("ingest");
+    assert_eq!(ingest["info"]["status"], "FINISHED");
+    assert_eq!(kv(&ingest["data"]["params"], "ingest.test_per_class"), Some(json!("8")));
+    assert_eq!(kv(&ingest["data"]["params"], "ingest.keep"), Some(json!("c=6")));
+    assert_eq!(kv(&ingest["data"]["metrics"], "ingest.n_train"), Some(json!(78.0)));
+    assert_eq!(kv(&ingest["data"]["tags"], "stage.ingest"), Some(json!("ran")));
+    let local_id = kv(&ingest["data"]["tags"], "rebalance.run_id").unwrap();
+    assert!(dir
+        .join("artifacts/runs")
+        .join(local_id.as_str().unwrap())
+        .join("run.json")
+        .is_file());
+    // Artifacts went through the server's proxy.
+    let run_id = ingest["info"]["run_id"].as_str().unwrap();
+    let listed = get(&format!(
+        "{}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=run",
+        server.url
+    ));
+    let files: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"run/run.json"), "{files:?}");
+    // Loss curves with their steps.
+    let gan = by_entry("gan-train");
+    let gan_id = gan["info"]["run_id"].as_str().unwrap();
+    let history = get(&format!(
+        "{}/api/2.0/mlflow/metrics/get-history?run_id={gan_id}&metric_key=gan-train.g_loss",
+        server.url
+    ));
+    let steps: Vec<i64> = history["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_i64().unwrap())
+        .collect();
+    assert!(steps.contains(&20), "{steps:?}");
+    assert_eq!(kv(&gan["data"]["params"], "gan-train.steps"), Some(json!("20")));
+
+    // 2. `mlflow run` through the exported MLproject logs into the run MLflow started.
+    let o = Command::new(BIN)
+        .current_dir(dir)
+        .args(["export-mlproject", "--runner", BIN])
+        .output()
+        .unwrap();
+    ok(&o);
+    let mlproject = std::fs::read_to_string(dir.join("MLproject")).unwrap();
+    assert!(mlproject.contains("gan_train_model: {type: string, default: \"cgan\"}"), "{mlproject}");
+    let mut cmd = Command::new(mlflow_bin());
+    cmd.current_dir(dir)
+        .args(["run", ".", "-e", "ingest", "--env-manager", "local"])
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_EXPERIMENT_NAME", "rebalance-mlproject")
+        .env("PATH", format!("{}:{}", repo().join(".venv/bin").display(), std::env::var("PATH").unwrap()))
+        .env_remove("MLFLOW_RUN_ID");
+    for p in &ingest_params {
+        cmd.args(["-P", p]);
+    }
+    cmd.args(["-P", "val_per_class=7"]);
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "mlflow run failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let found = runs(&server, "rebalance-mlproject");
+    assert_eq!(found.len(), 1, "one run: the runner logged into MLflow's own");
+    let run = &found[0];
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(kv(&run["data"]["params"], "val_per_class"), Some(json!("7")), "MLflow's param");
+    assert_eq!(kv(&run["data"]["params"], "ingest.val_per_class"), Some(json!("7")), "the runner's param");
+    assert_eq!(kv(&run["data"]["metrics"], "ingest.n_val"), Some(json!(28.0)));
+    let ds = json(&dir.join("artifacts/dataset/manifest.json"));
+    assert_eq!(ds["counts"]["val"]["a"], 7);
+}
