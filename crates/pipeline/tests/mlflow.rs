@@ -222,7 +222,7 @@ fn runs_are_logged_to_a_real_mlflow_server() {
         .env("MLFLOW_EXPERIMENT_NAME", "rebalance-mlproject")
         .env("PATH", format!("{}:{}", repo().join(".venv/bin").display(), std::env::var("PATH").unwrap()))
         .env_remove("MLFLOW_RUN_ID");
-    for p in &ingest_params {
+    for p in ingest_params.iter().filter(|p| !p.starts_with("val_per_class=")) {
         cmd.args(["-P", p]);
     }
     cmd.args(["-P", "val_per_class=7"]);
