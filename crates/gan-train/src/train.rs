@@ -291,14 +291,32 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.common.artifacts.join("gan"));
     let work = partial_dir(&out);
+    // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
+    let run_key = {
+        let mut a = args.clone();
+        a.resume = None;
+        a.common.quiet = false;
+        let json = serde_json::to_string(&a).expect("args serialise");
+        format!("{json}\n{}", rebalance_core::hash::sha256_file(&data)?)
+    };
+    let key_path = work.join(".run-key");
     let resume_from = match args.resume.as_deref() {
         None => {
-            if work.exists() {
-                tracing::warn!("{} holds an interrupted run; starting afresh (use --resume latest to continue it)", work.display());
-                std::fs::remove_dir_all(&work)
-                    .with_context(|| format!("removing {}", work.display()))?;
+            let same = std::fs::read_to_string(&key_path).is_ok_and(|k| k == run_key);
+            if same && checkpoint_path(&work).exists() {
+                tracing::info!(
+                    "{} holds an interrupted run of this same command: resuming it",
+                    work.display()
+                );
+                Some(checkpoint_path(&work))
+            } else {
+                if work.exists() {
+                    tracing::warn!("{} holds an interrupted run of another command or data; starting afresh (use --resume latest to continue it)", work.display());
+                    std::fs::remove_dir_all(&work)
+                        .with_context(|| format!("removing {}", work.display()))?;
+                }
+                None
             }
-            None
         }
         Some("latest") => {
             if checkpoint_path(&work).exists() {
@@ -324,6 +342,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(work.join("samples"))?;
     std::fs::create_dir_all(work.join("checkpoints"))?;
+    write_atomic(&key_path, run_key.as_bytes())?;
 
     let mut nets = Nets::new(&cfg, args, device)?;
     let mut step = 0;

@@ -217,6 +217,12 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     let k: u64 = meta["step"].parse().unwrap();
     assert!(k >= 3 && k.is_multiple_of(3), "checkpoint at step {k}");
     let target = (k + 3).to_string();
+    // Another command (other --steps) does not resume the interrupted run without --resume.
+    assert!(
+        std::fs::read_to_string(tmp.path().join(".gan.partial/.run-key"))
+            .unwrap()
+            .contains("100000")
+    );
     ok(
         tmp.path(),
         &[
@@ -442,49 +448,147 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert!(t.values().all(|x| x.isfinite().all().int64_value(&[]) == 1));
 }
 
-/// `pipeline.toml`'s gan-train entry must use real flags with the clap defaults.
+/// `pipeline.toml`'s gan-train entries (gan-train, gan-finetune) must use real flags with the
+/// clap defaults.
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let doc: toml::Table =
         toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
-    let entry = &doc["entry_points"]["gan-train"];
     let cmd = gan_train::Cli::command();
     let known = |long: &str| cmd.get_arguments().find(|a| a.get_long() == Some(long));
-    for flag in entry["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .filter(|a| a.starts_with("--"))
-    {
-        assert!(
-            known(&flag[2..]).is_some(),
-            "pipeline.toml uses unknown flag {flag}"
-        );
-    }
-    let mut checked = 0;
-    for (name, spec) in entry["parameters"].as_table().unwrap() {
-        let Some(arg) = known(&name.replace('_', "-")) else {
+    let mut entries = 0;
+    for (name, entry) in doc["entry_points"].as_table().unwrap() {
+        let Some(argv) = entry.get("command").and_then(|c| c.as_array()) else {
             continue;
         };
-        let Some(default) = arg.get_default_values().first() else {
+        let argv: Vec<&str> = argv.iter().filter_map(|v| v.as_str()).collect();
+        if argv[0] != "gan-train" || argv.get(1) == Some(&"generate") {
             continue;
-        };
-        let ours = match &spec["default"] {
-            toml::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
+        }
+        entries += 1;
+        for flag in argv.iter().filter(|a| a.starts_with("--")) {
+            assert!(
+                known(&flag[2..]).is_some(),
+                "pipeline.toml {name} uses unknown flag {flag}"
+            );
+        }
+        let mut checked = 0;
+        for (param, spec) in entry["parameters"].as_table().unwrap() {
+            let Some(arg) = known(&param.replace('_', "-")) else {
+                continue;
+            };
+            let Some(default) = arg.get_default_values().first() else {
+                continue;
+            };
+            let ours = match &spec["default"] {
+                toml::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            assert_eq!(
+                ours,
+                default.to_string_lossy(),
+                "pipeline.toml {name}.{param}"
+            );
+            checked += 1;
+        }
+        let expected = if name == "gan-train" { 5 } else { 4 };
         assert_eq!(
-            ours,
-            default.to_string_lossy(),
-            "pipeline.toml gan-train {name}"
+            checked, expected,
+            "{name}: model, (steps,) batch, seed and artifacts have clap defaults"
         );
-        checked += 1;
     }
-    assert_eq!(
-        checked, 5,
-        "model, steps, batch, seed and artifacts have clap defaults"
+    assert_eq!(entries, 2, "gan-train and gan-finetune");
+}
+
+/// The same command run again after a kill resumes by itself (what the pipeline runner does).
+#[test]
+fn the_same_command_after_a_kill_resumes_without_asking() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path(), 16);
+    let out = tmp.path().join("gan");
+    let args: Vec<String> = [
+        "--steps",
+        "1500",
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "3",
+        "--sample-every",
+        "100000",
+        "--out",
+        out.to_str().unwrap(),
+        "--artifacts",
+        tmp.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(TINY.iter().map(|s| s.to_string()))
+    .collect();
+    let mut child = Command::new(BIN).args(&args).spawn().unwrap();
+    let ckpt = tmp
+        .path()
+        .join(".gan.partial/checkpoints/latest.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!out.exists(), "the first run was killed before it finished");
+    let (_, meta) = read_safetensors(&ckpt, Device::Cpu).unwrap();
+    let k: u64 = meta["step"].parse().unwrap();
+    let o = Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted run of this same command: resuming"),
+        "{err}"
     );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["metrics"]["steps"], 1500);
+    assert_eq!(
+        m["metrics"]["steps_this_run"],
+        1500 - k,
+        "resumed from step {k}"
+    );
+    assert!(!out.join(".run-key").exists() || !tmp.path().join(".gan.partial").exists());
+
+    // Other data: the interrupted run is not resumed.
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .args(["--seed", "7"])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("of another command or data; starting afresh"),
+        "{err}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["metrics"]["steps_this_run"], 1500);
 }

@@ -184,7 +184,10 @@ fn run(args: RunArgs) -> Result<()> {
     let bindings = Bindings::new(&spec, &args.entry, &args.params)?;
     let tasks = plan(&spec, &args.entry, &bindings)?;
     if tasks.is_empty() {
-        eprintln!("entry point `{}` has nothing to run with these parameters", args.entry);
+        eprintln!(
+            "entry point `{}` has nothing to run with these parameters",
+            args.entry
+        );
         return Ok(());
     }
     if args.dry_run {
@@ -219,7 +222,13 @@ fn run(args: RunArgs) -> Result<()> {
     for t in &tasks {
         for out in &t.outs {
             let dir = root.join(out);
-            for name in ["index.html", "verdict.txt", "metrics.json", "acceptance.csv", "composition.json"] {
+            for name in [
+                "index.html",
+                "verdict.txt",
+                "metrics.json",
+                "acceptance.csv",
+                "composition.json",
+            ] {
                 let p = dir.join(name);
                 if p.is_file() {
                     let rel = p

@@ -125,7 +125,10 @@ impl Mlflow {
             }
         }
         if v["error_code"] != "RESOURCE_DOES_NOT_EXIST" && status != 404 {
-            bail!("MLflow experiments/get-by-name at {}: HTTP {status}: {v}", self.base);
+            bail!(
+                "MLflow experiments/get-by-name at {}: HTTP {status}: {v}",
+                self.base
+            );
         }
         let v = self.post("experiments/create", &json!({ "name": name }))?;
         v["experiment_id"]
@@ -135,7 +138,11 @@ impl Mlflow {
     }
 
     /// Create a run; returns (run id, artifact URI).
-    pub fn create_run(&self, experiment_id: &str, tags: &[(String, String)]) -> Result<(String, String)> {
+    pub fn create_run(
+        &self,
+        experiment_id: &str,
+        tags: &[(String, String)],
+    ) -> Result<(String, String)> {
         let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
@@ -160,14 +167,20 @@ impl Mlflow {
             .ok_or_else(|| anyhow!("MLflow runs/create: no run_id in {v}"))?;
         Ok((
             id.to_string(),
-            info["artifact_uri"].as_str().unwrap_or_default().to_string(),
+            info["artifact_uri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         ))
     }
 
     pub fn artifact_uri(&self, run_id: &str) -> Result<String> {
         let (status, v) = self.get("runs/get", &[("run_id", run_id)])?;
         if status != 200 {
-            bail!("MLflow runs/get {run_id} at {}: HTTP {status}: {v}", self.base);
+            bail!(
+                "MLflow runs/get {run_id} at {}: HTTP {status}: {v}",
+                self.base
+            );
         }
         Ok(v["run"]["info"]["artifact_uri"]
             .as_str()

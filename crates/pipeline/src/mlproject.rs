@@ -63,7 +63,11 @@ pub fn export(spec: &Spec, runner: &str) -> Result<String> {
         } else {
             let _ = write!(y, "    parameters:\n{lines}");
         }
-        let _ = writeln!(y, "    command: {}", yaml_str(&format!("{runner} -e {name}{args}")));
+        let _ = writeln!(
+            y,
+            "    command: {}",
+            yaml_str(&format!("{runner} -e {name}{args}"))
+        );
     }
     Ok(y)
 }

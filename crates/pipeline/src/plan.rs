@@ -69,15 +69,20 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
         }
         return Ok(());
     }
-    let mut values: BTreeMap<String, String> =
-        params.iter().map(|(k, v)| (k.clone(), v.render())).collect();
+    let mut values: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.render()))
+        .collect();
     let artifacts = values
         .get("artifacts")
         .cloned()
         .unwrap_or_else(|| "artifacts".to_string());
     values.insert("round".into(), round.to_string());
     values.insert("round_dir".into(), round_dir(&artifacts, round));
-    values.insert("prev_dir".into(), round_dir(&artifacts, round.saturating_sub(1)));
+    values.insert(
+        "prev_dir".into(),
+        round_dir(&artifacts, round.saturating_sub(1)),
+    );
     let r = |t: &String| render(t, &values).with_context(|| format!("entry point `{name}`"));
     let argv = e
         .command

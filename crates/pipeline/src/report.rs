@@ -155,7 +155,11 @@ pub fn verdict(
 
 fn confusion_table(path: &Path, title: &str) -> String {
     let Ok(mut rdr) = csv::Reader::from_path(path) else {
-        return format!("<p class=\"missing\">{} — no {}</p>", esc(title), esc(&path.display().to_string()));
+        return format!(
+            "<p class=\"missing\">{} — no {}</p>",
+            esc(title),
+            esc(&path.display().to_string())
+        );
     };
     let headers: Vec<String> = rdr
         .headers()
@@ -166,7 +170,10 @@ fn confusion_table(path: &Path, title: &str) -> String {
         .flatten()
         .map(|r| r.iter().map(str::to_string).collect())
         .collect();
-    let mut h = format!("<div class=\"cm\"><h4>{}</h4><table class=\"confusion\"><tr>", esc(title));
+    let mut h = format!(
+        "<div class=\"cm\"><h4>{}</h4><table class=\"confusion\"><tr>",
+        esc(title)
+    );
     for c in &headers {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
@@ -182,7 +189,11 @@ fn confusion_table(path: &Path, title: &str) -> String {
             let share = v.parse::<f64>().unwrap_or(0.0) / total.max(1.0);
             let diag = headers.get(i).map(|c| c == &row[0]).unwrap_or(false);
             let (r, g, b) = if diag { (46, 125, 50) } else { (198, 40, 40) };
-            let alpha = if share > 0.0 { 0.08 + 0.92 * share } else { 0.0 };
+            let alpha = if share > 0.0 {
+                0.08 + 0.92 * share
+            } else {
+                0.0
+            };
             let _ = write!(
                 h,
                 "<td style=\"background:rgba({r},{g},{b},{alpha:.2})\">{}</td>",
@@ -205,12 +216,20 @@ fn csv_table(path: &Path, keep: &[&str]) -> Option<(Vec<String>, Vec<Vec<String>
     let rows = rdr
         .records()
         .flatten()
-        .map(|r| idx.iter().map(|&i| r.get(i).unwrap_or("").to_string()).collect())
+        .map(|r| {
+            idx.iter()
+                .map(|&i| r.get(i).unwrap_or("").to_string())
+                .collect()
+        })
         .collect();
     Some((idx.iter().map(|&i| headers[i].clone()).collect(), rows))
 }
 
-fn html_table(headers: &[String], rows: &[Vec<String>], highlight: &dyn Fn(&[String]) -> bool) -> String {
+fn html_table(
+    headers: &[String],
+    rows: &[Vec<String>],
+    highlight: &dyn Fn(&[String]) -> bool,
+) -> String {
     let mut h = String::from("<table><tr>");
     for c in headers {
         let _ = write!(h, "<th>{}</th>", esc(c));
@@ -269,12 +288,14 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         })
     })
     .collect();
-    let by_dir = |d: &str| {
-        clfs.iter()
-            .find(|c| c.dir == a.join(d))
-            .map(|c| &c.metrics)
-    };
-    let verdict = verdict(by_dir(BASELINE), by_dir(AUGMENTED), by_dir(CLASSICAL), &strategy, &rare);
+    let by_dir = |d: &str| clfs.iter().find(|c| c.dir == a.join(d)).map(|c| &c.metrics);
+    let verdict = verdict(
+        by_dir(BASELINE),
+        by_dir(AUGMENTED),
+        by_dir(CLASSICAL),
+        &strategy,
+        &rare,
+    );
 
     let mut body = String::new();
     let _ = write!(
@@ -294,10 +315,22 @@ pub fn build(input: &ReportInput) -> Result<Report> {
             shape["channels"],
             shape["height"],
             shape["width"],
-            if rare.is_empty() { "none".to_string() } else { rare.join(", ") }
+            if rare.is_empty() {
+                "none".to_string()
+            } else {
+                rare.join(", ")
+            }
         );
         let headers: Vec<String> = [
-            "class", "train (real)", "val", "test", "after augment", "real", "synthetic", "classical", "repeated",
+            "class",
+            "train (real)",
+            "val",
+            "test",
+            "after augment",
+            "real",
+            "synthetic",
+            "classical",
+            "repeated",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -335,11 +368,23 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         body.push_str("<p class=\"missing\">No dataset/manifest.json.</p>");
     }
     body.push_str("<div class=\"row\">");
-    body.push_str(&img(&a.join("dataset/class_counts.svg"), "class counts before augmentation"));
-    body.push_str(&img(&a.join("augmented/class_counts.svg"), "class counts after augmentation"));
+    body.push_str(&img(
+        &a.join("dataset/class_counts.svg"),
+        "class counts before augmentation",
+    ));
+    body.push_str(&img(
+        &a.join("augmented/class_counts.svg"),
+        "class counts after augmentation",
+    ));
     body.push_str("</div><div class=\"row\">");
-    body.push_str(&img(&a.join("dataset/samples.png"), "real training images per class"));
-    body.push_str(&img(&a.join("augmented/samples.png"), "augmented training images"));
+    body.push_str(&img(
+        &a.join("dataset/samples.png"),
+        "real training images per class",
+    ));
+    body.push_str(&img(
+        &a.join("augmented/samples.png"),
+        "augmented training images",
+    ));
     body.push_str("</div>");
 
     // GAN.
@@ -366,7 +411,11 @@ pub fn build(input: &ReportInput) -> Result<Report> {
     grids.sort();
     body.push_str("<p>Samples per class (one row per class) across training, and real images:</p><div class=\"row grids\">");
     for g in &grids {
-        let stem = g.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let stem = g
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let label = match stem.strip_prefix("step_") {
             Some(n) => format!("step {}", n.trim_start_matches('0')),
             None => stem.clone(),
@@ -388,8 +437,17 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         );
     }
     let keep = [
-        "class", "generated", "kept", "acceptance", "mean_confidence", "fd_generated", "fd_kept",
-        "fd_real_train", "near_copies", "diversity_kept", "diversity_real",
+        "class",
+        "generated",
+        "kept",
+        "acceptance",
+        "mean_confidence",
+        "fd_generated",
+        "fd_kept",
+        "fd_real_train",
+        "near_copies",
+        "diversity_kept",
+        "diversity_real",
     ];
     match csv_table(&a.join("filtered/acceptance.csv"), &keep) {
         Some((h, rows)) => {
@@ -409,10 +467,14 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         body.push_str("<p class=\"missing\">No classifier metrics.</p>");
     } else {
         let mut headers = vec!["metric".to_string()];
-        headers.extend(
-            clfs.iter()
-                .map(|c| format!("{} ({} seed{})", c.label, seeds(&c.metrics), if seeds(&c.metrics) == 1 { "" } else { "s" })),
-        );
+        headers.extend(clfs.iter().map(|c| {
+            format!(
+                "{} ({} seed{})",
+                c.label,
+                seeds(&c.metrics),
+                if seeds(&c.metrics) == 1 { "" } else { "s" }
+            )
+        }));
         let mut rows = Vec::new();
         for (key, name) in [
             ("accuracy", "accuracy"),
@@ -420,15 +482,20 @@ pub fn build(input: &ReportInput) -> Result<Report> {
             ("macro_f1", "macro-F1"),
         ] {
             let mut r = vec![name.to_string()];
-            r.extend(clfs.iter().map(|c| fmt_ms(metric(&c.metrics, key), seeds(&c.metrics))));
+            r.extend(
+                clfs.iter()
+                    .map(|c| fmt_ms(metric(&c.metrics, key), seeds(&c.metrics))),
+            );
             rows.push(r);
         }
         for c in &rare {
             let mut r = vec![format!("recall of class {c}")];
-            r.extend(
-                clfs.iter()
-                    .map(|m| fmt_ms(metric(&m.metrics, &format!("recall/{c}")), seeds(&m.metrics))),
-            );
+            r.extend(clfs.iter().map(|m| {
+                fmt_ms(
+                    metric(&m.metrics, &format!("recall/{c}")),
+                    seeds(&m.metrics),
+                )
+            }));
             rows.push(r);
         }
         if !rare.is_empty() {
@@ -443,11 +510,17 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         body.push_str(&html_table(&headers, &rows, &|_| false));
         body.push_str("<div class=\"row\">");
         for c in &clfs {
-            body.push_str(&confusion_table(&c.dir.join("confusion.csv"), &format!("confusion: {} (rows true, columns predicted)", c.label)));
+            body.push_str(&confusion_table(
+                &c.dir.join("confusion.csv"),
+                &format!("confusion: {} (rows true, columns predicted)", c.label),
+            ));
         }
         body.push_str("</div><div class=\"row\">");
         for c in &clfs {
-            body.push_str(&img(&c.dir.join("curves.svg"), &format!("training curves: {}", c.label)));
+            body.push_str(&img(
+                &c.dir.join("curves.svg"),
+                &format!("training curves: {}", c.label),
+            ));
         }
         body.push_str("</div>");
     }
@@ -464,7 +537,11 @@ pub fn build(input: &ReportInput) -> Result<Report> {
         headers.push("macro-F1".into());
         let mut rows = Vec::new();
         for r in 1..=input.rounds {
-            let dir = if r == 1 { a.clone() } else { a.join(format!("rounds/{r}")) };
+            let dir = if r == 1 {
+                a.clone()
+            } else {
+                a.join(format!("rounds/{r}"))
+            };
             let f = read_json(&dir.join("filtered/manifest.json"));
             let m = read_json(&dir.join("classify/metrics.json"));
             let acc: BTreeMap<String, (String, String)> = csv_table(
@@ -561,6 +638,9 @@ pub fn write(input: &ReportInput, out: &Path) -> Result<Report> {
     let report = build(input)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     rebalance_core::write_atomic(&out.join("index.html"), report.html.as_bytes())?;
-    rebalance_core::write_atomic(&out.join("verdict.txt"), format!("{}\n", report.verdict).as_bytes())?;
+    rebalance_core::write_atomic(
+        &out.join("verdict.txt"),
+        format!("{}\n", report.verdict).as_bytes(),
+    )?;
     Ok(report)
 }

@@ -270,7 +270,12 @@ impl Runner {
                 .iter()
                 .filter(|(k, v)| old.deps.get(*k) != Some(*v))
                 .map(|(k, _)| k.clone())
-                .chain(old.deps.keys().filter(|k| !now.deps.contains_key(*k)).cloned())
+                .chain(
+                    old.deps
+                        .keys()
+                        .filter(|k| !now.deps.contains_key(*k))
+                        .cloned(),
+                )
                 .collect();
             return Ok(Some(format!("inputs changed: {}", changed.join(", "))));
         }

@@ -277,7 +277,11 @@ impl Spec {
         self.entry_points.get(name).ok_or_else(|| {
             anyhow!(
                 "no entry point `{name}`; the entry points are: {}",
-                self.entry_points.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.entry_points
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -461,9 +465,10 @@ impl Bindings {
         };
         for (key, raw) in overrides {
             if let Some((owner, p)) = key.split_once('.') {
-                let e = spec.entry_points.get(owner).filter(|_| {
-                    leaves.iter().any(|l| l == owner) || owner == entry
-                });
+                let e = spec
+                    .entry_points
+                    .get(owner)
+                    .filter(|_| leaves.iter().any(|l| l == owner) || owner == entry);
                 let Some(pspec) = e.and_then(|e| e.parameters.get(p)) else {
                     bail!(
                         "unknown parameter `{key}` for entry point `{entry}`; valid parameters: {}",
@@ -511,7 +516,9 @@ impl Bindings {
                 .get(&(entry.to_string(), p.clone()))
                 .or_else(|| self.shared.get(p))
                 .cloned()
-                .or(pspec.default_value().map_err(|m| anyhow!("{entry}.{p}: {m}"))?);
+                .or(pspec
+                    .default_value()
+                    .map_err(|m| anyhow!("{entry}.{p}: {m}"))?);
             match v {
                 Some(v) => {
                     out.insert(p.clone(), v);

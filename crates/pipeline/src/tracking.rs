@@ -69,7 +69,9 @@ pub fn now_ms() -> u128 {
 
 /// `YYYYMMDD-HHMMSS-xxxx` (UTC), sortable and unique enough for one machine.
 pub fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -131,7 +133,10 @@ impl Tracker {
                     ("mlflow.runName".to_string(), format!("{entry} {id}")),
                     ("rebalance.run_id".to_string(), id.clone()),
                     ("rebalance.entry".to_string(), entry.to_string()),
-                    ("mlflow.source.name".to_string(), "rebalance pipeline".into()),
+                    (
+                        "mlflow.source.name".to_string(),
+                        "rebalance pipeline".into(),
+                    ),
                 ];
                 let (run_id, artifact_uri, owned) = match std::env::var("MLFLOW_RUN_ID") {
                     Ok(run_id) if !run_id.is_empty() => {
@@ -198,7 +203,13 @@ impl Tracker {
         rebalance_core::write_atomic(&self.dir.join("run.json"), &json)
     }
 
-    fn push_stage(&mut self, task: &Task, status: &str, secs: f64, log: Option<&Path>) -> Result<()> {
+    fn push_stage(
+        &mut self,
+        task: &Task,
+        status: &str,
+        secs: f64,
+        log: Option<&Path>,
+    ) -> Result<()> {
         self.record.stages.push(StageRecord {
             key: task.key.clone(),
             entry: task.entry.clone(),
@@ -218,7 +229,13 @@ impl Tracker {
         self.save()
     }
 
-    pub fn stage(&mut self, task: &Task, outcome: Outcome, secs: f64, log: Option<&Path>) -> Result<()> {
+    pub fn stage(
+        &mut self,
+        task: &Task,
+        outcome: Outcome,
+        secs: f64,
+        log: Option<&Path>,
+    ) -> Result<()> {
         let status = match outcome {
             Outcome::Ran => "ran",
             Outcome::Cached => "cached",
@@ -263,22 +280,48 @@ impl Tracker {
         let mut batch = Vec::new();
         let step = task.round as i64;
         for out in &task.outs {
-            let dir = if out.is_absolute() { out.clone() } else { root.join(out) };
+            let dir = if out.is_absolute() {
+                out.clone()
+            } else {
+                root.join(out)
+            };
             if let Some(m) = read_json(&dir.join("manifest.json")) {
                 flatten(&format!("{}.", task.entry), &m["metrics"], step, &mut batch);
             }
             if let Some(m) = read_json(&dir.join("metrics.json")) {
-                flatten(&format!("{}.test.", task.entry), &m["test"]["mean"], step, &mut batch);
+                flatten(
+                    &format!("{}.test.", task.entry),
+                    &m["test"]["mean"],
+                    step,
+                    &mut batch,
+                );
             }
-            curve(&dir.join("losses.csv"), "step", None, &task.entry, &mut batch);
-            curve(&dir.join("curves.csv"), "epoch", Some("seed"), &task.entry, &mut batch);
+            curve(
+                &dir.join("losses.csv"),
+                "step",
+                None,
+                &task.entry,
+                &mut batch,
+            );
+            curve(
+                &dir.join("curves.csv"),
+                "epoch",
+                Some("seed"),
+                &task.entry,
+                &mut batch,
+            );
         }
         self.metrics_batch(&batch)
     }
 
     /// Record the verdict and the report, end the run.
     /// `upload`: (local file, artifact path) pairs sent to MLflow besides the run folder.
-    pub fn finish(&mut self, ok: bool, verdict: Option<String>, upload: &[(PathBuf, String)]) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        ok: bool,
+        verdict: Option<String>,
+        upload: &[(PathBuf, String)],
+    ) -> Result<()> {
         self.record.status = if ok { "FINISHED" } else { "FAILED" }.into();
         self.record.ended_unix_ms = Some(now_ms());
         self.record.verdict = verdict.clone();

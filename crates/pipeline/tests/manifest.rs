@@ -25,7 +25,9 @@ fn committed_mlproject_matches_pipeline_toml() {
     );
     // Every entry point is there, calling the runner with its parameters.
     assert!(committed.contains("  \"gan-train\":\n"));
-    assert!(committed.contains("target/release/pipeline -e gan-train -P artifacts={artifacts} -P batch={batch}"));
+    assert!(committed.contains(
+        "target/release/pipeline -e gan-train -P artifacts={artifacts} -P batch={batch}"
+    ));
 }
 
 #[test]
@@ -39,10 +41,16 @@ fn report_entry_uses_the_runner_flags() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(&cmd[..2], ["pipeline", "report"]);
-    let help = Command::new(BIN).args(["report", "--help"]).output().unwrap();
+    let help = Command::new(BIN)
+        .args(["report", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in cmd.iter().filter(|a| a.starts_with("--")) {
-        assert!(help.contains(&format!("{flag} <")), "pipeline report has no {flag}:\n{help}");
+        assert!(
+            help.contains(&format!("{flag} <")),
+            "pipeline report has no {flag}:\n{help}"
+        );
     }
     // rounds: the report's default matches the refinement chain's and the CLI's.
     let d = |e: &str| doc["entry_points"][e]["parameters"]["rounds"]["default"].as_integer();

@@ -107,7 +107,10 @@ fn runs(server: &Server, experiment: &str) -> Vec<Value> {
         "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}",
         server.url
     ));
-    let id = exp["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let found = post(
         &format!("{}/api/2.0/mlflow/runs/search", server.url),
         json!({"experiment_ids": [id]}),
@@ -133,8 +136,14 @@ fn runs_are_logged_to_a_real_mlflow_server() {
     let ingest_params: Vec<String> = params
         .iter()
         .filter(|p| {
-            ["source", "test_per_class", "val_per_class", "max_per_class", "keep"]
-                .contains(&p.split('=').next().unwrap())
+            [
+                "source",
+                "test_per_class",
+                "val_per_class",
+                "max_per_class",
+                "keep",
+            ]
+            .contains(&p.split('=').next().unwrap())
         })
         .cloned()
         .collect();
@@ -142,7 +151,10 @@ fn runs_are_logged_to_a_real_mlflow_server() {
     // 1. The runner's own run: ingest, then a 20-step GAN.
     for (entry, ps) in [
         ("ingest", ingest_params.clone()),
-        ("gan-train", vec!["steps=20".to_string(), "batch=16".to_string()]),
+        (
+            "gan-train",
+            vec!["steps=20".to_string(), "batch=16".to_string()],
+        ),
     ] {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir)
@@ -167,10 +179,22 @@ fn runs_are_logged_to_a_real_mlflow_server() {
     };
     let ingest = by_entry("ingest");
     assert_eq!(ingest["info"]["status"], "FINISHED");
-    assert_eq!(kv(&ingest["data"]["params"], "ingest.test_per_class"), Some(json!("8")));
-    assert_eq!(kv(&ingest["data"]["params"], "ingest.keep"), Some(json!("c=6")));
-    assert_eq!(kv(&ingest["data"]["metrics"], "ingest.n_train"), Some(json!(78.0)));
-    assert_eq!(kv(&ingest["data"]["tags"], "stage.ingest"), Some(json!("ran")));
+    assert_eq!(
+        kv(&ingest["data"]["params"], "ingest.test_per_class"),
+        Some(json!("8"))
+    );
+    assert_eq!(
+        kv(&ingest["data"]["params"], "ingest.keep"),
+        Some(json!("c=6"))
+    );
+    assert_eq!(
+        kv(&ingest["data"]["metrics"], "ingest.n_train"),
+        Some(json!(78.0))
+    );
+    assert_eq!(
+        kv(&ingest["data"]["tags"], "stage.ingest"),
+        Some(json!("ran"))
+    );
     let local_id = kv(&ingest["data"]["tags"], "rebalance.run_id").unwrap();
     assert!(dir
         .join("artifacts/runs")
@@ -204,7 +228,10 @@ fn runs_are_logged_to_a_real_mlflow_server() {
         .map(|m| m["step"].as_i64().unwrap())
         .collect();
     assert!(steps.contains(&20), "{steps:?}");
-    assert_eq!(kv(&gan["data"]["params"], "gan-train.steps"), Some(json!("20")));
+    assert_eq!(
+        kv(&gan["data"]["params"], "gan-train.steps"),
+        Some(json!("20"))
+    );
 
     // 2. `mlflow run` through the exported MLproject logs into the run MLflow started.
     let o = Command::new(BIN)
@@ -214,15 +241,28 @@ fn runs_are_logged_to_a_real_mlflow_server() {
         .unwrap();
     ok(&o);
     let mlproject = std::fs::read_to_string(dir.join("MLproject")).unwrap();
-    assert!(mlproject.contains("gan_train_model: {type: string, default: \"cgan\"}"), "{mlproject}");
+    assert!(
+        mlproject.contains("gan_train_model: {type: string, default: \"cgan\"}"),
+        "{mlproject}"
+    );
     let mut cmd = Command::new(mlflow_bin());
     cmd.current_dir(dir)
         .args(["run", ".", "-e", "ingest", "--env-manager", "local"])
         .env("MLFLOW_TRACKING_URI", &server.url)
         .env("MLFLOW_EXPERIMENT_NAME", "rebalance-mlproject")
-        .env("PATH", format!("{}:{}", repo().join(".venv/bin").display(), std::env::var("PATH").unwrap()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                repo().join(".venv/bin").display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
         .env_remove("MLFLOW_RUN_ID");
-    for p in ingest_params.iter().filter(|p| !p.starts_with("val_per_class=")) {
+    for p in ingest_params
+        .iter()
+        .filter(|p| !p.starts_with("val_per_class="))
+    {
         cmd.args(["-P", p]);
     }
     cmd.args(["-P", "val_per_class=7"]);
@@ -234,12 +274,27 @@ fn runs_are_logged_to_a_real_mlflow_server() {
         String::from_utf8_lossy(&o.stderr)
     );
     let found = runs(&server, "rebalance-mlproject");
-    assert_eq!(found.len(), 1, "one run: the runner logged into MLflow's own");
+    assert_eq!(
+        found.len(),
+        1,
+        "one run: the runner logged into MLflow's own"
+    );
     let run = &found[0];
     assert_eq!(run["info"]["status"], "FINISHED");
-    assert_eq!(kv(&run["data"]["params"], "val_per_class"), Some(json!("7")), "MLflow's param");
-    assert_eq!(kv(&run["data"]["params"], "ingest.val_per_class"), Some(json!("7")), "the runner's param");
-    assert_eq!(kv(&run["data"]["metrics"], "ingest.n_val"), Some(json!(28.0)));
+    assert_eq!(
+        kv(&run["data"]["params"], "val_per_class"),
+        Some(json!("7")),
+        "MLflow's param"
+    );
+    assert_eq!(
+        kv(&run["data"]["params"], "ingest.val_per_class"),
+        Some(json!("7")),
+        "the runner's param"
+    );
+    assert_eq!(
+        kv(&run["data"]["metrics"], "ingest.n_val"),
+        Some(json!(28.0))
+    );
     let ds = json(&dir.join("artifacts/dataset/manifest.json"));
     assert_eq!(ds["counts"]["val"]["a"], 7);
 }

@@ -47,34 +47,68 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     assert_eq!(
         keys,
         [
-            "ingest", "judge-train", "judge", "gan-train", "generate", "filter", "augment",
-            "classify", "baseline", "round2/refine-data", "round2/gan-finetune",
-            "round2/generate", "round2/filter", "round2/augment", "round2/classify", "report",
+            "ingest",
+            "judge-train",
+            "judge",
+            "gan-train",
+            "generate",
+            "filter",
+            "augment",
+            "classify",
+            "baseline",
+            "round2/refine-data",
+            "round2/gan-finetune",
+            "round2/generate",
+            "round2/filter",
+            "round2/augment",
+            "round2/classify",
+            "report",
         ]
     );
     assert_eq!(ran(&run).len(), keys.len(), "{err}");
     assert_eq!(run["status"], "FINISHED");
     let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
-    assert!(verdict.contains("macro-F1") && verdict.contains("class c"), "{verdict}");
+    assert!(
+        verdict.contains("macro-F1") && verdict.contains("class c"),
+        "{verdict}"
+    );
     assert_eq!(run["verdict"].as_str().unwrap(), verdict.trim());
     assert!(art.join("rounds/2/gan/generator.safetensors").is_file());
     assert!(art.join("rounds/2/classify/metrics.json").is_file());
     let html = std::fs::read_to_string(art.join("report/index.html")).unwrap();
-    assert!(html.contains("Refinement rounds"), "the report shows the rounds");
-    assert!(!html.contains("class=\"missing\""), "every section found its inputs");
+    assert!(
+        html.contains("Refinement rounds"),
+        "the report shows the rounds"
+    );
+    assert!(
+        !html.contains("class=\"missing\""),
+        "every section found its inputs"
+    );
     // Each stage has its log; metrics carry steps (GAN losses by training step, stage metrics
     // by round).
     let run_dir = art.join("runs").join(run["id"].as_str().unwrap());
     for s in run["stages"].as_array().unwrap() {
         let log = PathBuf::from(s["log"].as_str().unwrap());
         assert!(log.starts_with(&run_dir), "{}", log.display());
-        assert!(std::fs::metadata(&log).unwrap().len() > 0, "{}", log.display());
+        assert!(
+            std::fs::metadata(&log).unwrap().len() > 0,
+            "{}",
+            log.display()
+        );
     }
     let metrics = metric_keys(&run_dir);
-    assert!(metrics.iter().any(|(k, s)| k == "gan-train.g_loss" && *s == 60));
-    assert!(metrics.iter().any(|(k, s)| k == "classify.test.recall/c" && *s == 1));
-    assert!(metrics.iter().any(|(k, s)| k == "classify.test.recall/c" && *s == 2));
-    assert!(metrics.iter().any(|(k, s)| k == "filter.acceptance" && *s == 2));
+    assert!(metrics
+        .iter()
+        .any(|(k, s)| k == "gan-train.g_loss" && *s == 60));
+    assert!(metrics
+        .iter()
+        .any(|(k, s)| k == "classify.test.recall/c" && *s == 1));
+    assert!(metrics
+        .iter()
+        .any(|(k, s)| k == "classify.test.recall/c" && *s == 2));
+    assert!(metrics
+        .iter()
+        .any(|(k, s)| k == "filter.acceptance" && *s == 2));
     let lock = json(&dir.join("pipeline.lock"));
     assert_eq!(lock["stages"].as_object().unwrap().len(), keys.len());
 
@@ -98,7 +132,11 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     assert_eq!(ran(&last_run(&art)), ["baseline", "report"], "{err}");
     assert!(err.contains("output artifacts/baseline changed"), "{err}");
     // --force reruns one entry point whatever the lock says.
-    ok(&pipeline(dir, &["-e", "generate", "--force"], &["per_class=12".to_string()]));
+    ok(&pipeline(
+        dir,
+        &["-e", "generate", "--force"],
+        &["per_class=12".to_string()],
+    ));
     assert_eq!(ran(&last_run(&art)), ["generate"]);
 
     // 4. Swap augment for a plain Python script that honours the artifact contract.
@@ -112,8 +150,14 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     .unwrap();
     doc["entry_points"]["augment"]["command"] = toml::Value::Array(
         [
-            "python3", "./oversample.py", "--train", "{artifacts}/dataset/train.safetensors",
-            "--seed", "{seed}", "--out", "{round_dir}/augmented",
+            "python3",
+            "./oversample.py",
+            "--train",
+            "{artifacts}/dataset/train.safetensors",
+            "--seed",
+            "{seed}",
+            "--out",
+            "{round_dir}/augmented",
         ]
         .iter()
         .map(|s| toml::Value::String(s.to_string()))
@@ -126,8 +170,17 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     let o = pipeline(dir, &["-f", "swapped.toml"], &changed);
     let err = ok(&o);
     let swapped_ran = ran(&last_run(&art));
-    for k in ["augment", "classify", "round2/augment", "round2/classify", "report"] {
-        assert!(swapped_ran.contains(&k.to_string()), "{k} reran: {swapped_ran:?}\n{err}");
+    for k in [
+        "augment",
+        "classify",
+        "round2/augment",
+        "round2/classify",
+        "report",
+    ] {
+        assert!(
+            swapped_ran.contains(&k.to_string()),
+            "{k} reran: {swapped_ran:?}\n{err}"
+        );
     }
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("oversample.py: 78 real images -> 96"),
@@ -139,7 +192,10 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         assert_eq!(m["train_counts"][c], 24, "{}", m["train_counts"]);
     }
     let manifest = json(&art.join("augmented/manifest.json"));
-    assert_eq!(manifest["implementation"], "examples/swap-augment/oversample.py");
+    assert_eq!(
+        manifest["implementation"],
+        "examples/swap-augment/oversample.py"
+    );
 
     // 5. A failing stage stops the run, names its log, and keeps earlier outputs.
     doc["entry_points"]["filter"]["command"] = toml::Value::Array(
@@ -151,7 +207,10 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     std::fs::write(&swapped, toml::to_string(&doc).unwrap()).unwrap();
     let err = fails(&pipeline(dir, &["-f", "swapped.toml"], &changed));
     assert!(err.contains("stage `filter` failed"), "{err}");
-    assert!(err.contains("filter exploded"), "the error shows the log's tail: {err}");
+    assert!(
+        err.contains("filter exploded"),
+        "the error shows the log's tail: {err}"
+    );
     let run = last_run(&art);
     assert_eq!(run["status"], "FAILED");
     let failed = run["stages"].as_array().unwrap().last().unwrap().clone();
@@ -159,9 +218,14 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     assert_eq!(failed["status"], "failed");
     let log = failed["log"].as_str().unwrap();
     assert!(err.contains(log), "the error names the log {log}: {err}");
-    assert!(std::fs::read_to_string(log).unwrap().contains("filter exploded"));
+    assert!(std::fs::read_to_string(log)
+        .unwrap()
+        .contains("filter exploded"));
     assert!(art.join("generated/generated.safetensors").is_file());
-    assert!(art.join("filtered/kept.safetensors").is_file(), "the old output is kept");
+    assert!(
+        art.join("filtered/kept.safetensors").is_file(),
+        "the old output is kept"
+    );
 
     // 6. The report renders in headless Chromium with every image loaded.
     check_report_in_chromium(&art.join("report/index.html"));
@@ -169,7 +233,11 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
 
 fn chromium() -> String {
     for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return c.to_string();
         }
     }
@@ -199,7 +267,10 @@ fn headless(args: &[&str], profile: &Path) -> std::process::Output {
 fn loaded(page: &Path) -> (usize, usize) {
     let profile = tempfile::tempdir().unwrap();
     let url = format!("file://{}", page.display());
-    let o = headless(&["--virtual-time-budget=10000", "--dump-dom", &url], profile.path());
+    let o = headless(
+        &["--virtual-time-budget=10000", "--dump-dom", &url],
+        profile.path(),
+    );
     let dom = String::from_utf8_lossy(&o.stdout);
     let attr = |name: &str| -> usize {
         let key = format!("{name}=\"");
@@ -228,7 +299,8 @@ fn check_report_in_chromium(page: &Path) {
 
     // The check can fail: a copy with one broken image is caught.
     let broken = page.with_file_name("broken.html");
-    let first = html.find("src=\"data:image/png;base64,").unwrap() + "src=\"data:image/png;base64,".len();
+    let first =
+        html.find("src=\"data:image/png;base64,").unwrap() + "src=\"data:image/png;base64,".len();
     let mut bad = html.clone();
     bad.replace_range(first..first + 8, "AAAAAAAA");
     std::fs::write(&broken, bad).unwrap();
@@ -251,7 +323,11 @@ fn check_report_in_chromium(page: &Path) {
         ],
         profile.path(),
     );
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let img = image::open(&shot).unwrap();
     assert_eq!((img.width(), img.height()), (1280, 5000));
     eprintln!("report screenshot: {}", shot.display());
@@ -270,14 +346,23 @@ fn parameters_are_typed_and_checked() {
         "{err}"
     );
     let err = run(&["-e", "gan-train", "-P", "epochs=3"]);
-    assert!(err.contains("unknown parameter `epochs` for entry point `gan-train`"), "{err}");
+    assert!(
+        err.contains("unknown parameter `epochs` for entry point `gan-train`"),
+        "{err}"
+    );
     assert!(err.contains("batch (int = 64)"), "{err}");
     let err = run(&["-P", "steps=many"]);
-    assert!(err.contains("parameter `steps` (int): `many` is not an int"), "{err}");
+    assert!(
+        err.contains("parameter `steps` (int): `many` is not an int"),
+        "{err}"
+    );
     let err = run(&["-P", "threshold=nan"]);
     assert!(err.contains("not a finite float"), "{err}");
     let err = run(&["-P", "strategy=smote"]);
-    assert!(err.contains("`smote` is not one of none, oversample"), "{err}");
+    assert!(
+        err.contains("`smote` is not one of none, oversample"),
+        "{err}"
+    );
     let err = run(&["-P", "model=resnet"]);
     assert!(
         err.contains("parameter `model` means different things")
@@ -286,31 +371,53 @@ fn parameters_are_typed_and_checked() {
         "{err}"
     );
     let err = run(&["-P", "gan-train.epochs=3"]);
-    assert!(err.contains("unknown parameter `gan-train.epochs`"), "{err}");
+    assert!(
+        err.contains("unknown parameter `gan-train.epochs`"),
+        "{err}"
+    );
     let err = run(&["-P", "rounds=0"]);
     assert!(err.contains("rounds must be at least 1"), "{err}");
     let err = run(&["-e", "trian"]);
-    assert!(err.contains("no entry point `trian`") && err.contains("gan-train"), "{err}");
+    assert!(
+        err.contains("no entry point `trian`") && err.contains("gan-train"),
+        "{err}"
+    );
     let err = run(&["-P", "novalue"]);
     assert!(err.contains("`novalue` is not key=value"), "{err}");
 
     // Good values render into the commands.
     let o = pipeline(
         dir,
-        &["--dry-run", "-P", "gan-train.model=wgan-gp", "-P", "threshold=0.75", "-P", "rounds=3"],
+        &[
+            "--dry-run",
+            "-P",
+            "gan-train.model=wgan-gp",
+            "-P",
+            "threshold=0.75",
+            "-P",
+            "rounds=3",
+        ],
         &[],
     );
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("gan-train: gan-train --model wgan-gp --steps 3000"), "{out}");
+    assert!(
+        out.contains("gan-train: gan-train --model wgan-gp --steps 3000"),
+        "{out}"
+    );
     assert!(out.contains("filter: filter --threshold 0.75"), "{out}");
     assert!(out.contains("round3/classify: classify"), "{out}");
     assert!(out.contains("--out artifacts/rounds/3/classify"), "{out}");
-    assert!(out.contains("report: pipeline report --artifacts artifacts --rounds 3"), "{out}");
+    assert!(
+        out.contains("report: pipeline report --artifacts artifacts --rounds 3"),
+        "{out}"
+    );
 
     // A missing input names the file and the stage.
     let err = run(&["-e", "filter"]);
     assert!(
-        err.contains("stage `filter` needs artifacts/generated/generated.safetensors, which does not exist"),
+        err.contains(
+            "stage `filter` needs artifacts/generated/generated.safetensors, which does not exist"
+        ),
         "{err}"
     );
 
@@ -321,5 +428,8 @@ fn parameters_are_typed_and_checked() {
     )
     .unwrap();
     let err = run(&["-f", "bad.toml", "-e", "a"]);
-    assert!(err.contains("bad.toml") && err.contains("`{nope}`"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("`{nope}`"),
+        "{err}"
+    );
 }

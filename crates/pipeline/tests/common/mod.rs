@@ -29,7 +29,11 @@ pub fn require_stage_binaries() {
 /// 28×28 bar images in class folders (`a`..`d`, 40 images each).
 pub fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(repo().join("pipeline.toml"), dir.path().join("pipeline.toml")).unwrap();
+    std::fs::copy(
+        repo().join("pipeline.toml"),
+        dir.path().join("pipeline.toml"),
+    )
+    .unwrap();
     let raw = dir.path().join("raw");
     for (c, name) in ["a", "b", "c", "d"].iter().enumerate() {
         std::fs::create_dir_all(raw.join(name)).unwrap();
@@ -65,7 +69,9 @@ pub fn tiny() -> Vec<String> {
 
 pub fn pipeline(dir: &Path, args: &[&str], params: &[String]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).args(args).env_remove("MLFLOW_TRACKING_URI");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_URI");
     for p in params {
         cmd.args(["-P", p]);
     }
@@ -106,7 +112,11 @@ pub fn last_run(artifacts: &Path) -> Value {
         .flatten()
         .map(|e| e.path())
         .collect();
-    ids.sort_by_key(|p| json(&p.join("run.json"))["started_unix_ms"].as_u64().unwrap());
+    ids.sort_by_key(|p| {
+        json(&p.join("run.json"))["started_unix_ms"]
+            .as_u64()
+            .unwrap()
+    });
     json(&ids.last().unwrap().join("run.json"))
 }
 
