@@ -537,3 +537,82 @@ pub fn parse_override(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("`{s}` is not key=value")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "t"
+[entry_points.a]
+command = ["prog", "--classes", "{classes}", "--w", "{w}", "--flag", "{flag}", "--out", "{round_dir}/a"]
+[entry_points.a.parameters]
+classes = { type = "list", items = "int", default = [1, 2] }
+w = { type = "float", default = 1 }
+flag = { type = "bool", default = false }
+[entry_points.b]
+command = ["prog", "{w}"]
+[entry_points.b.parameters]
+w = { type = "int", default = 3 }
+[entry_points.chain]
+steps = ["a", "b"]
+"#;
+
+    #[test]
+    fn lists_floats_and_bools_parse_and_render() {
+        let spec = Spec::parse(SPEC).unwrap();
+        let p = &spec.entry_points["a"].parameters;
+        assert_eq!(p["classes"].parse("3, 4,5").unwrap().render(), "3,4,5");
+        assert!(p["classes"]
+            .parse("3,x")
+            .unwrap_err()
+            .contains("`x` is not an int"));
+        assert_eq!(p["classes"].parse("").unwrap(), Value::List(vec![]));
+        assert_eq!(p["w"].default_value().unwrap(), Some(Value::Float(1.0)));
+        assert_eq!(p["w"].parse("0.25").unwrap().render(), "0.25");
+        assert_eq!(p["flag"].parse("yes").unwrap(), Value::Bool(true));
+        assert!(p["flag"].parse("maybe").is_err());
+        assert_eq!(p["classes"].describe(), "list of int = 1,2");
+    }
+
+    #[test]
+    fn a_name_steps_declare_differently_must_be_qualified() {
+        let spec = Spec::parse(SPEC).unwrap();
+        let over = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let err = Bindings::new(&spec, "chain", &over("w", "2")).unwrap_err();
+        assert!(err.to_string().contains("a.w, b.w"), "{err}");
+        let b = Bindings::new(&spec, "chain", &over("b.w", "7")).unwrap();
+        let tasks = crate::plan::plan(&spec, "chain", &b).unwrap();
+        assert_eq!(tasks[0].argv[4], "1", "a.w keeps its default");
+        assert_eq!(tasks[1].argv, ["prog", "7"]);
+        assert_eq!(
+            tasks[0].argv[8], "artifacts/a",
+            "round_dir without an artifacts param"
+        );
+        let err = Bindings::new(&spec, "chain", &over("b.w", "2.5")).unwrap_err();
+        assert!(err.to_string().contains("`2.5` is not an int"), "{err}");
+    }
+
+    #[test]
+    fn bad_manifests_are_refused_with_the_reason() {
+        let bad = |text: &str| Spec::parse(text).unwrap_err().to_string();
+        assert!(bad("name = \"t\"\n[entry_points.a]\nhelp = \"x\"\n")
+            .contains("needs a `command` or `steps`"));
+        assert!(bad("name = \"t\"\n[entry_points.a]\nsteps = [\"a\"]\n").contains("cycle: a → a"));
+        assert!(
+            bad("name = \"t\"\n[entry_points.a]\nsteps = [\"zz\"]\n").contains("lists step `zz`")
+        );
+        assert!(bad(
+            "name = \"t\"\n[entry_points.a]\ncommand = [\"p\"]\n[entry_points.a.parameters]\nn = { type = \"int\", default = \"3\" }\n"
+        )
+        .contains("parameter a.n: default \"3\" is not of type int"));
+        assert!(bad(
+            "name = \"t\"\n[entry_points.a]\ncommand = [\"p\"]\n[entry_points.a.parameters]\nn = { type = \"integer\" }\n"
+        )
+        .contains("unknown variant `integer`"));
+        assert!(
+            bad("name = \"t\"\n[entry_points.a]\ncommand = [\"p\"]\nout = [\"x\"]\n")
+                .contains("unknown field `out`")
+        );
+    }
+}
