@@ -289,13 +289,33 @@ pub fn build(input: &ReportInput) -> Result<Report> {
     })
     .collect();
     let by_dir = |d: &str| clfs.iter().find(|c| c.dir == a.join(d)).map(|c| &c.metrics);
-    let verdict = verdict(
+    let mut verdict = verdict(
         by_dir(BASELINE),
         by_dir(AUGMENTED),
         by_dir(CLASSICAL),
         &strategy,
         &rare,
     );
+    if input.rounds > 1 {
+        let last = read_json(&a.join(format!("rounds/{}/classify/metrics.json", input.rounds)));
+        let first = by_dir(AUGMENTED).and_then(|m| metric(m, "macro_f1"));
+        match (last.as_ref().and_then(|m| metric(m, "macro_f1")), first) {
+            (Some((l, _)), Some((f, _))) => {
+                let _ = write!(
+                    verdict,
+                    " After {} rounds of refinement, macro-F1 was {l:.3} (round 1: {f:.3}).",
+                    input.rounds
+                );
+            }
+            _ => {
+                let _ = write!(
+                    verdict,
+                    " Refinement round {} has no classifier metrics.",
+                    input.rounds
+                );
+            }
+        }
+    }
 
     let mut body = String::new();
     let _ = write!(

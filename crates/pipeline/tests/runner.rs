@@ -72,6 +72,10 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         verdict.contains("macro-F1") && verdict.contains("class c"),
         "{verdict}"
     );
+    assert!(
+        verdict.contains("After 2 rounds of refinement"),
+        "{verdict}"
+    );
     assert_eq!(run["verdict"].as_str().unwrap(), verdict.trim());
     assert!(art.join("rounds/2/gan/generator.safetensors").is_file());
     assert!(art.join("rounds/2/classify/metrics.json").is_file());
