@@ -502,6 +502,37 @@ fn pipeline_toml_matches_clap_defaults() {
     assert_eq!(entries, 2, "gan-train and gan-finetune");
 }
 
+/// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
+fn kill_after_first_checkpoint(args: &[String], ckpt: &Path) -> u64 {
+    let _ = std::fs::remove_file(ckpt);
+    let mut child = Command::new(BIN).args(args).spawn().unwrap();
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (_, meta) = read_safetensors(ckpt, Device::Cpu).unwrap();
+    meta["step"].parse().unwrap()
+}
+
+/// Run gan-train to the end with info logging; (stderr, manifest).
+fn run_to_end(args: &[String], out: &Path) -> (String, serde_json::Value) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let m = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    (err, m)
+}
+
 /// The same command run again after a kill resumes by itself (what the pipeline runner does).
 #[test]
 fn the_same_command_after_a_kill_resumes_without_asking() {
@@ -526,69 +557,32 @@ fn the_same_command_after_a_kill_resumes_without_asking() {
     .map(|s| s.to_string())
     .chain(TINY.iter().map(|s| s.to_string()))
     .collect();
-    let mut child = Command::new(BIN).args(&args).spawn().unwrap();
     let ckpt = tmp
         .path()
         .join(".gan.partial/checkpoints/latest.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let k = kill_after_first_checkpoint(&args, &ckpt);
     assert!(!out.exists(), "the first run was killed before it finished");
-    let (_, meta) = read_safetensors(&ckpt, Device::Cpu).unwrap();
-    let k: u64 = meta["step"].parse().unwrap();
-    let o = Command::new(BIN)
-        .args(&args)
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let (err, m) = run_to_end(&args, &out);
     assert!(
         err.contains("interrupted run of this same command: resuming"),
         "{err}"
     );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["metrics"]["steps"], 1500);
     assert_eq!(
         m["metrics"]["steps_this_run"],
         1500 - k,
         "resumed from step {k}"
     );
-    assert!(!out.join(".run-key").exists() || !tmp.path().join(".gan.partial").exists());
+    assert!(!tmp.path().join(".gan.partial").exists());
 
-    // Other data: the interrupted run is not resumed.
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .args(["--seed", "7"])
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(start.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let o = Command::new(BIN)
-        .args(&args)
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    // Another command (another seed): the interrupted run is not resumed.
+    let mut other = args.clone();
+    other.extend(["--seed".to_string(), "7".to_string()]);
+    kill_after_first_checkpoint(&other, &ckpt);
+    let (err, m) = run_to_end(&args, &out);
     assert!(
         err.contains("of another command or data; starting afresh"),
         "{err}"
     );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["metrics"]["steps_this_run"], 1500);
 }
