@@ -309,26 +309,27 @@ impl Runner {
                     eprintln!("{head}: running ({reason}); log: {}", log.display());
                     eprintln!("  $ {}", shell_words(&task.argv));
                     let started = Instant::now();
-                    let result = self.execute(task, &program, &log, tracker.env());
+                    // The previous outputs move aside while the stage runs, so nothing stale
+                    // survives in them (a swapped-in program may write fewer files), and come
+                    // back if the stage fails.
+                    let aside = self.set_aside(task)?;
+                    let result = self
+                        .execute(task, &program, &log, tracker.env())
+                        .and_then(|()| self.finished_outs(task, &log));
                     let secs = started.elapsed().as_secs_f64();
-                    if let Err(e) = result {
-                        tracker.stage_failed(task, secs, &log)?;
-                        lock.stages.remove(&task.key);
-                        lock.write(&self.lock_path)?;
-                        return Err(e);
-                    }
-                    let mut outs = BTreeMap::new();
-                    for (out, h) in self.outs_hashes(task)? {
-                        let h = h.ok_or_else(|| {
-                            anyhow!(
-                                "stage `{}` exited 0 but did not write its declared output {}; its log: {}",
-                                task.key,
-                                out,
-                                log.display()
-                            )
-                        })?;
-                        outs.insert(out, h);
-                    }
+                    let outs = match result {
+                        Ok(outs) => {
+                            drop_aside(&aside);
+                            outs
+                        }
+                        Err(e) => {
+                            restore_aside(&aside)?;
+                            tracker.stage_failed(task, secs, &log)?;
+                            lock.stages.remove(&task.key);
+                            lock.write(&self.lock_path)?;
+                            return Err(e);
+                        }
+                    };
                     now.outs = outs;
                     lock.stages.insert(task.key.clone(), now);
                     lock.write(&self.lock_path)?;
@@ -339,6 +340,43 @@ impl Runner {
             tracker.collect_metrics(task, &self.root)?;
         }
         Ok(())
+    }
+
+    /// Move each existing output to a hidden sibling (`.<name>.pipeline-prev`).
+    fn set_aside(&self, task: &Task) -> Result<Vec<(PathBuf, PathBuf)>> {
+        let mut moved = Vec::new();
+        for out in &task.outs {
+            let path = self.abs(out);
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            let backup = path.with_file_name(format!(".{}.pipeline-prev", name.to_string_lossy()));
+            remove_path(&backup)?;
+            if path.exists() {
+                std::fs::rename(&path, &backup).with_context(|| {
+                    format!("moving {} aside to {}", path.display(), backup.display())
+                })?;
+                moved.push((path, backup));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The hashes of a finished stage's outputs; every declared output must exist.
+    fn finished_outs(&self, task: &Task, log: &Path) -> Result<BTreeMap<String, String>> {
+        let mut outs = BTreeMap::new();
+        for (out, h) in self.outs_hashes(task)? {
+            let h = h.ok_or_else(|| {
+                anyhow!(
+                    "stage `{}` exited 0 but did not write its declared output {}; its log: {}",
+                    task.key,
+                    out,
+                    log.display()
+                )
+            })?;
+            outs.insert(out, h);
+        }
+        Ok(outs)
     }
 
     fn execute(
@@ -404,6 +442,33 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return Ok(()),
+    }
+    .with_context(|| format!("removing {}", path.display()))
+}
+
+fn drop_aside(moved: &[(PathBuf, PathBuf)]) {
+    for (_, backup) in moved {
+        if let Err(e) = remove_path(backup) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// Put the previous outputs back after a failure (whatever the failed run left goes).
+fn restore_aside(moved: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for (path, backup) in moved {
+        remove_path(path)?;
+        std::fs::rename(backup, path)
+            .with_context(|| format!("restoring {} from {}", path.display(), backup.display()))?;
+    }
+    Ok(())
 }
 
 fn last_lines(path: &Path, n: usize) -> String {

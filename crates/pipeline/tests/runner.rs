@@ -200,10 +200,19 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         manifest["implementation"],
         "examples/swap-augment/oversample.py"
     );
+    assert!(
+        !art.join("augmented/composition.json").exists(),
+        "nothing stale from the real augment survives in its output folder"
+    );
+    assert!(!art.join(".augmented.pipeline-prev").exists());
 
     // 5. A failing stage stops the run, names its log, and keeps earlier outputs.
     doc["entry_points"]["filter"]["command"] = toml::Value::Array(
-        ["sh", "-c", "echo 'filter exploded: no judge' >&2; exit 3"]
+        [
+            "sh",
+            "-c",
+            "mkdir -p artifacts/filtered && echo half > artifacts/filtered/half-written; echo 'filter exploded: no judge' >&2; exit 3",
+        ]
             .iter()
             .map(|s| toml::Value::String(s.to_string()))
             .collect(),
@@ -228,8 +237,13 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     assert!(art.join("generated/generated.safetensors").is_file());
     assert!(
         art.join("filtered/kept.safetensors").is_file(),
-        "the old output is kept"
+        "the old output is back"
     );
+    assert!(
+        !art.join("filtered/half-written").exists(),
+        "what the failed run wrote is gone"
+    );
+    assert!(!art.join(".filtered.pipeline-prev").exists());
 
     // 6. The report renders in headless Chromium with every image loaded.
     check_report_in_chromium(&art.join("report/index.html"));
