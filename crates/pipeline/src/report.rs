@@ -387,25 +387,28 @@ pub fn build(input: &ReportInput) -> Result<Report> {
     } else {
         body.push_str("<p class=\"missing\">No dataset/manifest.json.</p>");
     }
-    body.push_str("<div class=\"row\">");
-    body.push_str(&img(
-        &a.join("dataset/class_counts.svg"),
-        "class counts before augmentation",
-    ));
-    body.push_str(&img(
-        &a.join("augmented/class_counts.svg"),
-        "class counts after augmentation",
-    ));
-    body.push_str("</div><div class=\"row\">");
-    body.push_str(&img(
-        &a.join("dataset/samples.png"),
-        "real training images per class",
-    ));
-    body.push_str(&img(
-        &a.join("augmented/samples.png"),
-        "augmented training images",
-    ));
-    body.push_str("</div>");
+    for pair in [
+        [
+            (
+                "dataset/class_counts.svg",
+                "class counts before augmentation",
+            ),
+            (
+                "augmented/class_counts.svg",
+                "class counts after augmentation",
+            ),
+        ],
+        [
+            ("dataset/samples.png", "real training images per class"),
+            ("augmented/samples.png", "augmented training images"),
+        ],
+    ] {
+        body.push_str("<div class=\"row\">");
+        for (file, label) in pair {
+            body.push_str(&img(&a.join(file), label));
+        }
+        body.push_str("</div>");
+    }
 
     // GAN.
     body.push_str("<h2>GAN</h2>");
