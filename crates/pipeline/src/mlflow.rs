@@ -174,6 +174,7 @@ impl Mlflow {
         ))
     }
 
+    /// The artifact URI of an existing run (the one `mlflow run` started).
     pub fn artifact_uri(&self, run_id: &str) -> Result<String> {
         let (status, v) = self.get("runs/get", &[("run_id", run_id)])?;
         if status != 200 {
@@ -186,14 +187,6 @@ impl Mlflow {
             .as_str()
             .unwrap_or_default()
             .to_string())
-    }
-
-    pub fn get_run(&self, run_id: &str) -> Result<Value> {
-        let (status, v) = self.get("runs/get", &[("run_id", run_id)])?;
-        if status != 200 {
-            bail!("MLflow runs/get {run_id}: HTTP {status}: {v}");
-        }
-        Ok(v)
     }
 
     /// runs/log-batch, split to MLflow's limits.

@@ -19,7 +19,9 @@ pub struct ReportInput {
     pub rounds: u32,
 }
 
-fn read_json(path: &Path) -> Option<Value> {
+/// A JSON file, or None when it is missing or unreadable (the report and the metrics
+/// collector both take what exists).
+pub(crate) fn read_json(path: &Path) -> Option<Value> {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

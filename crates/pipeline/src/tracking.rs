@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::mlflow::{Metric, Mlflow};
 use crate::plan::Task;
+use crate::report::read_json;
 use crate::runner::Outcome;
 
 #[derive(Debug, Serialize)]
@@ -369,12 +370,6 @@ impl Tracker {
         }
         Ok(())
     }
-}
-
-fn read_json(path: &Path) -> Option<Value> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn flatten(prefix: &str, v: &Value, step: i64, out: &mut Vec<Metric>) {
