@@ -19,10 +19,15 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // mlflow server runs uvicorn/gunicorn workers in its process group.
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
+        // mlflow server runs uvicorn workers in its own process group (process_group(0) below):
+        // signal that group, and only it. (`kill -TERM -<pid>` through procps' kill was read as
+        // pid -1 here: it signalled every process of the user.)
+        let pgid = self.child.id() as libc::pid_t;
+        assert!(pgid > 1, "no process group to stop");
+        // SAFETY: kill(2) with a negative pid signals the process group |pid|; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
