@@ -127,3 +127,24 @@ fn bad_synthetic_input_fails_clearly() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
 }
+
+/// `pipeline.toml`'s augment entries (judge-train, augment, refine rounds) must use real flags
+/// with the clap defaults.
+#[test]
+fn pipeline_toml_matches_clap_defaults() {
+    use clap::CommandFactory;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = rebalance_core::fixtures::pipeline_toml_drift(
+        &root.join("pipeline.toml"),
+        "augment",
+        &[],
+        &augment::Args::command(),
+    )
+    .unwrap();
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    assert!(
+        d.entries.len() >= 2 && d.checked.len() >= 5,
+        "{:?}",
+        d.checked
+    );
+}

@@ -1,11 +1,9 @@
 //! `classify`: train and evaluate an image classifier on the contract's image sets (K seeds,
-//! early stopping on val, evaluation on the real test split only), load a trained one as the
-//! judge for `filter`, and compare several runs (`classify compare`).
+//! early stopping on val, evaluation on the real test split only), and compare several runs
+//! (`classify compare`). The networks live in `rebalance_nn::models`.
 
 pub mod compare;
-pub mod judge;
 pub mod metrics;
-pub mod model;
 pub mod train;
 
 use std::path::PathBuf;
@@ -14,9 +12,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use rebalance_core::CommonArgs;
 use serde::Serialize;
 
-pub use judge::Judge;
 pub use metrics::{mean_std, Metrics};
-pub use model::{Classifier, ClassifierConfig, ModelKind};
+pub use rebalance_nn::models::{Classifier, ClassifierConfig, ClassifierKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,8 +52,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Network.
-    #[arg(long, value_enum, default_value_t = ModelKind::Lenet5)]
-    pub model: ModelKind,
+    #[arg(long, value_enum, default_value_t = ClassifierKind::Lenet5)]
+    pub model: ClassifierKind,
     /// Training epochs (at most; see --patience).
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,

@@ -17,8 +17,8 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 use tracing::{info, warn};
 
 use crate::metrics::{confusion, mean_std, Metrics};
-use crate::model::{prepare, Classifier, ClassifierConfig};
 use crate::TrainArgs;
+use rebalance_nn::models::{judge, Classifier, ClassifierConfig, Network};
 
 /// One row of `curves.csv`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +195,9 @@ fn train_seed(
     rebalance_nn::seed_everything(seed);
     let vs = VarStore::new(device);
     let model = Classifier::new(&vs.root(), cfg);
+    if !args.common.quiet && seed == args.common.seed {
+        eprint!("{}", model.summary(device));
+    }
     let best_vs = VarStore::new(device);
     let best_model = Classifier::new(&best_vs.root(), cfg);
     copy_vars(&best_vs, &vs);
@@ -239,7 +242,7 @@ fn train_seed(
         let (mut loss_sum, mut correct) = (0.0f64, 0i64);
         for chunk in order.chunks(args.batch.max(1) as usize) {
             let idx = Tensor::from_slice(chunk).to_device(device);
-            let x = prepare(&xtr.index_select(0, &idx));
+            let x = rebalance_nn::to_unit_range(&xtr.index_select(0, &idx));
             let y = ytr.index_select(0, &idx);
             let logits = model.forward_t(&x, true);
             let loss = logits.cross_entropy_loss(&y, weights.as_ref(), Reduction::Mean, -100, 0.0);
@@ -303,7 +306,7 @@ fn train_seed(
     let val = evaluate(final_model, &xva, &yva, 512);
     let (xte, yte) = imageset_tensors(&data.test, device);
     let test = evaluate(final_model, &xte, &yte, 512);
-    crate::judge::save(dir, final_vs, cfg)?;
+    judge::save(dir, final_vs, cfg)?;
     write_curves(&dir.join("curves.csv"), &prog.curves)?;
     let run = SeedRun {
         seed,

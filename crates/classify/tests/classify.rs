@@ -1,4 +1,4 @@
-//! End-to-end tests of `classify` (and of `augment` feeding it) on tiny bar images, on the CPU.
+//! End-to-end tests of `classify` on tiny bar images, on the CPU.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -126,7 +126,7 @@ fn trains_with_seeds_and_writes_the_contract_outputs() {
     assert_eq!(man["stage"], "classify");
     assert_eq!(man["inputs"].as_array().unwrap().len(), 3);
     // The saved model is loadable as a judge and agrees with the config.
-    let judge = classify::Judge::load(&out, tch::Device::Cpu).unwrap();
+    let judge = rebalance_nn::models::Judge::load(&out, tch::Device::Cpu).unwrap();
     assert_eq!(judge.config.classes, ["class0", "class1", "class2"]);
     // No work folder is left behind.
     assert!(!tmp.path().join(".judge.partial").exists());
@@ -213,7 +213,7 @@ fn a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends() {
 }
 
 #[test]
-fn augment_then_classify_never_touches_the_test_split() {
+fn classify_reads_the_augmented_set_and_never_touches_the_real_splits() {
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());
     let hash = |p: &Path| rebalance_core::hash::sha256_file(p).unwrap();
@@ -222,22 +222,18 @@ fn augment_then_classify_never_touches_the_test_split() {
         .map(|x| hash(&d.join(format!("{x}.safetensors"))))
         .collect();
     let art = tmp.path();
-    // augment (classical, balance) with defaults relative to --artifacts, then classify with defaults.
-    use clap::Parser;
-    let args = augment::Args::parse_from([
-        "augment",
-        "--strategy",
-        "classical",
-        "--artifacts",
-        s(art),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
-    augment::run(&args).unwrap();
-    let comp = json(&art.join("augmented/composition.json"));
-    assert_eq!(comp["classes"]["class1"]["classical"], 20);
-    assert_eq!(comp["classes"]["class1"]["real"], 4);
+    // A rebalanced set where augment puts it (class1 repeated up to 24), then classify with defaults.
+    let mut augmented = rebalance_core::ImageSet::read(&d.join("train.safetensors")).unwrap();
+    let ones: Vec<usize> = (0..augmented.len())
+        .filter(|&i| augmented.labels[i] == 1)
+        .collect();
+    for k in 0..24 - ones.len() {
+        let px = augmented.image(ones[k % ones.len()]).to_vec();
+        augmented.push(&px, 1);
+    }
+    augmented
+        .write(&art.join("augmented/train.safetensors"))
+        .unwrap();
     ok(
         CLASSIFY,
         &["--artifacts", s(art), "--epochs", "2", "--quiet"],
@@ -384,7 +380,7 @@ fn every_model_trains_on_colour_images_and_loads_as_a_judge() {
                 "--quiet",
             ],
         );
-        let judge = classify::Judge::load(&out, tch::Device::Cpu).unwrap();
+        let judge = rebalance_nn::models::Judge::load(&out, tch::Device::Cpu).unwrap();
         let set = rebalance_core::ImageSet::read(&d.join("test.safetensors")).unwrap();
         let (x, _) = rebalance_nn::imageset_tensors(&set, tch::Device::Cpu);
         assert_eq!(
@@ -401,4 +397,25 @@ fn every_model_trains_on_colour_images_and_loads_as_a_judge() {
             false
         ));
     }
+}
+
+/// `pipeline.toml`'s classify entries (judge, classify, baseline, rounds) must use real flags
+/// with the clap defaults.
+#[test]
+fn pipeline_toml_matches_clap_defaults() {
+    use clap::CommandFactory;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = rebalance_core::fixtures::pipeline_toml_drift(
+        &root.join("pipeline.toml"),
+        "classify",
+        &["compare"],
+        &classify::Cli::command(),
+    )
+    .unwrap();
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    assert!(
+        d.entries.len() >= 2 && d.checked.len() >= 5,
+        "{:?}",
+        d.checked
+    );
 }

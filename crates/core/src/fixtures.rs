@@ -43,3 +43,81 @@ pub fn bar_splits(dir: &Path, train: &[usize], val: usize, test: usize, side: us
     bar_set(&vec![test; k], side, 2000).write(&dir.join("test.safetensors"))?;
     Ok(())
 }
+
+/// What [`pipeline_toml_drift`] found for one program.
+#[derive(Debug, Default)]
+pub struct Drift {
+    /// Entry points whose command starts the program (and that were checked).
+    pub entries: Vec<String>,
+    /// Parameters whose default was compared with the clap default, as `entry.param`.
+    pub checked: Vec<String>,
+    /// Every flag the manifest uses that the program does not have, and every default that
+    /// differs from clap's.
+    pub problems: Vec<String>,
+}
+
+/// Compare `pipeline.toml` (at `manifest`) with a stage's clap command: the entry points whose
+/// command runs `program` (and whose second word is not one of `skip_subcommands`) may use only
+/// flags the program has, and a parameter named like a flag must carry the flag's clap default.
+/// Numbers compare by value (`2e-4` = `0.0002`).
+pub fn pipeline_toml_drift(
+    manifest: &Path,
+    program: &str,
+    skip_subcommands: &[&str],
+    cmd: &clap::Command,
+) -> Result<Drift> {
+    let text = std::fs::read_to_string(manifest)?;
+    let doc: toml::Table = toml::from_str(&text)?;
+    let known = |long: &str| cmd.get_arguments().find(|a| a.get_long() == Some(long));
+    let mut drift = Drift::default();
+    let entries = doc
+        .get("entry_points")
+        .and_then(|e| e.as_table())
+        .cloned()
+        .unwrap_or_default();
+    for (name, entry) in &entries {
+        let argv: Vec<&str> = entry
+            .get("command")
+            .and_then(|c| c.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if argv.first() != Some(&program)
+            || argv.get(1).is_some_and(|w| skip_subcommands.contains(w))
+        {
+            continue;
+        }
+        drift.entries.push(name.clone());
+        for flag in argv.iter().filter(|a| a.starts_with("--")) {
+            if known(&flag[2..]).is_none() {
+                drift
+                    .problems
+                    .push(format!("{name}: {program} has no flag {flag}"));
+            }
+        }
+        let params = entry.get("parameters").and_then(|p| p.as_table());
+        for (param, spec) in params.into_iter().flatten() {
+            let Some(arg) = known(&param.replace('_', "-")) else {
+                continue;
+            };
+            let Some(default) = arg.get_default_values().first() else {
+                continue;
+            };
+            let clap_default = default.to_string_lossy().into_owned();
+            let ours = match spec.get("default") {
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            let same = ours == clap_default
+                || matches!((ours.parse::<f64>(), clap_default.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
+            if !same {
+                drift.problems.push(format!(
+                    "{name}.{param} = {ours} in the manifest, but {program} --{} defaults to {clap_default}",
+                    param.replace('_', "-")
+                ));
+            }
+            drift.checked.push(format!("{name}.{param}"));
+        }
+    }
+    Ok(drift)
+}

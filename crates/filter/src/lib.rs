@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use classify::Judge;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
+use rebalance_nn::models::Judge;
 use rebalance_nn::{device_name, imageset_tensors, resolve_device};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use classify::{Classifier, ClassifierConfig, ModelKind};
 use rebalance_core::fixtures::{bar_set, bar_splits};
 use rebalance_core::ImageSet;
+use rebalance_nn::models::{judge, Classifier, ClassifierConfig, ClassifierKind};
 use tch::{nn::VarStore, Device, Tensor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filter");
@@ -18,7 +18,7 @@ fn s(p: &Path) -> &str {
 /// A judge folder whose softmax is `probs` for every input.
 fn fixed_judge(dir: &Path, classes: &[&str], side: i64, probs: &[f64]) -> PathBuf {
     let cfg = ClassifierConfig::new(
-        ModelKind::Lenet5,
+        ClassifierKind::Lenet5,
         1,
         side,
         side,
@@ -38,7 +38,7 @@ fn fixed_judge(dir: &Path, classes: &[&str], side: i64, probs: &[f64]) -> PathBu
         }
     });
     std::fs::create_dir_all(dir).unwrap();
-    classify::judge::save(dir, &vs, &cfg).unwrap();
+    judge::save(dir, &vs, &cfg).unwrap();
     dir.to_path_buf()
 }
 
@@ -315,60 +315,22 @@ fn bad_input_fails_clearly() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--threshold 1.5"));
 }
 
-/// `pipeline.toml`'s classify, augment and filter entries use real flags with the clap defaults.
+/// `pipeline.toml`'s filter entries must use real flags with the clap defaults.
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let doc: toml::Table =
-        toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
-    let mut checked = 0;
-    for (name, entry) in doc["entry_points"].as_table().unwrap() {
-        let Some(cmd) = entry.get("command").and_then(|c| c.as_array()) else {
-            continue;
-        };
-        let clap_cmd = match cmd[0].as_str().unwrap() {
-            "classify" => classify::Cli::command(),
-            "augment" => augment::Args::command(),
-            "filter" => filter::Args::command(),
-            _ => continue,
-        };
-        let known = |long: &str| {
-            clap_cmd
-                .get_arguments()
-                .find(|a| a.get_long() == Some(long))
-                .cloned()
-        };
-        for flag in cmd
-            .iter()
-            .filter_map(|v| v.as_str())
-            .filter(|a| a.starts_with("--"))
-        {
-            assert!(
-                known(&flag[2..]).is_some(),
-                "pipeline.toml entry {name} uses unknown flag {flag}"
-            );
-        }
-        for (param, spec) in entry["parameters"].as_table().unwrap() {
-            let Some(arg) = known(&param.replace('_', "-")) else {
-                continue;
-            };
-            let Some(default) = arg.get_default_values().first() else {
-                continue;
-            };
-            let clap_default = default.to_string_lossy().into_owned();
-            let ours = match &spec["default"] {
-                toml::Value::String(s) => s.clone(),
-                v => v.to_string(),
-            };
-            let same = ours == clap_default
-                || matches!((ours.parse::<f64>(), clap_default.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
-            assert!(
-                same,
-                "pipeline.toml {name}.{param} = {ours}, clap default {clap_default}"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 15, "only {checked} defaults checked");
+    let d = rebalance_core::fixtures::pipeline_toml_drift(
+        &root.join("pipeline.toml"),
+        "filter",
+        &[],
+        &filter::Args::command(),
+    )
+    .unwrap();
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    assert!(
+        !d.entries.is_empty() && d.checked.len() >= 3,
+        "{:?}",
+        d.checked
+    );
 }

@@ -10,8 +10,8 @@ use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::model::{Generator, NetConfig};
 use crate::train::{checkpoint_config, write_grid};
+use rebalance_nn::models::{GanConfig, Generator};
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct GenerateArgs {
@@ -54,7 +54,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         bail!("{}: no trained generator; run `cargo run --release -p gan-train` first, or pass --from", weights.display());
     }
     let (tensors, meta) = io::read_safetensors(&weights, device)?;
-    let cfg: NetConfig = checkpoint_config(&meta, &weights)?;
+    let cfg: GanConfig = checkpoint_config(&meta, &weights)?;
     let vs = VarStore::new(device);
     let g = Generator::new(vs.root(), &cfg)?;
     io::load_vars(&vs, prefix, &tensors, &weights)?;

@@ -3,7 +3,6 @@
 
 pub mod diffaug;
 pub mod generate;
-pub mod model;
 pub mod train;
 
 use std::path::PathBuf;
@@ -13,7 +12,7 @@ use rebalance_core::CommonArgs;
 use serde::Serialize;
 
 pub use diffaug::Aug;
-pub use model::ModelKind;
+pub use rebalance_nn::models::GanKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,8 +40,8 @@ pub enum Command {
 #[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct TrainArgs {
     /// Which GAN.
-    #[arg(long, value_enum, default_value_t = ModelKind::Cgan)]
-    pub model: ModelKind,
+    #[arg(long, value_enum, default_value_t = GanKind::Cgan)]
+    pub model: GanKind,
     /// Training image set [default: <artifacts>/dataset/train.safetensors].
     #[arg(long)]
     pub data: Option<PathBuf>,

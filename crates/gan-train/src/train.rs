@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::diffaug::{diff_augment, Aug};
-use crate::model::{Discriminator, Generator, ModelKind, NetConfig};
 use crate::TrainArgs;
+use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
 
 /// Columns of `losses.csv`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
 }
 
 /// Read a checkpoint's config from its metadata.
-pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> Result<NetConfig> {
+pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> Result<GanConfig> {
     let json = meta.get("config").with_context(|| {
         format!(
             "{}: not a gan-train checkpoint (no `config` metadata)",
@@ -101,7 +101,7 @@ fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
 /// Read a checkpoint and check that it fits the networks of `cfg`.
 fn read_matching(
     path: &Path,
-    cfg: &NetConfig,
+    cfg: &GanConfig,
     device: Device,
     flag: &str,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
@@ -132,7 +132,7 @@ struct Nets {
 }
 
 impl Nets {
-    fn new(cfg: &NetConfig, args: &TrainArgs, device: Device) -> Result<Self> {
+    fn new(cfg: &GanConfig, args: &TrainArgs, device: Device) -> Result<Self> {
         rebalance_nn::seed_everything(args.common.seed);
         let g_vs = VarStore::new(device);
         let g = Generator::new(g_vs.root(), cfg)?;
@@ -161,7 +161,7 @@ impl Nets {
         })
     }
 
-    fn save(&self, dir: &Path, step: u64, cfg: &NetConfig) -> Result<()> {
+    fn save(&self, dir: &Path, step: u64, cfg: &GanConfig) -> Result<()> {
         let mut t = io::named_vars(&self.g_vs, "g.");
         t.extend(io::named_vars(&self.d_vs, "d."));
         t.extend(io::named_vars(&self.ema_vs, "ema."));
@@ -179,7 +179,7 @@ impl Nets {
     }
 
     /// Load a full checkpoint; returns its step.
-    fn resume(&mut self, path: &Path, cfg: &NetConfig, device: Device) -> Result<u64> {
+    fn resume(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<u64> {
         let (t, meta) = read_matching(path, cfg, device, "--resume")?;
         io::load_vars(&self.g_vs, "g.", &t, path)?;
         io::load_vars(&self.d_vs, "d.", &t, path)?;
@@ -197,7 +197,7 @@ impl Nets {
     }
 
     /// Take G's and D's weights from an earlier run (`--init`): step 0, fresh optimizers.
-    fn init_from(&mut self, path: &Path, cfg: &NetConfig, device: Device) -> Result<()> {
+    fn init_from(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<()> {
         let (t, _) = read_matching(path, cfg, device, "--init")?;
         io::load_vars(&self.g_vs, "g.", &t, path)?;
         io::load_vars(&self.d_vs, "d.", &t, path)?;
@@ -255,13 +255,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let set = ImageSet::read(&data)?;
     let trained = choose_classes(&set, args)?;
-    if args.model == ModelKind::Dcgan && trained.len() > 1 {
+    if args.model == GanKind::Dcgan && trained.len() > 1 {
         tracing::info!(
             "dcgan is unconditional: it learns the {} classes as one pool",
             trained.len()
         );
     }
-    let cfg = NetConfig {
+    let cfg = GanConfig {
         model: args.model,
         channels: set.channels as i64,
         height: set.height as i64,
@@ -277,11 +277,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     cfg.stages()?;
     let n_d = args
         .d_steps
-        .unwrap_or(if args.model == ModelKind::WganGp {
-            5
-        } else {
-            1
-        })
+        .unwrap_or(if args.model == GanKind::WganGp { 5 } else { 1 })
         .max(1);
     let policy: Vec<Aug> = args.diffaug.iter().flatten().copied().collect();
 
@@ -355,9 +351,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .collect();
         tracing::info!("resumed from {} at step {step}", ck.display());
     }
-    if let Some(init) = &args.init {
-        nets.init_from(init, &cfg, device)?;
-        tracing::info!("initialised G and D from {}", init.display());
+    // --init seeds a fresh run only: a resumed run already holds the weights it started from
+    // and trained on, and re-applying --init would discard that training.
+    match (&args.init, &resume_from) {
+        (Some(init), None) => {
+            nets.init_from(init, &cfg, device)?;
+            tracing::info!("initialised G and D from {}", init.display());
+        }
+        (Some(init), Some(_)) => tracing::info!(
+            "resumed run: --init {} was applied when it started and is not applied again",
+            init.display()
+        ),
+        (None, _) => {}
     }
     if !args.common.quiet {
         eprint!("{}\n{}", nets.g.summary(device), nets.d.summary(device));
@@ -488,7 +493,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             };
             let d_real = nets.d.forward_t(&aug(&xr), &yr, true);
             let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yr, true);
-            let (l_real, l_fake, gp) = if cfg.model == ModelKind::WganGp {
+            let (l_real, l_fake, gp) = if cfg.model == GanKind::WganGp {
                 let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
                 let x_hat: Tensor = &alpha * &xr + (1.0 - &alpha) * fake.detach();
                 let x_hat = x_hat.set_requires_grad(true);
@@ -514,7 +519,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             y = yr;
         }
         let d_g = nets.d.forward_t(&aug(&fake), &y, true);
-        let g_loss = if cfg.model == ModelKind::WganGp {
+        let g_loss = if cfg.model == GanKind::WganGp {
             -d_g.mean(Kind::Float)
         } else {
             bce(&d_g, 1.0)
@@ -591,7 +596,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             } else {
                 0.0
             };
-            if cfg.model != ModelKind::WganGp && row.d_loss_real - floor + row.d_loss_fake < 0.01 {
+            if cfg.model != GanKind::WganGp && row.d_loss_real - floor + row.d_loss_fake < 0.01 {
                 d_zero_run += 1;
                 if d_zero_run == args.d_zero_patience {
                     failure.get_or_insert(format!(
@@ -680,7 +685,7 @@ impl Nets {
 #[allow(clippy::too_many_arguments)]
 fn finish(
     args: &TrainArgs,
-    cfg: &NetConfig,
+    cfg: &GanConfig,
     nets: &Nets,
     work: &Path,
     out: &Path,
@@ -772,7 +777,7 @@ fn finish(
     Ok(())
 }
 
-pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &NetConfig) -> Result<()> {
+pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<()> {
     let per = (cfg.channels * cfg.height * cfg.width) as usize;
     let cells: Vec<Vec<&[u8]>> = rows.iter().map(|r| r.chunks(per).collect()).collect();
     let png = grid::grid_png(

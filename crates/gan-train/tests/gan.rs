@@ -454,52 +454,17 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let doc: toml::Table =
-        toml::from_str(&std::fs::read_to_string(root.join("pipeline.toml")).unwrap()).unwrap();
-    let cmd = gan_train::Cli::command();
-    let known = |long: &str| cmd.get_arguments().find(|a| a.get_long() == Some(long));
-    let mut entries = 0;
-    for (name, entry) in doc["entry_points"].as_table().unwrap() {
-        let Some(argv) = entry.get("command").and_then(|c| c.as_array()) else {
-            continue;
-        };
-        let argv: Vec<&str> = argv.iter().filter_map(|v| v.as_str()).collect();
-        if argv[0] != "gan-train" || argv.get(1) == Some(&"generate") {
-            continue;
-        }
-        entries += 1;
-        for flag in argv.iter().filter(|a| a.starts_with("--")) {
-            assert!(
-                known(&flag[2..]).is_some(),
-                "pipeline.toml {name} uses unknown flag {flag}"
-            );
-        }
-        let mut checked = 0;
-        for (param, spec) in entry["parameters"].as_table().unwrap() {
-            let Some(arg) = known(&param.replace('_', "-")) else {
-                continue;
-            };
-            let Some(default) = arg.get_default_values().first() else {
-                continue;
-            };
-            let ours = match &spec["default"] {
-                toml::Value::String(s) => s.clone(),
-                v => v.to_string(),
-            };
-            assert_eq!(
-                ours,
-                default.to_string_lossy(),
-                "pipeline.toml {name}.{param}"
-            );
-            checked += 1;
-        }
-        let expected = if name == "gan-train" { 5 } else { 4 };
-        assert_eq!(
-            checked, expected,
-            "{name}: model, (steps,) batch, seed and artifacts have clap defaults"
-        );
-    }
-    assert_eq!(entries, 2, "gan-train and gan-finetune");
+    let d = rebalance_core::fixtures::pipeline_toml_drift(
+        &root.join("pipeline.toml"),
+        "gan-train",
+        &["generate"],
+        &gan_train::Cli::command(),
+    )
+    .unwrap();
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    assert_eq!(d.entries, ["gan-finetune", "gan-train"]);
+    // gan-train: model, steps, batch, seed, artifacts; gan-finetune: the same but steps.
+    assert_eq!(d.checked.len(), 9, "{:?}", d.checked);
 }
 
 /// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
@@ -585,4 +550,64 @@ fn the_same_command_after_a_kill_resumes_without_asking() {
         "{err}"
     );
     assert_eq!(m["metrics"]["steps_this_run"], 1500);
+}
+
+/// `gan-finetune`'s case: a run started with `--init`, killed, and run again with the same
+/// command resumes its own fine-tuning; `--init` is not applied over the resumed weights.
+#[test]
+fn a_killed_init_run_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path(), 16);
+    let base = tmp.path().join("base");
+    ok(
+        tmp.path(),
+        &["--steps", "6", "--out", base.to_str().unwrap()],
+    );
+    let init = base.join("checkpoints/latest.safetensors");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--steps",
+            "900",
+            "--checkpoint-every",
+            "3",
+            "--log-every",
+            "3",
+            "--sample-every",
+            "100000",
+            "--init",
+            init.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            tmp.path().to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(TINY.iter().map(|s| s.to_string()))
+        .collect()
+    };
+    let full = tmp.path().join("full");
+    run_to_end(&args(&full), &full);
+    let split = tmp.path().join("split");
+    let ckpt = tmp
+        .path()
+        .join(".split.partial/checkpoints/latest.safetensors");
+    let k = kill_after_first_checkpoint(&args(&split), &ckpt);
+    assert!(
+        !split.exists(),
+        "the first run was killed before it finished"
+    );
+    let (err, m) = run_to_end(&args(&split), &split);
+    assert!(err.contains("is not applied again"), "{err}");
+    assert_eq!(
+        m["metrics"]["steps_this_run"],
+        900 - k,
+        "resumed from step {k}"
+    );
+    assert_same_checkpoints(&full, &split);
+    let (ga, _) = read_safetensors(&full.join("generator.safetensors"), Device::Cpu).unwrap();
+    let (gb, _) = read_safetensors(&split.join("generator.safetensors"), Device::Cpu).unwrap();
+    for (name, t) in &ga {
+        assert!(t.equal(&gb[name]), "generator tensor {name} differs");
+    }
 }

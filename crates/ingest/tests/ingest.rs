@@ -795,51 +795,18 @@ print("ok", n)
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let text = fs::read_to_string(repo().join("pipeline.toml")).unwrap();
-    let doc: toml::Table = toml::from_str(&text).unwrap();
-    let entry = &doc["entry_points"]["ingest"];
-    let params = entry["parameters"].as_table().unwrap();
-    let cmd = ingest::Args::command();
-    let command: Vec<&str> = entry["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    for flag in command.iter().filter(|a| a.starts_with("--")) {
-        let long = &flag[2..];
-        assert!(
-            cmd.get_arguments().any(|a| a.get_long() == Some(long)),
-            "pipeline.toml uses unknown flag {flag}"
-        );
-    }
-    let mut checked = 0;
-    for (name, spec) in params {
-        let long = name.replace('_', "-");
-        let Some(arg) = cmd
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()))
-        else {
-            continue;
-        };
-        let Some(default) = arg.get_default_values().first() else {
-            continue;
-        };
-        let default = default.to_string_lossy();
-        let ours = match &spec["default"] {
-            toml::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
-        let same = ours == default
-            || matches!((ours.parse::<f64>(), default.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
-        assert!(
-            same,
-            "pipeline.toml {name} = {ours}, but ingest --{long} defaults to {default}"
-        );
-        checked += 1;
-    }
+    let d = rebalance_core::fixtures::pipeline_toml_drift(
+        &repo().join("pipeline.toml"),
+        "ingest",
+        &[],
+        &ingest::Args::command(),
+    )
+    .unwrap();
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    assert_eq!(d.entries, ["ingest"]);
     assert!(
-        checked >= 3,
-        "seed, rare_below and artifacts have clap defaults; checked {checked}"
+        d.checked.len() >= 3,
+        "seed, rare_below and artifacts have clap defaults; checked {:?}",
+        d.checked
     );
 }

@@ -2,7 +2,9 @@
 
 pub mod adam;
 pub mod io;
+pub mod models;
 pub mod ops;
+pub mod train;
 
 use anyhow::{bail, Result};
 use rebalance_core::DeviceSpec;

@@ -241,54 +241,60 @@ impl Runner {
             .collect()
     }
 
-    /// Why the task must run, or None when the lock says it is up to date.
-    fn stale_reason(&self, task: &Task, now: &StageLock, lock: &Lock) -> Result<Option<String>> {
+    /// Every reason the task must run; empty when the lock says it is up to date.
+    pub fn staleness(&self, task: &Task, now: &StageLock, lock: &Lock) -> Result<Vec<Stale>> {
+        let mut why = Vec::new();
         if self.force {
-            return Ok(Some("--force".into()));
+            why.push(Stale::Forced);
         }
         let Some(old) = lock.stages.get(&task.key) else {
-            return Ok(Some("not run before".into()));
+            why.push(Stale::NotRunBefore);
+            return Ok(why);
         };
         if old.cmd != now.cmd {
-            return Ok(Some("command changed".into()));
+            why.push(Stale::Command {
+                was: shell_words(&old.cmd),
+                now: shell_words(&now.cmd),
+            });
         }
-        if old.params != now.params {
-            let changed: Vec<_> = now
-                .params
-                .iter()
-                .filter(|(k, v)| old.params.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            return Ok(Some(format!("parameters changed: {}", changed.join(", "))));
+        let params = changed_keys(&old.params, &now.params);
+        if !params.is_empty() {
+            why.push(Stale::Params { names: params });
         }
-        if old.program != now.program {
-            return Ok(Some("program changed".into()));
+        let programs = changed_keys(&old.program, &now.program);
+        if !programs.is_empty() {
+            why.push(Stale::Program { paths: programs });
         }
-        if old.deps != now.deps {
-            let changed: Vec<_> = now
-                .deps
-                .iter()
-                .filter(|(k, v)| old.deps.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .chain(
-                    old.deps
-                        .keys()
-                        .filter(|k| !now.deps.contains_key(*k))
-                        .cloned(),
-                )
-                .collect();
-            return Ok(Some(format!("inputs changed: {}", changed.join(", "))));
+        let deps = changed_keys(&old.deps, &now.deps);
+        if !deps.is_empty() {
+            why.push(Stale::Deps { paths: deps });
         }
         for (out, h) in self.outs_hashes(task)? {
             match h {
-                None => return Ok(Some(format!("output {out} is missing"))),
+                None => why.push(Stale::OutMissing { path: out }),
                 Some(h) if old.outs.get(&out) != Some(&h) => {
-                    return Ok(Some(format!("output {out} changed since it was made")))
+                    why.push(Stale::OutEdited { path: out })
                 }
                 _ => {}
             }
         }
-        Ok(None)
+        Ok(why)
+    }
+
+    /// Each task's staleness as it stands now, without running anything (`pipeline status`,
+    /// `--dry-run`). A task whose inputs do not exist yet (an earlier stage makes them) is
+    /// reported as such.
+    pub fn status(&mut self, tasks: &[Task]) -> Result<Vec<(String, Result<Vec<Stale>>)>> {
+        let lock = Lock::read(&self.lock_path)?;
+        let mut out = Vec::new();
+        for task in tasks {
+            let why = self
+                .resolve_program(task)
+                .and_then(|program| self.fingerprint(task, &program))
+                .and_then(|now| self.staleness(task, &now, &lock));
+            out.push((task.key.clone(), why));
+        }
+        Ok(out)
     }
 
     /// Run every task in order, recording each in the tracker.
@@ -299,47 +305,56 @@ impl Runner {
             let program = self.resolve_program(task)?;
             let mut now = self.fingerprint(task, &program)?;
             let head = format!("[{}/{}] {}", i + 1, tasks.len(), task.key);
-            match self.stale_reason(task, &now, &lock)? {
-                None => {
-                    eprintln!("{head}: cached (unchanged command, parameters, program and inputs)");
-                    tracker.stage(task, Outcome::Cached, 0.0, None)?;
-                }
-                Some(reason) => {
-                    let log = tracker.log_path(task);
-                    eprintln!("{head}: running ({reason}); log: {}", log.display());
-                    eprintln!("  $ {}", shell_words(&task.argv));
-                    let started = Instant::now();
-                    // The previous outputs move aside while the stage runs, so nothing stale
-                    // survives in them (a swapped-in program may write fewer files), and come
-                    // back if the stage fails.
-                    let aside = self.set_aside(task)?;
-                    let result = self
-                        .execute(task, &program, &log, tracker.env())
-                        .and_then(|()| self.finished_outs(task, &log));
-                    let secs = started.elapsed().as_secs_f64();
-                    let outs = match result {
-                        Ok(outs) => {
-                            drop_aside(&aside);
-                            outs
-                        }
-                        Err(e) => {
-                            restore_aside(&aside)?;
-                            tracker.stage_failed(task, secs, &log)?;
-                            lock.stages.remove(&task.key);
-                            lock.write(&self.lock_path)?;
-                            return Err(e);
-                        }
-                    };
-                    now.outs = outs;
-                    lock.stages.insert(task.key.clone(), now);
-                    lock.write(&self.lock_path)?;
-                    eprintln!("{head}: done in {secs:.1} s");
-                    tracker.stage(task, Outcome::Ran, secs, Some(&log))?;
-                }
+            let why = self.staleness(task, &now, &lock)?;
+            if why.is_empty() {
+                eprintln!("{head}: cached (unchanged command, parameters, program and inputs)");
+                tracker.stage(task, Outcome::Cached, 0.0, None)?;
+            } else {
+                eprintln!("{head}: running ({})", describe(&why));
+                now.outs = self.run_one(task, &program, &head, tracker, &mut lock)?;
+                lock.stages.insert(task.key.clone(), now);
+                lock.write(&self.lock_path)?;
             }
             tracker.collect_metrics(task, &self.root)?;
         }
         Ok(())
+    }
+
+    /// Run one stale task with its previous outputs set aside; the hashes of its new outputs.
+    /// On failure the previous outputs come back and the task leaves the lock.
+    fn run_one(
+        &mut self,
+        task: &Task,
+        program: &Path,
+        head: &str,
+        tracker: &mut Tracker,
+        lock: &mut Lock,
+    ) -> Result<BTreeMap<String, String>> {
+        let log = tracker.log_path(task);
+        eprintln!("  log: {}\n  $ {}", log.display(), shell_words(&task.argv));
+        let started = Instant::now();
+        // The previous outputs move aside while the stage runs, so nothing stale survives in
+        // them (a swapped-in program may write fewer files), and come back if the stage fails.
+        let aside = self.set_aside(task)?;
+        let result = self
+            .execute(task, program, &log, tracker.env())
+            .and_then(|()| self.finished_outs(task, &log));
+        let secs = started.elapsed().as_secs_f64();
+        match result {
+            Ok(outs) => {
+                drop_aside(&aside);
+                eprintln!("{head}: done in {secs:.1} s");
+                tracker.stage(task, Outcome::Ran, secs, Some(&log))?;
+                Ok(outs)
+            }
+            Err(e) => {
+                restore_aside(&aside)?;
+                tracker.stage_failed(task, secs, &log)?;
+                lock.stages.remove(&task.key);
+                lock.write(&self.lock_path)?;
+                Err(e)
+            }
+        }
     }
 
     /// Move each existing output to a hidden sibling (`.<name>.pipeline-prev`).
@@ -442,6 +457,64 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// Why a stage must run: one item per kind of change, as `dvc status` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Stale {
+    /// `--force` was given.
+    Forced,
+    /// `pipeline.lock` has no entry for the stage.
+    NotRunBefore,
+    /// The rendered command line differs.
+    Command { was: String, now: String },
+    /// These parameters have other values (or were added or removed).
+    Params { names: Vec<String> },
+    /// The program (a stage binary, a swapped-in script) was rebuilt or replaced.
+    Program { paths: Vec<String> },
+    /// These inputs changed, appeared or disappeared.
+    Deps { paths: Vec<String> },
+    /// A declared output is gone.
+    OutMissing { path: String },
+    /// A declared output no longer hashes as the stage left it.
+    OutEdited { path: String },
+}
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stale::Forced => f.write_str("--force"),
+            Stale::NotRunBefore => f.write_str("not run before"),
+            Stale::Command { was, now } => write!(f, "command changed (was `{was}`, now `{now}`)"),
+            Stale::Params { names } => write!(f, "parameters changed: {}", names.join(", ")),
+            Stale::Program { paths } => write!(f, "program changed: {}", paths.join(", ")),
+            Stale::Deps { paths } => write!(f, "inputs changed: {}", paths.join(", ")),
+            Stale::OutMissing { path } => write!(f, "output {path} is missing"),
+            Stale::OutEdited { path } => write!(f, "output {path} changed since it was made"),
+        }
+    }
+}
+
+/// Every reason, joined for one log line.
+pub fn describe(why: &[Stale]) -> String {
+    why.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Keys whose values differ between two maps, or that only one of them has (sorted).
+fn changed_keys(old: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<String> = now
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(old.keys().filter(|k| !now.contains_key(*k)).cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn remove_path(path: &Path) -> Result<()> {

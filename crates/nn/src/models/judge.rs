@@ -1,15 +1,15 @@
-//! A trained classifier loaded back from its folder (`config.json` + `model.safetensors`):
-//! the judge that `filter` uses to score generated images.
+//! A trained classifier saved to and loaded back from its folder (`config.json` +
+//! `model.safetensors`): the judge that `filter` uses to score generated images.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::io;
 use anyhow::{bail, Context, Result};
 use rebalance_core::ImageSet;
-use rebalance_nn::io;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::model::{Classifier, ClassifierConfig};
+use super::classifier::{Classifier, ClassifierConfig};
 
 pub struct Judge {
     pub config: ClassifierConfig,

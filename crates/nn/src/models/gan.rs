@@ -1,0 +1,296 @@
+//! The GANs' generator and discriminator, sized from the image shape, as [`Seq`] layer lists.
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+use super::layers::{format_summary, probe, Op, Seq, SummaryRow};
+use super::Network;
+
+/// Which GAN to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GanKind {
+    /// Unconditional DCGAN, on one class or a pooled set of classes.
+    Dcgan,
+    /// Label-conditioned DCGAN: G embeds the label, D is a projection discriminator.
+    Cgan,
+    /// Conditional WGAN with gradient penalty (critic without batch norm).
+    WganGp,
+}
+
+impl std::fmt::Display for GanKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            self.to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
+        )
+    }
+}
+
+impl GanKind {
+    pub fn conditional(self) -> bool {
+        self != GanKind::Dcgan
+    }
+}
+
+/// Everything needed to rebuild the networks (written as `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanConfig {
+    pub model: GanKind,
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub z_dim: i64,
+    pub g_width: i64,
+    pub d_width: i64,
+    pub embed_dim: i64,
+    pub g_dropout: f64,
+    /// All classes of the dataset (label i = classes[i]).
+    pub classes: Vec<String>,
+    /// The labels the GAN was trained on.
+    pub trained_classes: Vec<i64>,
+}
+
+impl GanConfig {
+    /// Number of stride-2 stages and the starting side: 28 -> (2, 7), 32 -> (2, 8), 64 -> (3, 8).
+    pub fn stages(&self) -> Result<(i64, i64)> {
+        if self.height != self.width {
+            bail!(
+                "images are {}x{}; the GANs need square images (ingest --size N)",
+                self.height,
+                self.width
+            );
+        }
+        let (mut s, mut k) = (self.height, 0);
+        while s > 8 && s % 2 == 0 {
+            s /= 2;
+            k += 1;
+        }
+        if k == 0 || s < 3 {
+            bail!(
+                "image side {} is not supported; use 28, 32, 64 or 128 (ingest --size N)",
+                self.height
+            );
+        }
+        Ok((k, s))
+    }
+
+    /// A short description of the architecture, for mismatch messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}x{}x{}, z {}, G width {}, D width {}, {} classes",
+            self.model,
+            self.channels,
+            self.height,
+            self.width,
+            self.z_dim,
+            self.g_width,
+            self.d_width,
+            self.classes.len()
+        )
+    }
+
+    /// True when weights of `other` fit these networks.
+    pub fn same_architecture(&self, other: &GanConfig) -> bool {
+        (
+            self.model,
+            self.channels,
+            self.height,
+            self.width,
+            self.z_dim,
+            self.g_width,
+            self.d_width,
+            self.embed_dim,
+            self.classes.len(),
+        ) == (
+            other.model,
+            other.channels,
+            other.height,
+            other.width,
+            other.z_dim,
+            other.g_width,
+            other.d_width,
+            other.embed_dim,
+            other.classes.len(),
+        )
+    }
+}
+
+fn dcgan_init() -> (nn::Init, nn::Init) {
+    (
+        nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+        nn::Init::Const(0.0),
+    )
+}
+
+pub struct Generator {
+    body: Seq,
+    embed: Option<nn::Embedding>,
+    z_in: i64,
+}
+
+impl Generator {
+    pub fn new(p: nn::Path, cfg: &GanConfig) -> Result<Self> {
+        let (k, s0) = cfg.stages()?;
+        let (ws, bs) = dcgan_init();
+        let conv = nn::ConvTransposeConfig {
+            stride: 2,
+            padding: 1,
+            ws_init: ws,
+            bs_init: bs,
+            ..Default::default()
+        };
+        let ch = |i: i64| cfg.g_width << (k - 1 - i); // channels after stage i
+        let embed = cfg.model.conditional().then(|| {
+            nn::embedding(
+                &p / "embed",
+                cfg.classes.len() as i64,
+                cfg.embed_dim,
+                Default::default(),
+            )
+        });
+        let z_in = cfg.z_dim + if embed.is_some() { cfg.embed_dim } else { 0 };
+        let mut body = Seq::new();
+        let fc = nn::linear(&p / "fc", z_in, ch(0) * s0 * s0, Default::default());
+        body.push("fc", Op::Linear(fc))
+            .push("reshape", Op::Reshape(vec![-1, ch(0), s0, s0]))
+            .push(
+                "bn0",
+                Op::Bn(nn::batch_norm2d(&p / "bn0", ch(0), Default::default())),
+            )
+            .push("relu0", Op::Relu);
+        for i in 1..k {
+            let up = nn::conv_transpose2d(&p / format!("up{i}"), ch(i - 1), ch(i), 4, conv);
+            let bn = nn::batch_norm2d(&p / format!("bn{i}"), ch(i), Default::default());
+            body.push(format!("up{i}"), Op::ConvT(up))
+                .push(format!("bn{i}"), Op::Bn(bn))
+                .push(format!("relu{i}"), Op::Relu);
+            if cfg.g_dropout > 0.0 {
+                body.push(format!("drop{i}"), Op::Dropout(cfg.g_dropout));
+            }
+        }
+        let out = nn::conv_transpose2d(&p / "out", ch(k - 1), cfg.channels, 4, conv);
+        body.push("out", Op::ConvT(out)).push("tanh", Op::Tanh);
+        Ok(Self { body, embed, z_in })
+    }
+
+    pub fn forward_t(&self, z: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let input = match &self.embed {
+            Some(e) => Tensor::cat(&[z.shallow_clone(), e.forward(labels)], 1),
+            None => z.shallow_clone(),
+        };
+        self.body.forward_t(&input, train)
+    }
+}
+
+impl Network for Generator {
+    fn summary(&self, device: tch::Device) -> String {
+        let mut rows = Vec::new();
+        if let Some(e) = &self.embed {
+            rows.push(SummaryRow {
+                name: "embed".into(),
+                kind: "Embedding (concat to z)".into(),
+                shape: vec![-1, e.ws.size()[1]],
+                params: e.ws.numel() as i64,
+            });
+        }
+        rows.extend(self.body.summary_rows(&probe(&[self.z_in], device)));
+        format_summary("Generator", &[self.z_in], &rows)
+    }
+}
+
+pub struct Discriminator {
+    body: Seq,
+    out: nn::Linear,
+    /// Projection discriminator: logit += <embed(y), features>.
+    embed: Option<nn::Embedding>,
+    input: Vec<i64>,
+}
+
+impl Discriminator {
+    pub fn new(p: nn::Path, cfg: &GanConfig) -> Result<Self> {
+        let (k, s0) = cfg.stages()?;
+        let (ws, bs) = dcgan_init();
+        let conv = nn::ConvConfig {
+            stride: 2,
+            padding: 1,
+            ws_init: ws,
+            bs_init: bs,
+            ..Default::default()
+        };
+        let batch_norm = cfg.model != GanKind::WganGp; // the gradient penalty is per sample
+        let mut body = Seq::new();
+        let mut c_in = cfg.channels;
+        for i in 0..k {
+            let c_out = cfg.d_width << i;
+            let c = nn::conv2d(&p / format!("conv{i}"), c_in, c_out, 4, conv);
+            body.push(format!("conv{i}"), Op::Conv(c));
+            if i > 0 && batch_norm {
+                let bn = nn::batch_norm2d(&p / format!("bn{i}"), c_out, Default::default());
+                body.push(format!("bn{i}"), Op::Bn(bn));
+            }
+            body.push(format!("lrelu{i}"), Op::LeakyRelu);
+            c_in = c_out;
+        }
+        body.push("flatten", Op::Flatten);
+        let feat = c_in * s0 * s0;
+        let out = nn::linear(&p / "out", feat, 1, Default::default());
+        let embed = cfg.model.conditional().then(|| {
+            nn::embedding(
+                &p / "embed",
+                cfg.classes.len() as i64,
+                feat,
+                nn::EmbeddingConfig {
+                    ws_init: nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                    ..Default::default()
+                },
+            )
+        });
+        Ok(Self {
+            body,
+            out,
+            embed,
+            input: vec![cfg.channels, cfg.height, cfg.width],
+        })
+    }
+
+    /// Logits `[N]`.
+    pub fn forward_t(&self, x: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let h = self.body.forward_t(x, train);
+        let o = self.out.forward(&h).squeeze_dim(-1);
+        match &self.embed {
+            Some(e) => o + (e.forward(labels) * &h).sum_dim_intlist(1, false, Kind::Float),
+            None => o,
+        }
+    }
+}
+
+impl Network for Discriminator {
+    fn summary(&self, device: tch::Device) -> String {
+        let mut rows = self.body.summary_rows(&probe(&self.input, device));
+        rows.push(SummaryRow {
+            name: "out".into(),
+            kind: "Linear".into(),
+            shape: vec![-1, 1],
+            params: self.out.ws.numel() as i64 + 1,
+        });
+        if let Some(e) = &self.embed {
+            rows.push(SummaryRow {
+                name: "embed".into(),
+                kind: "Embedding (projection)".into(),
+                shape: vec![-1, 1],
+                params: e.ws.numel() as i64,
+            });
+        }
+        format_summary("Discriminator", &self.input, &rows)
+    }
+}

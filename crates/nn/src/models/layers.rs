@@ -1,0 +1,239 @@
+//! The one idiom every network here is written in: a list of named layers ([`Seq`]) that runs
+//! in order and can describe itself as a Keras-style summary.
+
+use tch::{nn, nn::Module, nn::ModuleT, Kind, Tensor};
+
+/// One layer of a sequential stack.
+#[derive(Debug)]
+pub enum Op {
+    Linear(nn::Linear),
+    Conv(nn::Conv2D),
+    ConvT(nn::ConvTranspose2D),
+    Bn(nn::BatchNorm),
+    Relu,
+    /// LeakyReLU(0.2), ATen's fused kernel.
+    LeakyRelu,
+    Tanh,
+    Dropout(f64),
+    /// 2×2 average pooling, stride 2.
+    AvgPool2,
+    /// 2×2 max pooling, stride 2.
+    MaxPool2,
+    /// Global average pooling to 1×1.
+    GlobalAvgPool,
+    /// Pad every side by this many pixels of background (−1, black in the [−1, 1] range).
+    PadBackground(i64),
+    /// Bilinear resize to this square side.
+    Resize(i64),
+    /// A residual basic block (two 3×3 convolutions with batch norm, and a shortcut).
+    Residual(Box<ResidualBlock>),
+    Reshape(Vec<i64>),
+    Flatten,
+}
+
+impl Op {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Op::Linear(l) => l.forward(x),
+            Op::Conv(c) => c.forward(x),
+            Op::ConvT(c) => c.forward(x),
+            Op::Bn(b) => b.forward_t(x, train),
+            Op::Relu => x.relu(),
+            Op::LeakyRelu => crate::ops::leaky_relu(x, 0.2),
+            Op::Tanh => x.tanh(),
+            Op::Dropout(p) => x.dropout(*p, train),
+            Op::AvgPool2 => x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None),
+            Op::MaxPool2 => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Op::GlobalAvgPool => x.adaptive_avg_pool2d([1, 1]),
+            Op::PadBackground(p) => (x + 1.0).constant_pad_nd([*p, *p, *p, *p]) - 1.0,
+            Op::Resize(s) => x.upsample_bilinear2d([*s, *s], false, None, None),
+            Op::Residual(b) => b.forward_t(x, train),
+            Op::Reshape(s) => x.reshape(s.as_slice()),
+            Op::Flatten => x.flatten(1, -1),
+        }
+    }
+
+    /// The layer's type as the summary shows it, and its parameter count.
+    fn describe(&self) -> (String, i64) {
+        let lin =
+            |ws: &Tensor, bs: &Option<Tensor>| ws.numel() + bs.as_ref().map_or(0, |b| b.numel());
+        let (kind, params) = match self {
+            Op::Linear(l) => ("Linear".to_string(), lin(&l.ws, &l.bs)),
+            Op::Conv(c) => ("Conv2d".into(), lin(&c.ws, &c.bs)),
+            Op::ConvT(c) => ("ConvTranspose2d".into(), lin(&c.ws, &c.bs)),
+            Op::Bn(b) => (
+                "BatchNorm2d".into(),
+                b.ws.as_ref().map_or(0, |w| w.numel()) * 2,
+            ),
+            Op::Relu => ("ReLU".into(), 0),
+            Op::LeakyRelu => ("LeakyReLU(0.2)".into(), 0),
+            Op::Tanh => ("Tanh".into(), 0),
+            Op::Dropout(p) => (format!("Dropout({p})"), 0),
+            Op::AvgPool2 => ("AvgPool2d(2)".into(), 0),
+            Op::MaxPool2 => ("MaxPool2d(2)".into(), 0),
+            Op::GlobalAvgPool => ("AdaptiveAvgPool2d(1)".into(), 0),
+            Op::PadBackground(p) => (format!("Pad({p}, -1)"), 0),
+            Op::Resize(s) => (format!("Resize({s}×{s})"), 0),
+            Op::Residual(b) => ("ResidualBlock".into(), b.params() as usize),
+            Op::Reshape(_) => ("Reshape".into(), 0),
+            Op::Flatten => ("Flatten".into(), 0),
+        };
+        (kind, params as i64)
+    }
+}
+
+/// A residual basic block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)).
+#[derive(Debug)]
+pub struct ResidualBlock {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl ResidualBlock {
+    pub fn new(p: nn::Path, cin: i64, cout: i64, stride: i64) -> Self {
+        let c3 = |s| nn::ConvConfig {
+            stride: s,
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        };
+        let shortcut = (stride != 1 || cin != cout).then(|| {
+            (
+                nn::conv2d(
+                    &p / "short",
+                    cin,
+                    cout,
+                    1,
+                    nn::ConvConfig {
+                        stride,
+                        bias: false,
+                        ..Default::default()
+                    },
+                ),
+                nn::batch_norm2d(&p / "short_bn", cout, Default::default()),
+            )
+        });
+        Self {
+            conv1: nn::conv2d(&p / "conv1", cin, cout, 3, c3(stride)),
+            bn1: nn::batch_norm2d(&p / "bn1", cout, Default::default()),
+            conv2: nn::conv2d(&p / "conv2", cout, cout, 3, c3(1)),
+            bn2: nn::batch_norm2d(&p / "bn2", cout, Default::default()),
+            shortcut,
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = y.apply(&self.conv2).apply_t(&self.bn2, train);
+        let s = match &self.shortcut {
+            Some((c, bn)) => x.apply(c).apply_t(bn, train),
+            None => x.shallow_clone(),
+        };
+        (y + s).relu()
+    }
+
+    fn params(&self) -> i64 {
+        let bn = |b: &nn::BatchNorm| b.ws.as_ref().map_or(0, |w| w.numel()) * 2;
+        let mut n = self.conv1.ws.numel() + bn(&self.bn1) + self.conv2.ws.numel() + bn(&self.bn2);
+        if let Some((c, b)) = &self.shortcut {
+            n += c.ws.numel() + bn(b);
+        }
+        n as i64
+    }
+}
+
+/// Named layers run in order.
+#[derive(Debug, Default)]
+pub struct Seq {
+    layers: Vec<(String, Op)>,
+}
+
+impl Seq {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append a layer.
+    pub fn push(&mut self, name: impl Into<String>, op: Op) -> &mut Self {
+        self.layers.push((name.into(), op));
+        self
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.layers
+            .iter()
+            .fold(x.shallow_clone(), |x, (_, op)| op.forward_t(&x, train))
+    }
+
+    /// Summary rows for an input batch (evaluation mode, no gradients).
+    pub fn summary_rows(&self, input: &Tensor) -> Vec<SummaryRow> {
+        let mut x = input.shallow_clone();
+        let mut rows = Vec::new();
+        tch::no_grad(|| {
+            for (name, op) in &self.layers {
+                x = op.forward_t(&x, false);
+                let (kind, params) = op.describe();
+                let mut shape = x.size();
+                shape[0] = -1;
+                rows.push(SummaryRow {
+                    name: name.clone(),
+                    kind,
+                    shape,
+                    params,
+                });
+            }
+        });
+        rows
+    }
+}
+
+/// One line of a summary: layer name, type, output shape (−1 = batch), parameter count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub name: String,
+    pub kind: String,
+    pub shape: Vec<i64>,
+    pub params: i64,
+}
+
+/// A zero input batch of 2 for summaries: `[2, ...shape]`.
+pub fn probe(shape: &[i64], device: tch::Device) -> Tensor {
+    let mut s = vec![2];
+    s.extend(shape);
+    Tensor::zeros(s.as_slice(), (Kind::Float, device))
+}
+
+/// The Keras-style table: a title with the input shape, one line per layer, the total.
+pub fn format_summary(title: &str, input: &[i64], rows: &[SummaryRow]) -> String {
+    let shape = |s: &[i64]| {
+        let dims: Vec<String> = s
+            .iter()
+            .map(|d| if *d < 0 { "N".into() } else { d.to_string() })
+            .collect();
+        format!("({})", dims.join(", "))
+    };
+    let mut input_shape = vec![-1];
+    input_shape.extend(input);
+    let mut s = format!("{title}: input {}\n", shape(&input_shape));
+    s += &format!(
+        "  {:<10} {:<24} {:<20} {:>10}\n",
+        "layer", "type", "output shape", "params"
+    );
+    for r in rows {
+        s += &format!(
+            "  {:<10} {:<24} {:<20} {:>10}\n",
+            r.name,
+            r.kind,
+            shape(&r.shape),
+            r.params
+        );
+    }
+    s += &format!(
+        "  total parameters: {}\n",
+        rows.iter().map(|r| r.params).sum::<i64>()
+    );
+    s
+}

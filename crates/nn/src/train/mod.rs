@@ -1,0 +1,15 @@
+//! The training kit both loops (`gan-train`, `classify`) share, in small pieces with their own
+//! tests: a checkpoint holding weights and owned Adam state ([`checkpoint`]), the run key that
+//! decides whether an interrupted run is resumed ([`run_key`]), a CSV log rewritten atomically
+//! ([`csv_log`]), early stopping ([`early_stopping`]) and the GAN failure monitor ([`monitor`]).
+
+pub mod checkpoint;
+pub mod csv_log;
+pub mod early_stopping;
+pub mod monitor;
+pub mod run_key;
+
+pub use csv_log::CsvLog;
+pub use early_stopping::EarlyStopping;
+pub use monitor::{Failure, FailureMonitor};
+pub use run_key::RunKey;
