@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::metrics::{mean_std, Metrics};
+use rebalance_core::contract::classify::{mean_std, ClassifierMetrics};
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct CompareArgs {
@@ -52,40 +52,20 @@ pub struct RunSummary {
 impl RunSummary {
     pub fn load(name: &str, dir: &Path) -> Result<Self> {
         let path = dir.join("metrics.json");
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
-            format!(
-                "reading {} (is {} a classify output?)",
+        if !path.is_file() {
+            bail!(
+                "{}: no metrics.json (is {} a classify output?)",
                 path.display(),
                 dir.display()
-            )
-        })?)
-        .with_context(|| format!("parsing {}", path.display()))?;
-        let strings = |k: &str| -> Vec<String> {
-            v[k].as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mut per_seed = BTreeMap::new();
-        for r in v["runs"]
-            .as_array()
-            .with_context(|| format!("{}: no `runs`", path.display()))?
-        {
-            let seed = r["seed"]
-                .as_u64()
-                .with_context(|| format!("{}: a run without a seed", path.display()))?;
-            let m: Metrics = serde_json::from_value(r["test"].clone())
-                .with_context(|| format!("{}: seed {seed} has no test metrics", path.display()))?;
-            per_seed.insert(seed, m.scalars());
+            );
         }
+        let m: ClassifierMetrics = rebalance_core::contract::read_json(&path)?;
+        let per_seed = m.runs.iter().map(|r| (r.seed, r.test.scalars())).collect();
         Ok(Self {
             name: name.to_string(),
             dir: dir.to_path_buf(),
-            classes: strings("classes"),
-            rare: strings("rare_classes"),
+            classes: m.classes,
+            rare: m.rare_classes,
             per_seed,
         })
     }

@@ -3,7 +3,6 @@
 //! (`classify compare`). The networks live in `rebalance_nn::models`.
 
 pub mod compare;
-pub mod metrics;
 pub mod train;
 
 use std::path::PathBuf;
@@ -12,7 +11,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use rebalance_core::CommonArgs;
 use serde::Serialize;
 
-pub use metrics::{mean_std, Metrics};
+pub use rebalance_core::contract::classify::{mean_std, Metrics};
 pub use rebalance_nn::models::{Classifier, ClassifierConfig, ClassifierKind};
 
 #[derive(Debug, Parser)]

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod chart;
 pub mod cli;
+pub mod contract;
 pub mod fixtures;
 pub mod grid;
 pub mod hash;

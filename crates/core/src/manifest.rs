@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::CONTRACT_VERSION;
@@ -101,10 +101,42 @@ impl Manifest {
         crate::write_atomic(&dir.join("manifest.json"), &json)
     }
 
+    /// Merge a stage's typed fields (a `contract` struct) into the manifest's top level.
+    pub fn set_extra<T: Serialize>(&mut self, fields: &T) -> Result<()> {
+        self.extra.extend(object_of(fields)?);
+        Ok(())
+    }
+
+    /// The stage's typed fields, read from the manifest's top level.
+    pub fn extra_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(Value::Object(self.extra.clone()))
+            .with_context(|| format!("the {} manifest lacks its stage fields", self.stage))
+    }
+
+    /// Merge typed metrics (a `contract` struct) into `metrics`.
+    pub fn set_metrics<T: Serialize>(&mut self, metrics: &T) -> Result<()> {
+        self.metrics.extend(object_of(metrics)?);
+        Ok(())
+    }
+
+    /// The metrics as a typed struct.
+    pub fn metrics_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(Value::Object(self.metrics.clone()))
+            .with_context(|| format!("the {} manifest's metrics", self.stage))
+    }
+
     /// Read `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("manifest.json");
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// A struct's fields as a JSON object.
+fn object_of<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
+    match serde_json::to_value(value)? {
+        Value::Object(m) => Ok(m),
+        v => anyhow::bail!("expected an object of fields, got {v}"),
     }
 }

@@ -316,15 +316,21 @@ pub fn run(args: &Args) -> Result<()> {
                 &features_of_class(&judge, &tx, &train.labels, c, None, args.batch),
             )
         };
-        let div_gen =
-            quality::diversity(&select_class(&gx, &generated.labels, c, None), 500, device);
-        let div_kept = quality::diversity(
+        let div_gen = rebalance_nn::quality::diversity_u8(
+            &select_class(&gx, &generated.labels, c, None),
+            500,
+            device,
+        );
+        let div_kept = rebalance_nn::quality::diversity_u8(
             &select_class(&gx, &generated.labels, c, Some(&kept_mask)),
             500,
             device,
         );
-        let div_real =
-            quality::diversity(&select_class(&rx, &reference.labels, c, None), 500, device);
+        let div_real = rebalance_nn::quality::diversity_u8(
+            &select_class(&rx, &reference.labels, c, None),
+            500,
+            device,
+        );
         let copies_kept = rows.iter().filter(|s| s.kept && s.near_copy).count();
         let copies = rows.iter().filter(|s| s.near_copy).count();
         let mut d: Vec<f64> = rows.iter().map(|s| s.nearest_real_distance).collect();

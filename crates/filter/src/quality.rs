@@ -68,24 +68,6 @@ pub fn nearest(query: &Tensor, reference: &Tensor, device: Device) -> (Vec<f64>,
     (dist, idx)
 }
 
-/// Mean pairwise RMS pixel distance (pixels in [0, 1]) within u8 images `[N, C, H, W]`, over at
-/// most the first `max` images: how varied a set is. `None` for fewer than 2 images.
-pub fn diversity(images: &Tensor, max: i64, device: Device) -> Option<f64> {
-    let n = images.size()[0].min(max);
-    if n < 2 {
-        return None;
-    }
-    let x = images
-        .narrow(0, 0, n)
-        .to_device(device)
-        .to_kind(Kind::Float)
-        .view([n, -1])
-        / 255.0;
-    let d = x.size()[1] as f64;
-    let sum = f64::try_from(Tensor::cdist(&x, &x, 2.0, None::<i64>).sum(Kind::Double)).ok()?;
-    Some(sum / d.sqrt() / (n * (n - 1)) as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,15 +100,5 @@ mod tests {
         assert_eq!(i[1], 17);
         assert!(d[1] < 1e-6, "{}", d[1]);
         assert!(d[0] > 0.2, "random images are far apart: {}", d[0]);
-    }
-
-    #[test]
-    fn diversity_is_zero_for_copies_and_positive_otherwise() {
-        let one = Tensor::randint(255, [1, 1, 8, 8], (Kind::Uint8, Device::Cpu));
-        let copies = one.repeat([5, 1, 1, 1]);
-        assert!(diversity(&copies, 100, Device::Cpu).unwrap() < 1e-6);
-        let varied = Tensor::randint(255, [5, 1, 8, 8], (Kind::Uint8, Device::Cpu));
-        assert!(diversity(&varied, 100, Device::Cpu).unwrap() > 0.2);
-        assert!(diversity(&one, 100, Device::Cpu).is_none());
     }
 }

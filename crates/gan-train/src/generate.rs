@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
+use rebalance_core::contract::class_index;
 use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
@@ -64,18 +65,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     } else {
         args.classes
             .iter()
-            .map(|c| {
-                cfg.classes
-                    .iter()
-                    .position(|x| x == c)
-                    .map(|i| i as i64)
-                    .with_context(|| {
-                        format!(
-                            "class `{c}` is not one of the dataset's classes ({})",
-                            cfg.classes.join(", ")
-                        )
-                    })
-            })
+            .map(|c| class_index(&cfg.classes, c).map(|i| i as i64))
             .collect::<Result<_>>()?
     };
     for c in &wanted {

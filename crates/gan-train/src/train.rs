@@ -4,6 +4,10 @@
 //! seeded from (seed, step), so the random state is a function of the step and needs no
 //! saving. A checkpoint holds G, D, the EMA of G, both Adam states and the step; a run
 //! stopped at step k and resumed reaches bit-identical weights at step n on the CPU.
+//!
+//! `run` is resolve → work → write: [`Plan::resolve`] checks the flags and reads the data,
+//! [`prepare_work`] decides between a fresh and a resumed run, [`train_loop`] trains, and
+//! [`finish`] writes the output folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,29 +16,21 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rebalance_core::contract::gan::{GanInfo, GanMetrics, LossRow};
+use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
+use rebalance_core::contract::{class_index, write_json};
 use rebalance_core::{
-    chart, grid, partial_dir, swap_into, write_atomic, ImageSet, Manifest, CONTRACT_VERSION,
+    chart, grid, partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest,
+    CONTRACT_VERSION,
 };
-use rebalance_nn::{adam::Adam, device_name, io, resolve_device};
-use serde::{Deserialize, Serialize};
+use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
+use rebalance_nn::train::run_key::{Claim, RunKey};
+use rebalance_nn::train::{checkpoint, CsvLog, Failure, FailureMonitor};
+use rebalance_nn::{adam::Adam, device_name, io, quality, resolve_device};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::diffaug::{diff_augment, Aug};
 use crate::TrainArgs;
-use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
-
-/// Columns of `losses.csv`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LossRow {
-    pub step: u64,
-    pub d_loss_real: f64,
-    pub d_loss_fake: f64,
-    pub g_loss: f64,
-    pub d_acc_real: f64,
-    pub d_acc_fake: f64,
-    pub gp: f64,
-    pub images_per_s: f64,
-}
 
 /// Samples shown per class in the progress grids.
 const GRID_COLS: i64 = 8;
@@ -55,20 +51,107 @@ pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> 
         .with_context(|| format!("{}: unreadable config metadata", path.display()))
 }
 
+/// Everything a run needs, resolved and checked before training.
+struct Plan {
+    args: TrainArgs,
+    device: Device,
+    /// The training image set's path, and the set.
+    data: PathBuf,
+    set: ImageSet,
+    out: PathBuf,
+    /// The hidden sibling of `out` the run lives in until it finishes.
+    work: PathBuf,
+    cfg: GanConfig,
+    /// D (critic) steps per G step.
+    n_d: u32,
+    policy: Vec<Aug>,
+}
+
+impl Plan {
+    fn resolve(args: &TrainArgs) -> Result<Self> {
+        check_flags(args)?;
+        if args.threads > 0 {
+            tch::set_num_threads(args.threads);
+        }
+        let device = resolve_device(args.common.device)?;
+        let layout = Layout::new(&args.common.artifacts);
+        let data = args
+            .data
+            .clone()
+            .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
+        let out = args.out.clone().unwrap_or_else(|| layout.dir(GAN));
+        if !data.exists() {
+            bail!(
+                "{}: no training set. Run `just ingest` first (it writes artifacts/dataset from data/mnist), \
+                 or pass --data <image set>",
+                data.display()
+            );
+        }
+        let set = ImageSet::read(&data)?;
+        let trained = choose_classes(&set, args)?;
+        if args.model == GanKind::Dcgan && trained.len() > 1 {
+            tracing::info!(
+                "dcgan is unconditional: it learns the {} classes as one pool",
+                trained.len()
+            );
+        }
+        let cfg = GanConfig {
+            model: args.model,
+            channels: set.channels as i64,
+            height: set.height as i64,
+            width: set.width as i64,
+            z_dim: args.z_dim,
+            g_width: args.g_width,
+            d_width: args.d_width,
+            embed_dim: args.embed_dim,
+            g_dropout: args.g_dropout,
+            classes: set.classes.clone(),
+            trained_classes: trained,
+        };
+        cfg.stages()?;
+        let default_d_steps = if args.model == GanKind::WganGp { 5 } else { 1 };
+        Ok(Self {
+            args: args.clone(),
+            device,
+            work: partial_dir(&out),
+            out,
+            data,
+            set,
+            cfg,
+            n_d: args.d_steps.unwrap_or(default_d_steps).max(1),
+            policy: args.diffaug.iter().flatten().copied().collect(),
+        })
+    }
+}
+
+/// Flags that are wrong whatever the data.
+fn check_flags(args: &TrainArgs) -> Result<()> {
+    if args.batch < 1 {
+        bail!("--batch must be at least 1, not {}", args.batch);
+    }
+    for (flag, v) in [("--lr-g", args.lr_g), ("--lr-d", args.lr_d)] {
+        if !(v > 0.0 && v.is_finite()) {
+            bail!("{flag} must be a positive number, not {v}");
+        }
+    }
+    if !(0.0..1.0).contains(&args.ema) {
+        bail!("--ema must be in [0, 1), not {}", args.ema);
+    }
+    for (flag, v) in [
+        ("--log-every", args.log_every),
+        ("--sample-every", args.sample_every),
+        ("--checkpoint-every", args.checkpoint_every),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    Ok(())
+}
+
 fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
     let counts = set.counts();
-    let find = |name: &str| -> Result<i64> {
-        set.classes
-            .iter()
-            .position(|c| c == name)
-            .map(|i| i as i64)
-            .with_context(|| {
-                format!(
-                    "class `{name}` is not in the dataset; its classes are {}",
-                    set.classes.join(", ")
-                )
-            })
-    };
+    let find = |name: &str| class_index(&set.classes, name).map(|i| i as i64);
     let chosen: Vec<i64> = if let Some(c) = &args.class {
         vec![find(c)?]
     } else if !args.classes.is_empty() {
@@ -98,14 +181,67 @@ fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
     Ok(chosen)
 }
 
+/// Decide where the run starts: the checkpoint to resume from, if any. Without `--resume`, an
+/// interrupted run of this same command and data (its run key) is resumed and anything else in
+/// the work folder is cleared.
+fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
+    let (args, work) = (&plan.args, &plan.work);
+    // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
+    let key = RunKey::new(
+        serde_json::to_value(args)?,
+        &["/resume", "/common/quiet"],
+        vec![FileRecord::of_file(
+            &plan.data,
+            &plan.data.display().to_string(),
+        )?],
+        &device_name(plan.device),
+    );
+    let resume_from = match args.resume.as_deref() {
+        None => match key.claim(work)? {
+            Claim::Resume if checkpoint_path(work).exists() => {
+                tracing::info!(
+                    "{} holds an interrupted run of this same command: resuming it",
+                    work.display()
+                );
+                Some(checkpoint_path(work))
+            }
+            Claim::Replaced => {
+                tracing::warn!("{} held an interrupted run of another command or data; starting afresh (use --resume latest to continue it)", work.display());
+                None
+            }
+            _ => None,
+        },
+        Some("latest") => {
+            if !checkpoint_path(work).exists() {
+                if !checkpoint_path(&plan.out).exists() {
+                    bail!(
+                        "--resume latest: no checkpoint in {} or {}",
+                        work.display(),
+                        plan.out.display()
+                    );
+                }
+                copy_dir(&plan.out, work)?;
+            }
+            key.write(work)?;
+            Some(checkpoint_path(work))
+        }
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!("--resume {}: no such checkpoint file", p.display());
+            }
+            key.write(work)?;
+            Some(p)
+        }
+    };
+    std::fs::create_dir_all(work.join("samples"))?;
+    std::fs::create_dir_all(work.join("checkpoints"))?;
+    Ok(resume_from)
+}
+
 /// Read a checkpoint and check that it fits the networks of `cfg`.
-fn read_matching(
-    path: &Path,
-    cfg: &GanConfig,
-    device: Device,
-    flag: &str,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let (t, meta) = io::read_safetensors(path, device)?;
+fn check_architecture(path: &Path, cfg: &GanConfig, device: Device, flag: &str) -> Result<()> {
+    let (_, meta) = io::read_safetensors(path, device)?;
     let theirs = checkpoint_config(&meta, path)?;
     if !theirs.same_architecture(cfg) {
         bail!(
@@ -115,7 +251,7 @@ fn read_matching(
             cfg.describe()
         );
     }
-    Ok((t, meta))
+    Ok(())
 }
 
 struct Nets {
@@ -129,6 +265,8 @@ struct Nets {
     opt_d: Adam,
     /// (EMA tensor, G tensor) pairs, matched by name once.
     ema_pairs: Vec<(Tensor, Tensor)>,
+    /// Sample from the EMA copy of G (when `--ema` > 0).
+    use_ema: bool,
 }
 
 impl Nets {
@@ -158,51 +296,74 @@ impl Nets {
             opt_g,
             opt_d,
             ema_pairs,
+            use_ema: args.ema > 0.0,
         })
     }
 
     fn save(&self, dir: &Path, step: u64, cfg: &GanConfig) -> Result<()> {
-        let mut t = io::named_vars(&self.g_vs, "g.");
-        t.extend(io::named_vars(&self.d_vs, "d."));
-        t.extend(io::named_vars(&self.ema_vs, "ema."));
-        t.extend(self.opt_g.state("opt_g."));
-        t.extend(self.opt_d.state("opt_d."));
         let meta = HashMap::from([
             ("kind".to_string(), "gan-train checkpoint".to_string()),
             ("contract_version".to_string(), CONTRACT_VERSION.to_string()),
             ("step".to_string(), step.to_string()),
-            ("opt_g_t".to_string(), self.opt_g.t.to_string()),
-            ("opt_d_t".to_string(), self.opt_d.t.to_string()),
             ("config".to_string(), serde_json::to_string(cfg)?),
         ]);
-        write_atomic(&checkpoint_path(dir), &io::to_safetensors(&t, meta)?)
+        checkpoint::save(
+            &checkpoint_path(dir),
+            &[("g", &self.g_vs), ("d", &self.d_vs), ("ema", &self.ema_vs)],
+            &[("opt_g", &self.opt_g), ("opt_d", &self.opt_d)],
+            meta,
+        )
     }
 
     /// Load a full checkpoint; returns its step.
     fn resume(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<u64> {
-        let (t, meta) = read_matching(path, cfg, device, "--resume")?;
-        io::load_vars(&self.g_vs, "g.", &t, path)?;
-        io::load_vars(&self.d_vs, "d.", &t, path)?;
-        io::load_vars(&self.ema_vs, "ema.", &t, path)?;
-        self.opt_g.load_state("opt_g.", &t)?;
-        self.opt_d.load_state("opt_d.", &t)?;
-        let num = |k: &str| -> Result<i64> {
-            meta.get(k)
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{}: no `{k}` metadata", path.display()))
-        };
-        self.opt_g.t = num("opt_g_t")?;
-        self.opt_d.t = num("opt_d_t")?;
-        Ok(num("step")? as u64)
+        check_architecture(path, cfg, device, "--resume")?;
+        let meta = checkpoint::load(
+            path,
+            &[("g", &self.g_vs), ("d", &self.d_vs), ("ema", &self.ema_vs)],
+            &mut [("opt_g", &mut self.opt_g), ("opt_d", &mut self.opt_d)],
+            device,
+        )?;
+        checkpoint::meta_value(&meta, "step", path)
     }
 
     /// Take G's and D's weights from an earlier run (`--init`): step 0, fresh optimizers.
     fn init_from(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<()> {
-        let (t, _) = read_matching(path, cfg, device, "--init")?;
-        io::load_vars(&self.g_vs, "g.", &t, path)?;
-        io::load_vars(&self.d_vs, "d.", &t, path)?;
+        check_architecture(path, cfg, device, "--init")?;
+        checkpoint::load(
+            path,
+            &[("g", &self.g_vs), ("d", &self.d_vs)],
+            &mut [],
+            device,
+        )?;
         self.ema_vs.copy(&self.g_vs)?;
         Ok(())
+    }
+
+    /// Resume the interrupted run, or start fresh (from `--init` when given); the first step.
+    /// A resumed run never re-applies `--init`: it already holds the weights it started from
+    /// and trained on.
+    fn start(&mut self, plan: &Plan, resume_from: Option<&Path>) -> Result<u64> {
+        let (cfg, device) = (&plan.cfg, plan.device);
+        match (resume_from, &plan.args.init) {
+            (Some(ck), init) => {
+                let step = self.resume(ck, cfg, device)?;
+                tracing::info!("resumed from {} at step {step}", ck.display());
+                if let Some(init) = init {
+                    tracing::info!(
+                        "resumed run: --init {} was applied when it started and is not applied again",
+                        init.display()
+                    );
+                }
+                Ok(step)
+            }
+            (None, Some(init)) => {
+                self.init_from(init, cfg, device)?;
+                tracing::info!("initialised G and D from {}", init.display());
+                Ok(0)
+            }
+            (None, None) => Ok(0),
+        }
     }
 
     /// EMA update with a warm-up, so early samples are not dominated by the initial weights.
@@ -213,6 +374,119 @@ impl Nets {
                 let _ = e.lerp_(s, 1.0 - d); // e = d e + (1-d) s
             }
         });
+    }
+
+    /// The generator samples come from (the EMA when enabled).
+    fn sampler(&self) -> &Generator {
+        if self.use_ema {
+            &self.ema
+        } else {
+            &self.g
+        }
+    }
+
+    fn sampler_vs(&self) -> &VarStore {
+        if self.use_ema {
+            &self.ema_vs
+        } else {
+            &self.g_vs
+        }
+    }
+}
+
+/// The real images of the trained classes on the device, and what the progress grids need.
+struct Real {
+    /// Images in [-1, 1] and their labels.
+    images: Tensor,
+    labels: Tensor,
+    /// Per trained class, the indices of its images in `images`.
+    by_class: Vec<Vec<i64>>,
+    /// One grid row per trained class (one row for dcgan).
+    grid_rows: i64,
+    fixed_z: Tensor,
+    fixed_y: Tensor,
+    /// Up to GRID_COLS real images per grid row, and their mean diversity (pixels in [0, 1]).
+    rows: Vec<Tensor>,
+    diversity: f64,
+}
+
+impl Real {
+    fn new(plan: &Plan) -> Self {
+        let (set, cfg, device) = (&plan.set, &plan.cfg, plan.device);
+        let trained = &cfg.trained_classes;
+        let (imgs, labels) = rebalance_nn::imageset_tensors(set, device);
+        let keep: Vec<i64> = (0..set.len() as i64)
+            .filter(|&i| trained.contains(&set.labels[i as usize]))
+            .collect();
+        let keep_t = Tensor::from_slice(&keep).to_device(device);
+        let images = rebalance_nn::to_unit_range(&imgs.index_select(0, &keep_t));
+        let by_class: Vec<Vec<i64>> = trained
+            .iter()
+            .map(|c| {
+                (0..keep.len() as i64)
+                    .filter(|&i| set.labels[keep[i as usize] as usize] == *c)
+                    .collect()
+            })
+            .collect();
+        let grid_rows = if cfg.model.conditional() {
+            trained.len() as i64
+        } else {
+            1
+        };
+        tch::manual_seed((plan.args.common.seed ^ 0x5eed_f1ed) as i64);
+        let fixed_z = Tensor::randn([grid_rows * GRID_COLS, cfg.z_dim], (Kind::Float, device));
+        let fixed_y: Vec<i64> = (0..grid_rows * GRID_COLS)
+            .map(|i| {
+                trained[if cfg.model.conditional() {
+                    (i / GRID_COLS) as usize
+                } else {
+                    0
+                }]
+            })
+            .collect();
+        let rows: Vec<Tensor> = by_class
+            .iter()
+            .take(grid_rows as usize)
+            .map(|ix| {
+                let ix = &ix[..ix.len().min(GRID_COLS as usize)];
+                images.index_select(0, &Tensor::from_slice(ix).to_device(device))
+            })
+            .collect();
+        let divs: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| quality::diversity(&((r + 1.0) / 2.0)))
+            .collect();
+        Self {
+            labels: labels.index_select(0, &keep_t),
+            images,
+            by_class,
+            grid_rows,
+            fixed_z,
+            fixed_y: Tensor::from_slice(&fixed_y).to_device(device),
+            rows,
+            diversity: divs.iter().sum::<f64>() / divs.len().max(1) as f64,
+        }
+    }
+
+    /// A batch of real images and labels, class-balanced when asked (conditional models).
+    fn batch(&self, plan: &Plan, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+        let balanced = plan.args.balanced && plan.cfg.model.conditional();
+        let n = self.images.size()[0];
+        let idx: Vec<i64> = (0..plan.args.batch)
+            .map(|_| {
+                if balanced {
+                    let c = &self.by_class[rng.random_range(0..self.by_class.len())];
+                    c[rng.random_range(0..c.len())]
+                } else {
+                    rng.random_range(0..n)
+                }
+            })
+            .collect();
+        let idx = Tensor::from_slice(&idx).to_device(plan.device);
+        (
+            self.images.index_select(0, &idx),
+            self.labels.index_select(0, &idx),
+        )
     }
 }
 
@@ -225,496 +499,358 @@ fn bce(logits: &Tensor, target: f64) -> Tensor {
     )
 }
 
-/// Mean pairwise distance of images in each row (class), averaged over rows;
-/// per-pixel RMS so that sizes compare.
-fn diversity(images: &Tensor, rows: i64, cols: i64) -> f64 {
-    if cols < 2 {
-        return 0.0;
-    }
-    let x = images.view([rows, cols, -1]);
-    let d = Tensor::cdist(&x, &x, 2.0, None::<i64>) / (x.size()[2] as f64).sqrt();
-    d.sum(Kind::Float).double_value(&[]) / (rows * cols * (cols - 1)) as f64
+/// One step's losses and D outputs (the last D step's).
+struct StepOut {
+    l_real: f64,
+    l_fake: f64,
+    gp: Tensor,
+    g_loss: f64,
+    d_real: Tensor,
+    d_fake: Tensor,
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let started = Instant::now();
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads);
-    }
-    let device = resolve_device(args.common.device)?;
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| args.common.artifacts.join("dataset/train.safetensors"));
-    if !data.exists() {
-        bail!(
-            "{}: no training set. Run `just ingest` first (it writes artifacts/dataset from data/mnist), \
-             or pass --data <image set>",
-            data.display()
-        );
-    }
-    let set = ImageSet::read(&data)?;
-    let trained = choose_classes(&set, args)?;
-    if args.model == GanKind::Dcgan && trained.len() > 1 {
-        tracing::info!(
-            "dcgan is unconditional: it learns the {} classes as one pool",
-            trained.len()
-        );
-    }
-    let cfg = GanConfig {
-        model: args.model,
-        channels: set.channels as i64,
-        height: set.height as i64,
-        width: set.width as i64,
-        z_dim: args.z_dim,
-        g_width: args.g_width,
-        d_width: args.d_width,
-        embed_dim: args.embed_dim,
-        g_dropout: args.g_dropout,
-        classes: set.classes.clone(),
-        trained_classes: trained.clone(),
-    };
-    cfg.stages()?;
-    let n_d = args
-        .d_steps
-        .unwrap_or(if args.model == GanKind::WganGp { 5 } else { 1 })
-        .max(1);
-    let policy: Vec<Aug> = args.diffaug.iter().flatten().copied().collect();
-
-    // The run lives in a hidden sibling folder until it finishes; a killed run resumes from it.
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.common.artifacts.join("gan"));
-    let work = partial_dir(&out);
-    // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
-    let run_key = {
-        let mut a = args.clone();
-        a.resume = None;
-        a.common.quiet = false;
-        let json = serde_json::to_string(&a).expect("args serialise");
-        format!("{json}\n{}", rebalance_core::hash::sha256_file(&data)?)
-    };
-    let key_path = work.join(".run-key");
-    let resume_from = match args.resume.as_deref() {
-        None => {
-            let same = std::fs::read_to_string(&key_path).is_ok_and(|k| k == run_key);
-            if same && checkpoint_path(&work).exists() {
-                tracing::info!(
-                    "{} holds an interrupted run of this same command: resuming it",
-                    work.display()
-                );
-                Some(checkpoint_path(&work))
-            } else {
-                if work.exists() {
-                    tracing::warn!("{} holds an interrupted run of another command or data; starting afresh (use --resume latest to continue it)", work.display());
-                    std::fs::remove_dir_all(&work)
-                        .with_context(|| format!("removing {}", work.display()))?;
-                }
-                None
-            }
-        }
-        Some("latest") => {
-            if checkpoint_path(&work).exists() {
-                Some(checkpoint_path(&work))
-            } else if checkpoint_path(&out).exists() {
-                copy_dir(&out, &work)?;
-                Some(checkpoint_path(&work))
-            } else {
-                bail!(
-                    "--resume latest: no checkpoint in {} or {}",
-                    work.display(),
-                    out.display()
-                );
-            }
-        }
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if !p.is_file() {
-                bail!("--resume {}: no such checkpoint file", p.display());
-            }
-            Some(p)
+/// One training step: `n_d` D (critic) updates, then one G update on the last D step's fakes.
+fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
+    let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
+    let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
+    tch::manual_seed(mix as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(mix);
+    let aug = |x: &Tensor| {
+        if plan.policy.is_empty() {
+            x.shallow_clone()
+        } else {
+            diff_augment(x, &plan.policy)
         }
     };
-    std::fs::create_dir_all(work.join("samples"))?;
-    std::fs::create_dir_all(work.join("checkpoints"))?;
-    write_atomic(&key_path, run_key.as_bytes())?;
-
-    let mut nets = Nets::new(&cfg, args, device)?;
-    let mut step = 0;
-    let mut rows: Vec<LossRow> = Vec::new();
-    if let Some(ck) = &resume_from {
-        step = nets.resume(ck, &cfg, device)?;
-        rows = read_losses(&work.join("losses.csv"))?
-            .into_iter()
-            .filter(|r| r.step <= step)
-            .collect();
-        tracing::info!("resumed from {} at step {step}", ck.display());
-    }
-    // --init seeds a fresh run only: a resumed run already holds the weights it started from
-    // and trained on, and re-applying --init would discard that training.
-    match (&args.init, &resume_from) {
-        (Some(init), None) => {
-            nets.init_from(init, &cfg, device)?;
-            tracing::info!("initialised G and D from {}", init.display());
-        }
-        (Some(init), Some(_)) => tracing::info!(
-            "resumed run: --init {} was applied when it started and is not applied again",
-            init.display()
-        ),
-        (None, _) => {}
-    }
-    if !args.common.quiet {
-        eprint!("{}\n{}", nets.g.summary(device), nets.d.summary(device));
-    }
-    write_atomic(&work.join("config.json"), &serde_json::to_vec_pretty(&cfg)?)?;
-
-    // Real images of the trained classes, in [-1, 1], on the device.
-    let (imgs, labels) = rebalance_nn::imageset_tensors(&set, device);
-    let keep: Vec<i64> = (0..set.len() as i64)
-        .filter(|&i| trained.contains(&set.labels[i as usize]))
-        .collect();
-    let keep_t = Tensor::from_slice(&keep).to_device(device);
-    let real = rebalance_nn::to_unit_range(&imgs.index_select(0, &keep_t));
-    let real_labels = labels.index_select(0, &keep_t);
-    let by_class: Vec<Vec<i64>> = trained
-        .iter()
-        .map(|c| {
-            (0..keep.len() as i64)
-                .filter(|&i| set.labels[keep[i as usize] as usize] == *c)
-                .collect()
-        })
-        .collect();
-
-    // Fixed noise for the progress grids: one row per trained class (one row for dcgan).
-    let grid_rows = if cfg.model.conditional() {
-        trained.len() as i64
-    } else {
-        1
-    };
-    tch::manual_seed((args.common.seed ^ 0x5eed_f1ed) as i64);
-    let fixed_z = Tensor::randn([grid_rows * GRID_COLS, cfg.z_dim], (Kind::Float, device));
-    let fixed_y = Tensor::from_slice(
-        &(0..grid_rows * GRID_COLS)
-            .map(|i| {
-                if cfg.model.conditional() {
-                    trained[(i / GRID_COLS) as usize]
-                } else {
-                    trained[0]
-                }
-            })
-            .collect::<Vec<_>>(),
-    )
-    .to_device(device);
-    let real_rows: Vec<Tensor> = by_class
-        .iter()
-        .take(grid_rows as usize)
-        .map(|ix| {
-            real.index_select(
-                0,
-                &Tensor::from_slice(&ix[..ix.len().min(GRID_COLS as usize)]).to_device(device),
+    let wgan = cfg.model == GanKind::WganGp;
+    let mut last = None;
+    for k in 0..plan.n_d {
+        let (xr, yr) = real.batch(plan, &mut rng);
+        let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
+        let fake = if k + 1 == plan.n_d {
+            nets.g.forward_t(&z, &yr, true)
+        } else {
+            tch::no_grad(|| nets.g.forward_t(&z, &yr, true))
+        };
+        let d_real = nets.d.forward_t(&aug(&xr), &yr, true);
+        let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yr, true);
+        let (l_real, l_fake, gp) = if wgan {
+            let gp = gradient_penalty(nets, &xr, &fake, &yr, b, device);
+            (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
+        } else {
+            (
+                bce(&d_real, args.label_smoothing),
+                bce(&d_fake, 0.0),
+                Tensor::zeros([], (Kind::Float, device)),
             )
-        })
-        .collect();
-    let real_diversity = {
-        let divs: Vec<f64> = real_rows
-            .iter()
-            .filter(|r| r.size()[0] >= 2)
-            .map(|r| diversity(r, 1, r.size()[0]))
-            .collect();
-        divs.iter().sum::<f64>() / divs.len().max(1) as f64
-    };
-    if step == 0 {
-        let pix: Vec<Vec<u8>> = real_rows.iter().map(rebalance_nn::to_u8_pixels).collect();
-        write_grid(&work.join("samples/real.png"), &pix, &cfg)?;
+        };
+        let loss = &l_real + &l_fake + &gp * args.gp_lambda;
+        nets.opt_d.zero_grad();
+        loss.backward();
+        nets.opt_d.step();
+        last = Some((
+            l_real,
+            l_fake,
+            gp,
+            d_real.detach(),
+            d_fake.detach(),
+            fake,
+            yr,
+        ));
     }
+    let (l_real, l_fake, gp, d_real, d_fake, fake, y) = last.expect("n_d ≥ 1");
+    let d_g = nets.d.forward_t(&aug(&fake), &y, true);
+    let g_loss = if wgan {
+        -d_g.mean(Kind::Float)
+    } else {
+        bce(&d_g, 1.0)
+    };
+    nets.opt_g.zero_grad();
+    g_loss.backward();
+    nets.opt_g.step();
+    if args.ema > 0.0 {
+        nets.update_ema(args.ema, step);
+    }
+    StepOut {
+        l_real: l_real.double_value(&[]),
+        l_fake: l_fake.double_value(&[]),
+        gp,
+        g_loss: g_loss.double_value(&[]),
+        d_real,
+        d_fake,
+    }
+}
 
+/// WGAN-GP's penalty: (‖∇D(x̂)‖ − 1)² on random interpolates of real and fake images.
+fn gradient_penalty(
+    nets: &Nets,
+    xr: &Tensor,
+    fake: &Tensor,
+    y: &Tensor,
+    b: i64,
+    device: Device,
+) -> Tensor {
+    let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
+    let x_hat: Tensor = &alpha * xr + (1.0 - &alpha) * fake.detach();
+    let x_hat = x_hat.set_requires_grad(true);
+    let d_hat = nets.d.forward_t(&x_hat, y, true);
+    let grads = Tensor::run_backward(&[d_hat.sum(Kind::Float)], &[&x_hat], true, true).remove(0);
+    (grads.view([b, -1]).norm_scalaropt_dim(2, [1], false) - 1.0)
+        .square()
+        .mean(Kind::Float)
+}
+
+/// What the loop carries from step to step.
+struct Progress {
+    step: u64,
+    steps_at_start: u64,
+    log: CsvLog<LossRow>,
+    monitor: FailureMonitor,
+    /// A failure still in force: only a divergence stays (the others warn once).
+    failure: Option<Failure>,
+    last_good_ckpt: Option<u64>,
+    train_time: f64,
+    last_log: Instant,
+}
+
+fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> Result<Progress> {
+    let args = &plan.args;
     let bar = rebalance_core::cli::progress(
-        args.steps.saturating_sub(step),
+        args.steps.saturating_sub(prog.step),
         "training",
         args.common.quiet,
     );
-    let show_lines = !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut train_time = 0.0;
-    let mut last_log = Instant::now();
-    let mut d_zero_run = 0;
-    let mut last_good_ckpt = resume_from.as_ref().map(|_| step);
-    let steps_at_start = step;
-    let mut failure: Option<String> = None;
-    let b = args.batch;
-    while step < args.steps {
-        step += 1;
+    while prog.step < args.steps {
+        prog.step += 1;
+        let step = prog.step;
         let t0 = Instant::now();
-        let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
-        tch::manual_seed(mix as i64);
-        let mut rng = ChaCha8Rng::seed_from_u64(mix);
-        let batch = |rng: &mut ChaCha8Rng| -> (Tensor, Tensor) {
-            let idx: Vec<i64> = (0..b)
-                .map(|_| {
-                    if args.balanced && cfg.model.conditional() {
-                        let c = &by_class[rng.random_range(0..by_class.len())];
-                        c[rng.random_range(0..c.len())]
-                    } else {
-                        rng.random_range(0..keep.len() as i64)
-                    }
-                })
-                .collect();
-            let idx = Tensor::from_slice(&idx).to_device(device);
-            (
-                real.index_select(0, &idx),
-                real_labels.index_select(0, &idx),
-            )
-        };
-        let aug = |x: &Tensor| {
-            if policy.is_empty() {
-                x.shallow_clone()
-            } else {
-                diff_augment(x, &policy)
-            }
-        };
-
-        // D (critic) steps; the last one's fake batch is reused for the G step.
-        let mut out = (
-            Tensor::new(),
-            Tensor::new(),
-            Tensor::new(),
-            Tensor::new(),
-            Tensor::new(),
-        );
-        let mut fake = Tensor::new();
-        let mut y = Tensor::new();
-        for k in 0..n_d {
-            let (xr, yr) = batch(&mut rng);
-            let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
-            fake = if k + 1 == n_d {
-                nets.g.forward_t(&z, &yr, true)
-            } else {
-                tch::no_grad(|| nets.g.forward_t(&z, &yr, true))
-            };
-            let d_real = nets.d.forward_t(&aug(&xr), &yr, true);
-            let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yr, true);
-            let (l_real, l_fake, gp) = if cfg.model == GanKind::WganGp {
-                let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
-                let x_hat: Tensor = &alpha * &xr + (1.0 - &alpha) * fake.detach();
-                let x_hat = x_hat.set_requires_grad(true);
-                let d_hat = nets.d.forward_t(&x_hat, &yr, true);
-                let grads = Tensor::run_backward(&[d_hat.sum(Kind::Float)], &[&x_hat], true, true)
-                    .remove(0);
-                let gp = (grads.view([b, -1]).norm_scalaropt_dim(2, [1], false) - 1.0)
-                    .square()
-                    .mean(Kind::Float);
-                (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
-            } else {
-                (
-                    bce(&d_real, args.label_smoothing),
-                    bce(&d_fake, 0.0),
-                    Tensor::zeros([], (Kind::Float, device)),
-                )
-            };
-            let loss = &l_real + &l_fake + &gp * args.gp_lambda;
-            nets.opt_d.zero_grad();
-            loss.backward();
-            nets.opt_d.step();
-            out = (l_real, l_fake, gp, d_real.detach(), d_fake.detach());
-            y = yr;
-        }
-        let d_g = nets.d.forward_t(&aug(&fake), &y, true);
-        let g_loss = if cfg.model == GanKind::WganGp {
-            -d_g.mean(Kind::Float)
-        } else {
-            bce(&d_g, 1.0)
-        };
-        nets.opt_g.zero_grad();
-        g_loss.backward();
-        nets.opt_g.step();
-        if args.ema > 0.0 {
-            nets.update_ema(args.ema, step);
-        }
-        let (l_real, l_fake, g_val) = (
-            out.0.double_value(&[]),
-            out.1.double_value(&[]),
-            g_loss.double_value(&[]),
-        );
-        train_time += t0.elapsed().as_secs_f64();
+        let out = train_step(plan, nets, real, step);
+        prog.train_time += t0.elapsed().as_secs_f64();
         bar.inc(1);
-
-        if !(l_real.is_finite() && l_fake.is_finite() && g_val.is_finite()) {
-            failure.get_or_insert(format!(
-                "step {step}: a loss is not finite (D real {l_real}, D fake {l_fake}, G {g_val}); training diverged, try lower learning rates"
-            ));
-        }
+        let mut found = prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss);
         if step % args.log_every == 0 || step == args.steps {
-            let since = last_log.elapsed().as_secs_f64().max(1e-9);
-            last_log = Instant::now();
-            let logged = (step
-                - rows
-                    .last()
-                    .map_or(steps_at_start, |r| r.step.max(steps_at_start)))
-                as f64;
-            let row = LossRow {
-                step,
-                d_loss_real: l_real,
-                d_loss_fake: l_fake,
-                g_loss: g_val,
-                d_acc_real: out
-                    .3
-                    .gt(0.0)
-                    .to_kind(Kind::Float)
-                    .mean(Kind::Float)
-                    .double_value(&[]),
-                d_acc_fake: out
-                    .4
-                    .lt(0.0)
-                    .to_kind(Kind::Float)
-                    .mean(Kind::Float)
-                    .double_value(&[]),
-                gp: out.2.double_value(&[]),
-                images_per_s: (logged * (b * n_d as i64) as f64 / since * 10.0).round() / 10.0,
-            };
-            let msg = format!(
-                "step {step}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s",
-                args.steps,
-                row.d_loss_real,
-                row.d_loss_fake,
-                row.g_loss,
-                row.d_acc_real,
-                row.d_acc_fake,
-                row.images_per_s
-            );
+            let row = log_row(plan, &mut prog, &out);
             bar.set_message(format!(
                 "G {:.2} D {:.2}",
                 row.g_loss,
                 row.d_loss_real + row.d_loss_fake
             ));
-            if show_lines {
-                tracing::info!("{msg}");
-            }
-            // With one-sided smoothing the real loss cannot go below the target's entropy.
-            let p = args.label_smoothing.clamp(1e-12, 1.0);
-            let floor = if p < 1.0 {
-                -(p * p.ln() + (1.0 - p) * (1.0 - p).ln())
-            } else {
-                0.0
-            };
-            if cfg.model != GanKind::WganGp && row.d_loss_real - floor + row.d_loss_fake < 0.01 {
-                d_zero_run += 1;
-                if d_zero_run == args.d_zero_patience {
-                    failure.get_or_insert(format!(
-                        "step {step}: D loss has been near 0 for {d_zero_run} log steps: D has won and G gets no gradient \
-                         (try a lower --lr-d, more --diffaug ops, or --label-smoothing)"
-                    ));
-                }
-            } else {
-                d_zero_run = 0;
-            }
-            rows.push(row);
-            write_losses(&work.join("losses.csv"), &rows)?;
+            let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
+            found = found.or(won);
+            prog.log.push(row)?;
         }
         if step % args.sample_every == 0 || step == args.steps {
-            let samples = tch::no_grad(|| nets.sampler(args).forward_t(&fixed_z, &fixed_y, false));
-            let div = diversity(&samples, grid_rows, GRID_COLS);
-            // Judged only after a fifth of the run: a fresh G is not diverse yet.
-            if real_diversity > 0.0 && step * 5 >= args.steps && div < 0.25 * real_diversity {
-                failure.get_or_insert(format!(
-                    "step {step}: sample diversity collapsed ({div:.3} against {real_diversity:.3} for real images): mode collapse"
-                ));
-            }
-            let pix: Vec<Vec<u8>> = (0..grid_rows)
-                .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
-                .collect();
-            write_grid(
-                &work.join(format!("samples/step_{step:06}.png")),
-                &pix,
-                &cfg,
-            )?;
+            found = found.or(write_samples(plan, nets, real, step, &prog.monitor)?);
         }
-        if let Some(f) = &failure {
+        if let Some(f) = found {
+            prog.failure.get_or_insert(f);
+        }
+        if let Some(f) = &prog.failure {
             tracing::warn!("{f}");
             if args.stop_on_failure {
                 bar.finish_and_clear();
-                match last_good_ckpt {
-                    Some(s) => bail!("stopped on failure: {f}. The last good checkpoint (step {s}) is in {}; continue with --resume latest", work.display()),
+                match prog.last_good_ckpt {
+                    Some(s) => bail!("stopped on failure: {f}. The last good checkpoint (step {s}) is in {}; continue with --resume latest", plan.work.display()),
                     None => bail!("stopped on failure: {f}. No checkpoint was written yet"),
                 }
             }
             // Warn once per kind; keep going, but never checkpoint diverged weights.
-            if !f.contains("not finite") {
-                failure = None;
+            if !f.diverged() {
+                prog.failure = None;
             }
         }
-        let diverged = failure.as_deref().is_some_and(|f| f.contains("not finite"));
+        let diverged = prog.failure.as_ref().is_some_and(Failure::diverged);
         if (step % args.checkpoint_every == 0 || step == args.steps) && !diverged {
-            nets.save(&work, step, &cfg)?;
-            last_good_ckpt = Some(step);
+            nets.save(&plan.work, step, &plan.cfg)?;
+            prog.last_good_ckpt = Some(step);
         }
     }
     bar.finish_and_clear();
-    if let Some(f) = &failure {
+    if let Some(f) = &prog.failure {
         bail!("training diverged ({f}); no checkpoint of diverged weights was written");
     }
-    if step == steps_at_start && !checkpoint_path(&work).exists() {
-        nets.save(&work, step, &cfg)?;
-    }
-    finish(
-        args,
-        &cfg,
-        &nets,
-        &work,
-        &out,
-        &rows,
-        &data,
-        step,
-        steps_at_start,
-        train_time,
-        started,
-        device,
-        n_d,
-    )
+    Ok(prog)
 }
 
-impl Nets {
-    fn sampler(&self, args: &TrainArgs) -> &Generator {
-        if args.ema > 0.0 {
-            &self.ema
-        } else {
-            &self.g
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    args: &TrainArgs,
-    cfg: &GanConfig,
-    nets: &Nets,
-    work: &Path,
-    out: &Path,
-    rows: &[LossRow],
-    data: &Path,
-    step: u64,
-    steps_at_start: u64,
-    train_time: f64,
-    started: Instant,
-    device: Device,
-    n_d: u32,
-) -> Result<()> {
-    // The model: the generator used for sampling (the EMA when enabled) plus its config.
-    let g_vs = if args.ema > 0.0 {
-        &nets.ema_vs
-    } else {
-        &nets.g_vs
+/// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
+fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
+    let args = &plan.args;
+    let since = prog.last_log.elapsed().as_secs_f64().max(1e-9);
+    prog.last_log = Instant::now();
+    let last = prog
+        .log
+        .rows()
+        .last()
+        .map_or(prog.steps_at_start, |r| r.step.max(prog.steps_at_start));
+    let logged = (prog.step - last) as f64;
+    let rate = |t: &Tensor, positive: bool| {
+        let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
+        hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
     };
+    let row = LossRow {
+        step: prog.step,
+        d_loss_real: out.l_real,
+        d_loss_fake: out.l_fake,
+        g_loss: out.g_loss,
+        d_acc_real: rate(&out.d_real, true),
+        d_acc_fake: rate(&out.d_fake, false),
+        gp: out.gp.double_value(&[]),
+        images_per_s: (logged * (args.batch * plan.n_d as i64) as f64 / since * 10.0).round()
+            / 10.0,
+    };
+    if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tracing::info!(
+            "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s",
+            row.step,
+            args.steps,
+            row.d_loss_real,
+            row.d_loss_fake,
+            row.g_loss,
+            row.d_acc_real,
+            row.d_acc_fake,
+            row.images_per_s
+        );
+    }
+    row
+}
+
+/// The fixed-noise sample grid of a sample step; a collapse when the samples' diversity is far
+/// below the real images'.
+fn write_samples(
+    plan: &Plan,
+    nets: &Nets,
+    real: &Real,
+    step: u64,
+    monitor: &FailureMonitor,
+) -> Result<Option<Failure>> {
+    let samples = tch::no_grad(|| {
+        nets.sampler()
+            .forward_t(&real.fixed_z, &real.fixed_y, false)
+    });
+    let per_row: Vec<f64> = (0..real.grid_rows)
+        .filter_map(|r| {
+            let row = samples.narrow(0, r * GRID_COLS, GRID_COLS);
+            quality::diversity(&((row + 1.0) / 2.0))
+        })
+        .collect();
+    let div = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
+    let pix: Vec<Vec<u8>> = (0..real.grid_rows)
+        .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
+        .collect();
+    let path = plan.work.join(format!("samples/step_{step:06}.png"));
+    write_grid(&path, &pix, &plan.cfg)?;
+    Ok(monitor.samples(step, plan.args.steps, div, real.diversity))
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let plan = Plan::resolve(args)?;
+    let resume_from = prepare_work(&plan)?;
+    let mut nets = Nets::new(&plan.cfg, args, plan.device)?;
+    let step = nets.start(&plan, resume_from.as_deref())?;
+    if !args.common.quiet {
+        eprint!(
+            "{}\n{}",
+            nets.g.summary(plan.device),
+            nets.d.summary(plan.device)
+        );
+    }
+    write_json(&plan.work.join(file::CONFIG), &plan.cfg)?;
+    let real = Real::new(&plan);
+    if step == 0 {
+        let pix: Vec<Vec<u8>> = real.rows.iter().map(rebalance_nn::to_u8_pixels).collect();
+        write_grid(&plan.work.join("samples/real.png"), &pix, &plan.cfg)?;
+    }
+    let log_path = plan.work.join(file::LOSSES);
+    let prog = Progress {
+        step,
+        steps_at_start: step,
+        log: if resume_from.is_some() {
+            CsvLog::resume(&log_path, |r: &LossRow| r.step <= step)?
+        } else {
+            CsvLog::create(&log_path)
+        },
+        monitor: FailureMonitor::new(
+            args.label_smoothing,
+            args.model == GanKind::WganGp,
+            args.d_zero_patience,
+        ),
+        failure: None,
+        last_good_ckpt: resume_from.as_ref().map(|_| step),
+        train_time: 0.0,
+        last_log: Instant::now(),
+    };
+    let prog = train_loop(&plan, &mut nets, &real, prog)?;
+    if prog.step == prog.steps_at_start && !checkpoint_path(&plan.work).exists() {
+        nets.save(&plan.work, prog.step, &plan.cfg)?;
+    }
+    finish(&plan, &nets, &prog, started)
+}
+
+/// Write the generator, the loss chart and the manifest, then swap the work folder into place.
+fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result<()> {
+    let (args, cfg, work) = (&plan.args, &plan.cfg, &plan.work);
+    // The model: the generator used for sampling (the EMA when enabled) plus its config.
     let meta = HashMap::from([("config".to_string(), serde_json::to_string(cfg)?)]);
     write_atomic(
-        &work.join("generator.safetensors"),
-        &io::to_safetensors(&io::named_vars(g_vs, ""), meta)?,
+        &work.join(file::GENERATOR),
+        &io::to_safetensors(&io::named_vars(nets.sampler_vs(), ""), meta)?,
     )?;
+    write_atomic(
+        &work.join("losses.svg"),
+        losses_svg(prog.log.rows())?.as_bytes(),
+    )?;
+    let trained_steps = prog.step - prog.steps_at_start;
+    let mut m = Manifest::new(
+        "gan-train",
+        serde_json::to_value(args)?,
+        &device_name(plan.device),
+        args.common.seed,
+    );
+    m.inputs.push(FileRecord::of_file(
+        &plan.data,
+        &plan.data.display().to_string(),
+    )?);
+    RunKey::release(work)?;
+    m.record_outputs(work)?;
+    m.set_extra(&GanInfo {
+        config: cfg.clone(),
+        trained_classes: cfg
+            .trained_classes
+            .iter()
+            .map(|&c| cfg.classes[c as usize].clone())
+            .collect(),
+    })?;
+    let images = trained_steps as f64 * (args.batch * plan.n_d as i64) as f64;
+    m.set_metrics(&GanMetrics {
+        steps: prog.step,
+        steps_this_run: trained_steps,
+        train_s: (prog.train_time * 1000.0).round() / 1000.0,
+        images_per_s: (prog.train_time > 0.0)
+            .then(|| (images / prog.train_time * 10.0).round() / 10.0),
+        last: prog.log.rows().last().cloned(),
+    })?;
+    m.finish(work, started)?;
+    swap_into(work, &plan.out)?;
+    println!(
+        "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
+        cfg.model,
+        prog.step,
+        trained_steps,
+        started.elapsed().as_secs_f64(),
+        plan.out.display(),
+        plan.out.display()
+    );
+    Ok(())
+}
+
+fn losses_svg(rows: &[LossRow]) -> Result<String> {
     let series = |f: fn(&LossRow) -> f64| {
         rows.iter()
             .map(|r| (r.step as f64, f(r)))
             .collect::<Vec<_>>()
     };
-    let svg = chart::lines_svg(
+    chart::lines_svg(
         "GAN losses",
         &[
             ("D loss real", series(|r| r.d_loss_real)),
@@ -723,58 +859,7 @@ fn finish(
         ],
         "step",
         "loss",
-    )?;
-    write_atomic(&work.join("losses.svg"), svg.as_bytes())?;
-    let trained_steps = step - steps_at_start;
-    let mut m = Manifest::new(
-        "gan-train",
-        serde_json::to_value(args)?,
-        &device_name(device),
-        args.common.seed,
-    );
-    m.inputs.push(rebalance_core::FileRecord::of_file(
-        data,
-        &data.display().to_string(),
-    )?);
-    m.record_outputs(work)?;
-    m.extra.insert("config".into(), serde_json::to_value(cfg)?);
-    m.extra.insert(
-        "trained_classes".into(),
-        serde_json::json!(cfg
-            .trained_classes
-            .iter()
-            .map(|&c| &cfg.classes[c as usize])
-            .collect::<Vec<_>>()),
-    );
-    m.metrics.insert("steps".into(), serde_json::json!(step));
-    m.metrics
-        .insert("steps_this_run".into(), serde_json::json!(trained_steps));
-    m.metrics.insert(
-        "train_s".into(),
-        serde_json::json!((train_time * 1000.0).round() / 1000.0),
-    );
-    if train_time > 0.0 {
-        let ips = trained_steps as f64 * (args.batch * n_d as i64) as f64 / train_time;
-        m.metrics.insert(
-            "images_per_s".into(),
-            serde_json::json!((ips * 10.0).round() / 10.0),
-        );
-    }
-    if let Some(r) = rows.last() {
-        m.metrics.insert("final".into(), serde_json::to_value(r)?);
-    }
-    m.finish(work, started)?;
-    swap_into(work, out)?;
-    println!(
-        "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
-        cfg.model,
-        step,
-        trained_steps,
-        started.elapsed().as_secs_f64(),
-        out.display(),
-        out.display()
-    );
-    Ok(())
+    )
 }
 
 pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<()> {
@@ -788,25 +873,6 @@ pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Resu
         grid::default_scale(cfg.height as usize),
     )?;
     write_atomic(path, &png)
-}
-
-fn write_losses(path: &Path, rows: &[LossRow]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    write_atomic(path, &w.into_inner()?)
-}
-
-fn read_losses(path: &Path) -> Result<Vec<LossRow>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    r.deserialize()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", path.display()))
 }
 
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {

@@ -219,7 +219,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     let target = (k + 3).to_string();
     // Another command (other --steps) does not resume the interrupted run without --resume.
     assert!(
-        std::fs::read_to_string(tmp.path().join(".gan.partial/.run-key"))
+        std::fs::read_to_string(tmp.path().join(".gan.partial/.run-key.json"))
             .unwrap()
             .contains("100000")
     );
@@ -311,7 +311,7 @@ fn generation_gives_requested_counts_and_labels() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
-            && e.contains("class `zebra` is not one of the dataset's classes (a, b, c)"),
+            && e.contains("class `zebra` is not in the dataset; its classes are a, b, c"),
         "{e}"
     );
 }

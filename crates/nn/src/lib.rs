@@ -4,6 +4,7 @@ pub mod adam;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod quality;
 pub mod train;
 
 use anyhow::{bail, Result};

@@ -10,6 +10,7 @@ use pipeline::report::{self, ReportInput};
 use pipeline::runner::{shell_words, Runner};
 use pipeline::spec::{parse_override, Bindings, Param, Spec};
 use pipeline::tracking::Tracker;
+use rebalance_core::contract::runs::StageStatus;
 
 /// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
 /// whose command, parameters, program and inputs are unchanged (pipeline.lock), with a log per
@@ -257,7 +258,7 @@ fn run(args: RunArgs) -> Result<()> {
         .record
         .stages
         .iter()
-        .filter(|s| s.status == "ran")
+        .filter(|s| s.status == StageStatus::Ran)
         .count();
     eprintln!(
         "run {}: {} stage(s) ran, {} cached, in {:.1} s",

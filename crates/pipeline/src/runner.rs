@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
+use rebalance_core::contract::runs::StageStatus;
 use rebalance_core::hash::{sha256_file, sha256_tree};
 use serde::{Deserialize, Serialize};
 
@@ -108,13 +109,6 @@ pub struct Runner {
     /// Where sibling stage binaries are looked for first (the runner's own folder).
     pub bin_dir: Option<PathBuf>,
     hashes: HashMap<PathBuf, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Ran,
-    Cached,
 }
 
 impl Runner {
@@ -308,7 +302,7 @@ impl Runner {
             let why = self.staleness(task, &now, &lock)?;
             if why.is_empty() {
                 eprintln!("{head}: cached (unchanged command, parameters, program and inputs)");
-                tracker.stage(task, Outcome::Cached, 0.0, None)?;
+                tracker.stage(task, StageStatus::Cached, 0.0, None)?;
             } else {
                 eprintln!("{head}: running ({})", describe(&why));
                 now.outs = self.run_one(task, &program, &head, tracker, &mut lock)?;
@@ -344,12 +338,12 @@ impl Runner {
             Ok(outs) => {
                 drop_aside(&aside);
                 eprintln!("{head}: done in {secs:.1} s");
-                tracker.stage(task, Outcome::Ran, secs, Some(&log))?;
+                tracker.stage(task, StageStatus::Ran, secs, Some(&log))?;
                 Ok(outs)
             }
             Err(e) => {
                 restore_aside(&aside)?;
-                tracker.stage_failed(task, secs, &log)?;
+                tracker.stage(task, StageStatus::Failed, secs, Some(&log))?;
                 lock.stages.remove(&task.key);
                 lock.write(&self.lock_path)?;
                 Err(e)

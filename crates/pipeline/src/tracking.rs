@@ -8,43 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use rebalance_core::contract::classify::{ClassifierMetrics, CurveRow};
+use rebalance_core::contract::gan::LossRow;
+use rebalance_core::contract::layout::file;
+use rebalance_core::contract::runs::{MlflowRef, RunRecord, RunStatus, StageRecord, StageStatus};
+use rebalance_core::contract::{read_csv, read_json};
+use rebalance_core::Manifest;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::mlflow::{Metric, Mlflow};
 use crate::plan::Task;
-use crate::report::read_json;
-use crate::runner::Outcome;
-
-#[derive(Debug, Serialize)]
-pub struct StageRecord {
-    pub key: String,
-    pub entry: String,
-    pub round: u32,
-    pub status: String,
-    pub wall_s: f64,
-    pub command: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log: Option<String>,
-    pub outs: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RunRecord {
-    pub id: String,
-    pub project: String,
-    pub entry: String,
-    pub status: String,
-    pub started_unix_ms: u128,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_unix_ms: Option<u128>,
-    pub params: BTreeMap<String, String>,
-    pub stages: Vec<StageRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mlflow: Option<Value>,
-}
 
 pub struct Tracker {
     pub dir: PathBuf,
@@ -115,7 +89,7 @@ impl Tracker {
             id: id.clone(),
             project: project.to_string(),
             entry: entry.to_string(),
-            status: "RUNNING".into(),
+            status: RunStatus::Running,
             started_unix_ms: now_ms(),
             ended_unix_ms: None,
             params,
@@ -161,11 +135,11 @@ impl Tracker {
                     "tracking: MLflow run {run_id} at {} (experiment {experiment})",
                     client.base
                 );
-                record.mlflow = Some(json!({
-                    "tracking_uri": client.base,
-                    "run_id": run_id,
-                    "artifact_uri": artifact_uri,
-                }));
+                record.mlflow = Some(MlflowRef {
+                    tracking_uri: client.base.clone(),
+                    run_id: run_id.clone(),
+                    artifact_uri: artifact_uri.clone(),
+                });
                 Some(MlflowRun {
                     client,
                     run_id,
@@ -200,14 +174,14 @@ impl Tracker {
     }
 
     fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec_pretty(&self.record).expect("run record serialises");
-        rebalance_core::write_atomic(&self.dir.join("run.json"), &json)
+        rebalance_core::contract::write_json(&self.dir.join(file::RUN), &self.record)
     }
 
-    fn push_stage(
+    /// Record how a stage went (and its wall time as a metric when it ran).
+    pub fn stage(
         &mut self,
         task: &Task,
-        status: &str,
+        status: StageStatus,
         secs: f64,
         log: Option<&Path>,
     ) -> Result<()> {
@@ -215,41 +189,23 @@ impl Tracker {
             key: task.key.clone(),
             entry: task.entry.clone(),
             round: task.round,
-            status: status.to_string(),
+            status,
             wall_s: (secs * 1000.0).round() / 1000.0,
             command: task.argv.clone(),
             log: log.map(|l| l.display().to_string()),
             outs: task.outs.iter().map(|o| o.display().to_string()).collect(),
         });
         if let Some(m) = &self.mlflow {
-            let tag = (format!("stage.{}", task.key), status.to_string());
+            let tag = (format!("stage.{}", task.key), status.as_str().to_string());
             if let Err(e) = m.client.log_batch(&m.run_id, &[], &[], &[tag]) {
                 eprintln!("tracking: MLflow: {e:#}");
             }
         }
-        self.save()
-    }
-
-    pub fn stage(
-        &mut self,
-        task: &Task,
-        outcome: Outcome,
-        secs: f64,
-        log: Option<&Path>,
-    ) -> Result<()> {
-        let status = match outcome {
-            Outcome::Ran => "ran",
-            Outcome::Cached => "cached",
-        };
-        self.push_stage(task, status, secs, log)?;
-        if outcome == Outcome::Ran {
+        self.save()?;
+        if status == StageStatus::Ran {
             self.metric(&format!("{}.wall_s", task.entry), secs, task.round as i64)?;
         }
         Ok(())
-    }
-
-    pub fn stage_failed(&mut self, task: &Task, secs: f64, log: &Path) -> Result<()> {
-        self.push_stage(task, "failed", secs, Some(log))
     }
 
     pub fn metric(&mut self, key: &str, value: f64, step: i64) -> Result<()> {
@@ -286,31 +242,37 @@ impl Tracker {
             } else {
                 root.join(out)
             };
-            if let Some(m) = read_json(&dir.join("manifest.json")) {
-                flatten(&format!("{}.", task.entry), &m["metrics"], step, &mut batch);
-            }
-            if let Some(m) = read_json(&dir.join("metrics.json")) {
+            if let Ok(m) = Manifest::read(&dir) {
                 flatten(
-                    &format!("{}.test.", task.entry),
-                    &m["test"]["mean"],
+                    &format!("{}.", task.entry),
+                    &Value::Object(m.metrics),
                     step,
                     &mut batch,
                 );
             }
-            curve(
-                &dir.join("losses.csv"),
-                "step",
-                None,
-                &task.entry,
-                &mut batch,
-            );
-            curve(
-                &dir.join("curves.csv"),
-                "epoch",
-                Some("seed"),
-                &task.entry,
-                &mut batch,
-            );
+            if let Ok(m) = read_json::<ClassifierMetrics>(&dir.join(file::METRICS)) {
+                for (k, v) in &m.test.mean {
+                    batch.push(Metric {
+                        key: format!("{}.test.{k}", task.entry),
+                        value: *v,
+                        step,
+                    });
+                }
+            }
+            if let Ok(rows) = read_csv::<LossRow>(&dir.join(file::LOSSES)) {
+                curve(&rows, |r| r.step as i64, &["step"], &task.entry, &mut batch);
+            }
+            if let Ok(rows) = read_csv::<CurveRow>(&dir.join(file::CURVES)) {
+                let first = rows.first().map(|r| r.seed);
+                let rows: Vec<_> = rows.into_iter().filter(|r| Some(r.seed) == first).collect();
+                curve(
+                    &rows,
+                    |r| r.epoch as i64,
+                    &["seed", "epoch"],
+                    &task.entry,
+                    &mut batch,
+                );
+            }
         }
         self.metrics_batch(&batch)
     }
@@ -323,7 +285,11 @@ impl Tracker {
         verdict: Option<String>,
         upload: &[(PathBuf, String)],
     ) -> Result<()> {
-        self.record.status = if ok { "FINISHED" } else { "FAILED" }.into();
+        self.record.status = if ok {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        };
         self.record.ended_unix_ms = Some(now_ms());
         self.record.verdict = verdict.clone();
         self.save()?;
@@ -359,7 +325,7 @@ impl Tracker {
                 }
                 if run.owned {
                     run.client
-                        .set_terminated(&run.run_id, if ok { "FINISHED" } else { "FAILED" })?;
+                        .set_terminated(&run.run_id, self.record.status.as_str())?;
                 }
                 Ok(())
             })();
@@ -392,44 +358,27 @@ fn flatten(prefix: &str, v: &Value, step: i64, out: &mut Vec<Metric>) {
     }
 }
 
-/// Numeric columns of a CSV as metrics with `step_col` as the step (rows of the first value of
-/// `group_col` only, when given).
-fn curve(path: &Path, step_col: &str, group_col: Option<&str>, entry: &str, out: &mut Vec<Metric>) {
-    let Ok(mut rdr) = csv::Reader::from_path(path) else {
-        return;
-    };
-    let Ok(headers) = rdr.headers().cloned() else {
-        return;
-    };
-    let Some(si) = headers.iter().position(|h| h == step_col) else {
-        return;
-    };
-    let gi = group_col.and_then(|g| headers.iter().position(|h| h == g));
-    let mut first_group: Option<String> = None;
-    for row in rdr.records().flatten() {
-        if let Some(gi) = gi {
-            let g = row.get(gi).unwrap_or_default().to_string();
-            match &first_group {
-                None => first_group = Some(g),
-                Some(f) if *f != g => break,
-                _ => {}
-            }
-        }
-        let Some(step) = row.get(si).and_then(|s| s.parse::<f64>().ok()) else {
+/// The numeric fields of typed rows as metrics (`<entry>.<field>`), each at the row's step;
+/// `skip` names the step and grouping fields.
+fn curve<T: Serialize>(
+    rows: &[T],
+    step: impl Fn(&T) -> i64,
+    skip: &[&str],
+    entry: &str,
+    out: &mut Vec<Metric>,
+) {
+    for row in rows {
+        let Ok(Value::Object(fields)) = serde_json::to_value(row) else {
             continue;
         };
-        for (i, h) in headers.iter().enumerate() {
-            if i == si || Some(i) == gi {
-                continue;
-            }
-            if let Some(v) = row.get(i).and_then(|s| s.parse::<f64>().ok()) {
-                if v.is_finite() {
-                    out.push(Metric {
-                        key: format!("{entry}.{h}"),
-                        value: v,
-                        step: step as i64,
-                    });
-                }
+        for (k, v) in fields {
+            match v.as_f64() {
+                Some(v) if v.is_finite() && !skip.contains(&k.as_str()) => out.push(Metric {
+                    key: format!("{entry}.{k}"),
+                    value: v,
+                    step: step(row),
+                }),
+                _ => {}
             }
         }
     }

@@ -2,56 +2,28 @@
 //! [`Seq`] of features, with one linear head. The `features` (penultimate activations) are what
 //! the judge measures Fréchet distances in.
 
-use anyhow::{bail, Result};
-use clap::ValueEnum;
-use serde::{Deserialize, Serialize};
+pub use rebalance_core::contract::classify::{ClassifierConfig, ClassifierKind};
 use tch::{nn, Tensor};
 
 use super::layers::{format_summary, probe, Op, ResidualBlock, Seq, SummaryRow};
 use super::Network;
 
-/// Which classifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassifierKind {
-    /// LeNet-5 (LeCun 1998): 32×32 input (28×28 is padded), tanh, average pooling, 84-unit F6.
-    Lenet5,
-    /// Two conv+conv+max-pool blocks (32, 64 filters) and a 128-unit dense layer, for small sets.
-    SmallCnn,
-    /// A residual CNN (stages of basic blocks with batch norm, global pooling) for 32–128 px colour data.
-    Resnet,
-}
-
-impl std::fmt::Display for ClassifierKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(
-            self.to_possible_value()
-                .expect("no skipped variants")
-                .get_name(),
-        )
-    }
-}
-
-impl ClassifierKind {
-    /// The architecture behind the name (the one place that matches on the kind).
-    pub fn backbone(self) -> &'static dyn Backbone {
-        match self {
-            ClassifierKind::Lenet5 => &Lenet5,
-            ClassifierKind::SmallCnn => &SmallCnn,
-            ClassifierKind::Resnet => &Resnet,
-        }
+/// The architecture behind a name.
+pub fn backbone(kind: ClassifierKind) -> &'static dyn Backbone {
+    match kind {
+        ClassifierKind::Lenet5 => &Lenet5,
+        ClassifierKind::SmallCnn => &SmallCnn,
+        ClassifierKind::Resnet => &Resnet,
     }
 }
 
 /// The common face of the classifier architectures.
 pub trait Backbone: Sync {
-    /// Width of the features layer for images of this size.
-    fn feature_dim(&self, height: i64, width: i64) -> i64;
     /// Dropout between the features and the head while training.
     fn head_dropout(&self) -> f64 {
         0.0
     }
-    /// The feature layers, input `[N, C, H, W]` in [−1, 1], output `[N, feature_dim]`.
+    /// The feature layers, input `[N, C, H, W]` in [−1, 1], output `[N, cfg.feature_dim]`.
     fn build(&self, p: &nn::Path, cfg: &ClassifierConfig) -> Seq;
 }
 
@@ -59,10 +31,6 @@ pub trait Backbone: Sync {
 pub struct Lenet5;
 
 impl Backbone for Lenet5 {
-    fn feature_dim(&self, _: i64, _: i64) -> i64 {
-        84
-    }
-
     fn build(&self, p: &nn::Path, cfg: &ClassifierConfig) -> Seq {
         let c = cfg.channels;
         let mut s = Seq::new();
@@ -107,10 +75,6 @@ impl Backbone for Lenet5 {
 pub struct SmallCnn;
 
 impl Backbone for SmallCnn {
-    fn feature_dim(&self, _: i64, _: i64) -> i64 {
-        128
-    }
-
     fn head_dropout(&self) -> f64 {
         0.3
     }
@@ -149,14 +113,6 @@ impl Backbone for SmallCnn {
 pub struct Resnet;
 
 impl Backbone for Resnet {
-    fn feature_dim(&self, height: i64, width: i64) -> i64 {
-        if height.min(width) >= 64 {
-            256
-        } else {
-            128
-        }
-    }
-
     fn head_dropout(&self) -> f64 {
         0.3
     }
@@ -202,55 +158,6 @@ impl Backbone for Resnet {
     }
 }
 
-/// Everything needed to rebuild a classifier (`config.json` beside `model.safetensors`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassifierConfig {
-    pub contract_version: String,
-    pub model: ClassifierKind,
-    pub channels: i64,
-    pub height: i64,
-    pub width: i64,
-    pub classes: Vec<String>,
-    /// Width of the `features` layer.
-    pub feature_dim: i64,
-}
-
-impl ClassifierConfig {
-    pub fn new(
-        model: ClassifierKind,
-        channels: i64,
-        height: i64,
-        width: i64,
-        classes: Vec<String>,
-    ) -> Result<Self> {
-        if channels != 1 && channels != 3 {
-            bail!("images have {channels} channels; the classifiers take 1 or 3");
-        }
-        if height < 8 || width < 8 {
-            bail!("images are {height}×{width}; the classifiers need at least 8×8");
-        }
-        if classes.len() < 2 {
-            bail!(
-                "a classifier needs at least 2 classes, the set has {}",
-                classes.len()
-            );
-        }
-        Ok(Self {
-            contract_version: rebalance_core::CONTRACT_VERSION.to_string(),
-            model,
-            channels,
-            height,
-            width,
-            classes,
-            feature_dim: model.backbone().feature_dim(height, width),
-        })
-    }
-
-    pub fn num_classes(&self) -> i64 {
-        self.classes.len() as i64
-    }
-}
-
 /// A classifier: `logits = head(dropout(features(x)))`.
 #[derive(Debug)]
 pub struct Classifier {
@@ -262,7 +169,7 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(p: &nn::Path, config: &ClassifierConfig) -> Self {
-        let backbone = config.model.backbone();
+        let backbone = backbone(config.model);
         let features = backbone.build(p, config);
         Self {
             features,

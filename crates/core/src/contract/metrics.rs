@@ -25,6 +25,7 @@ pub struct Metrics {
     pub balanced_accuracy: f64,
     pub macro_f1: f64,
     /// Mean cross-entropy (unweighted).
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub loss: f64,
     pub n: u64,
     pub per_class: Vec<ClassMetrics>,

@@ -1,0 +1,56 @@
+//! `ingest`'s manifest fields: what the dataset is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Images per class name.
+pub type ClassCounts = BTreeMap<String, usize>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitCounts {
+    pub train: ClassCounts,
+    pub val: ClassCounts,
+    pub test: ClassCounts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// A file ingest could not use, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: String,
+}
+
+/// The fields `ingest` adds to `dataset/manifest.json` (flattened beside the common ones).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// The input format that was read (`folder`, `csv`, `fer2013`, `idx`, `gtsrb`, …).
+    pub format: String,
+    pub classes: Vec<String>,
+    pub counts: SplitCounts,
+    pub image_shape: ImageShape,
+    /// Train count below `--rare-below` × the median train count.
+    pub rare_classes: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    pub notes: Vec<String>,
+}
+
+/// `dataset/manifest.json` metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMetrics {
+    /// Largest train class over the smallest; null when a class has no train image.
+    pub imbalance_ratio: Option<f64>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub n_test: usize,
+    pub n_skipped: usize,
+    /// Seconds spent decoding images.
+    pub decode_s: f64,
+}

@@ -1,0 +1,153 @@
+//! `gan-train`'s files: `config.json` (rebuilds G and D), `losses.csv`, and the manifest fields.
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// Which GAN to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GanKind {
+    /// Unconditional DCGAN, on one class or a pooled set of classes.
+    Dcgan,
+    /// Label-conditioned DCGAN: G embeds the label, D is a projection discriminator.
+    Cgan,
+    /// Conditional WGAN with gradient penalty (critic without batch norm).
+    WganGp,
+}
+
+impl std::fmt::Display for GanKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            self.to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
+        )
+    }
+}
+
+impl GanKind {
+    pub fn conditional(self) -> bool {
+        self != GanKind::Dcgan
+    }
+}
+
+/// Everything needed to rebuild the networks (written as `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanConfig {
+    pub model: GanKind,
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub z_dim: i64,
+    pub g_width: i64,
+    pub d_width: i64,
+    pub embed_dim: i64,
+    pub g_dropout: f64,
+    /// All classes of the dataset (label i = classes[i]).
+    pub classes: Vec<String>,
+    /// The labels the GAN was trained on.
+    pub trained_classes: Vec<i64>,
+}
+
+impl GanConfig {
+    /// Number of stride-2 stages and the starting side: 28 -> (2, 7), 32 -> (2, 8), 64 -> (3, 8).
+    pub fn stages(&self) -> Result<(i64, i64)> {
+        if self.height != self.width {
+            bail!(
+                "images are {}x{}; the GANs need square images (ingest --size N)",
+                self.height,
+                self.width
+            );
+        }
+        let (mut s, mut k) = (self.height, 0);
+        while s > 8 && s % 2 == 0 {
+            s /= 2;
+            k += 1;
+        }
+        if k == 0 || s < 3 {
+            bail!(
+                "image side {} is not supported; use 28, 32, 64 or 128 (ingest --size N)",
+                self.height
+            );
+        }
+        Ok((k, s))
+    }
+
+    /// A short description of the architecture, for mismatch messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}x{}x{}, z {}, G width {}, D width {}, {} classes",
+            self.model,
+            self.channels,
+            self.height,
+            self.width,
+            self.z_dim,
+            self.g_width,
+            self.d_width,
+            self.classes.len()
+        )
+    }
+
+    /// True when weights of `other` fit these networks.
+    pub fn same_architecture(&self, other: &GanConfig) -> bool {
+        (
+            self.model,
+            self.channels,
+            self.height,
+            self.width,
+            self.z_dim,
+            self.g_width,
+            self.d_width,
+            self.embed_dim,
+            self.classes.len(),
+        ) == (
+            other.model,
+            other.channels,
+            other.height,
+            other.width,
+            other.z_dim,
+            other.g_width,
+            other.d_width,
+            other.embed_dim,
+            other.classes.len(),
+        )
+    }
+}
+
+/// A row of `losses.csv`: one log step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossRow {
+    pub step: u64,
+    pub d_loss_real: f64,
+    pub d_loss_fake: f64,
+    pub g_loss: f64,
+    pub d_acc_real: f64,
+    pub d_acc_fake: f64,
+    pub gp: f64,
+    pub images_per_s: f64,
+}
+
+/// The fields `gan-train` adds to `gan/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanInfo {
+    pub config: GanConfig,
+    /// Names of the classes the GAN was trained on.
+    pub trained_classes: Vec<String>,
+}
+
+/// `gan/manifest.json` metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GanMetrics {
+    /// Steps trained in all (a resumed run counts the steps before it).
+    pub steps: u64,
+    pub steps_this_run: u64,
+    /// Seconds inside training steps, this run.
+    pub train_s: f64,
+    /// Real images through D per second, this run (absent when no step ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+    /// The last `losses.csv` row.
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub last: Option<LossRow>,
+}

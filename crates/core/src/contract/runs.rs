@@ -1,0 +1,86 @@
+//! The runner's run record, `runs/<id>/run.json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How a run ended (MLflow's run statuses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunStatus {
+    #[default]
+    Running,
+    Finished,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// What happened to one stage in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    #[default]
+    Ran,
+    /// Skipped: `pipeline.lock` said its command, parameters, program and inputs are unchanged.
+    Cached,
+    Failed,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Ran => "ran",
+            StageStatus::Cached => "cached",
+            StageStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub key: String,
+    pub entry: String,
+    pub round: u32,
+    pub status: StageStatus,
+    pub wall_s: f64,
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    pub outs: Vec<String>,
+}
+
+/// Where the run was also logged in MLflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MlflowRef {
+    pub tracking_uri: String,
+    pub run_id: String,
+    pub artifact_uri: String,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub project: String,
+    pub entry: String,
+    pub status: RunStatus,
+    pub started_unix_ms: u128,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_unix_ms: Option<u128>,
+    /// `<stage>.<param>` → value.
+    pub params: BTreeMap<String, String>,
+    pub stages: Vec<StageRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRef>,
+}
