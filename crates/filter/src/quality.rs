@@ -98,7 +98,9 @@ mod tests {
         let q = Tensor::cat(&[other, copy], 0);
         let (d, i) = nearest(&q, &reference, Device::Cpu);
         assert_eq!(i[1], 17);
-        assert!(d[1] < 1e-6, "{}", d[1]);
+        // cdist's matrix-product path leaves round-off of order 1e-4 on an exact copy, far
+        // below the 0.05 near-copy threshold.
+        assert!(d[1] < 1e-3, "{}", d[1]);
         assert!(d[0] > 0.2, "random images are far apart: {}", d[0]);
     }
 }
