@@ -27,6 +27,17 @@ pub struct ClassicalParams {
 }
 
 impl ClassicalParams {
+    /// The ranges as `composition.json` records them.
+    pub fn ranges(&self) -> rebalance_core::contract::augment::ClassicalRanges {
+        rebalance_core::contract::augment::ClassicalRanges {
+            rotation: self.rotation,
+            shear: self.shear,
+            zoom: self.zoom,
+            shift: self.shift,
+            hflip: self.hflip,
+        }
+    }
+
     /// One random 2×3 matrix that maps output to input coordinates in [-1, 1] units, as Keras
     /// builds it: rotation · shift · shear · zoom.
     pub fn sample(&self, rng: &mut impl Rng) -> [f32; 6] {

@@ -5,17 +5,21 @@
 pub mod classical;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rebalance_core::contract::augment::{
+    AugmentInfo, AugmentMetrics, Composition as CompositionFile, Totals,
+};
+use rebalance_core::contract::class_index;
+use rebalance_core::contract::layout::{file, Layout, AUGMENTED, DATASET, FILTERED};
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, resolve_device};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tch::Tensor;
 use tracing::{info, warn};
 
@@ -67,6 +71,15 @@ pub enum ClassicalFrom {
     RealSynthetic,
 }
 
+impl ClassicalFrom {
+    /// The name on the command line (`real+synthetic`).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// rebalance stage `augment`: build the rebalanced training set from the real train split.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(version)]
@@ -113,22 +126,7 @@ pub struct Args {
     pub common: CommonArgs,
 }
 
-/// What one class of the output is made of.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Composition {
-    pub real: usize,
-    pub repeated: usize,
-    pub classical: usize,
-    pub synthetic: usize,
-    /// Synthetic images of this class that were available.
-    pub synthetic_available: usize,
-}
-
-impl Composition {
-    pub fn total(&self) -> usize {
-        self.real + self.repeated + self.classical + self.synthetic
-    }
-}
+pub use rebalance_core::contract::augment::ClassComposition as Composition;
 
 /// Plan the composition of every class (no pixels touched): `real[c]` real images,
 /// `synth[c]` synthetic images available, `fill[c]` whether class c may be filled.
@@ -178,118 +176,146 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
         .collect()
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    let started = Instant::now();
-    let device = resolve_device(args.common.device)?;
-    let a = &args.common.artifacts;
-    let train_path = args
-        .train
-        .clone()
-        .unwrap_or_else(|| a.join("dataset/train.safetensors"));
-    let train = ImageSet::read_input(
-        &train_path,
-        "training set",
-        "run ingest first, or pass --train",
+/// Flags and inputs, checked before any image is made.
+struct Plan {
+    args: Args,
+    device: tch::Device,
+    train_path: PathBuf,
+    synth_path: PathBuf,
+    out: PathBuf,
+    train: ImageSet,
+    synthetic: Option<ImageSet>,
+    /// Whether each class may be filled (`--classes`).
+    fill: Vec<bool>,
+    target: usize,
+    comp: Vec<Composition>,
+}
+
+impl Plan {
+    fn resolve(args: &Args) -> Result<Self> {
+        if !(0.0..=1.0).contains(&args.synthetic_share) {
+            bail!(
+                "--synthetic-share must be within [0, 1], got {}",
+                args.synthetic_share
+            );
+        }
+        if args.classical_from == ClassicalFrom::RealSynthetic
+            && args.strategy != Strategy::SyntheticClassical
+        {
+            bail!("--classical-from real+synthetic only applies to --strategy synthetic+classical");
+        }
+        let device = resolve_device(args.common.device)?;
+        let layout = Layout::new(&args.common.artifacts);
+        let train_path = args
+            .train
+            .clone()
+            .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
+        let synth_path = args
+            .synthetic
+            .clone()
+            .unwrap_or_else(|| layout.file(FILTERED, file::KEPT));
+        let out = args.out.clone().unwrap_or_else(|| layout.dir(AUGMENTED));
+        let train = ImageSet::read_input(
+            &train_path,
+            "training set",
+            "run ingest first, or pass --train",
+        )?;
+        let mut fill = vec![args.classes.is_empty(); train.classes.len()];
+        for name in &args.classes {
+            fill[class_index(&train.classes, name).context("--classes")?] = true;
+        }
+        let synthetic = if args.strategy.uses_synthetic() {
+            Some(read_synthetic(&synth_path, &train, &train_path)?)
+        } else {
+            None
+        };
+        let real_counts = train.counts();
+        let synth_counts = synthetic
+            .as_ref()
+            .map(|s| s.counts())
+            .unwrap_or_else(|| vec![0; train.classes.len()]);
+        Ok(Self {
+            comp: plan(args, &real_counts, &synth_counts, &fill),
+            target: args
+                .target
+                .unwrap_or_else(|| real_counts.iter().copied().max().unwrap_or(0)),
+            args: args.clone(),
+            device,
+            train_path,
+            synth_path,
+            out,
+            train,
+            synthetic,
+            fill,
+        })
+    }
+}
+
+fn read_synthetic(path: &Path, train: &ImageSet, train_path: &Path) -> Result<ImageSet> {
+    let s = ImageSet::read_input(
+        path,
+        "synthetic image set",
+        "run `gan-train generate` and `filter` first, or pass --synthetic",
     )?;
-    if !(0.0..=1.0).contains(&args.synthetic_share) {
+    s.ensure_matches(path, train, train_path)?;
+    if s.is_empty() {
         bail!(
-            "--synthetic-share must be within [0, 1], got {}",
-            args.synthetic_share
+            "{}: the synthetic set is empty (did the filter keep nothing? see its acceptance.csv; lower --threshold)",
+            path.display()
         );
     }
-    let k = train.classes.len();
-    let mut fill = vec![args.classes.is_empty(); k];
-    for name in &args.classes {
-        let i = train
-            .classes
-            .iter()
-            .position(|c| c == name)
-            .with_context(|| {
-                format!(
-                    "--classes: `{name}` is not one of the training set's classes ({})",
-                    train.classes.join(", ")
-                )
-            })?;
-        fill[i] = true;
-    }
+    Ok(s)
+}
 
-    let synth_path = args
-        .synthetic
-        .clone()
-        .unwrap_or_else(|| a.join("filtered/kept.safetensors"));
-    let synthetic = if args.strategy.uses_synthetic() {
-        let s = ImageSet::read_input(
-            &synth_path,
-            "synthetic image set",
-            "run `gan-train generate` and `filter` first, or pass --synthetic",
-        )?;
-        s.ensure_matches(&synth_path, &train, &train_path)?;
-        if s.is_empty() {
-            bail!(
-                "{}: the synthetic set is empty (did the filter keep nothing? see its acceptance.csv; lower --threshold)",
-                synth_path.display()
-            );
-        }
-        Some(s)
-    } else {
-        None
-    };
+/// The rebalanced set and up to 10 added images per class (for the sample grid).
+struct Built {
+    out: ImageSet,
+    added_rows: Vec<Vec<u8>>,
+}
 
-    if args.classical_from == ClassicalFrom::RealSynthetic
-        && args.strategy != Strategy::SyntheticClassical
-    {
-        bail!("--classical-from real+synthetic only applies to --strategy synthetic+classical");
-    }
-    let real_counts = train.counts();
-    let synth_counts = synthetic
-        .as_ref()
-        .map(|s| s.counts())
-        .unwrap_or_else(|| vec![0; k]);
-    let comp = plan(args, &real_counts, &synth_counts, &fill);
-    let target = args
-        .target
-        .unwrap_or_else(|| real_counts.iter().copied().max().unwrap_or(0));
+pub fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let plan = Plan::resolve(args)?;
+    let built = build(&plan)?;
+    let totals = write_outputs(&plan, &built, started)?;
+    println!(
+        "augment: {}: {} real → {} images ({} repeated, {} classical, {} synthetic) in {}",
+        args.strategy.name(),
+        plan.train.len(),
+        built.out.len(),
+        totals.repeated,
+        totals.classical,
+        totals.synthetic,
+        plan.out.display()
+    );
+    Ok(())
+}
 
+/// Every real image first, then each class's repeated, classical and synthetic images.
+fn build(plan: &Plan) -> Result<Built> {
+    let (args, train) = (&plan.args, &plan.train);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.common.seed);
     rebalance_nn::seed_everything(args.common.seed);
-    let mut out = train.clone();
-    let mut added_rows: Vec<Vec<u8>> = vec![Vec::new(); k];
-    let per = train.image_len();
-    let shape = [
-        train.channels as i64,
-        train.height as i64,
-        train.width as i64,
-    ];
-    for (c, plan_c) in comp.iter().enumerate() {
-        let name = &train.classes[c];
-        let gap = target.saturating_sub(plan_c.real);
-        if fill[c]
-            && gap > 0
-            && plan_c.total() < target.max(plan_c.real)
-            && args.strategy != Strategy::None
-        {
-            warn!(
-                "class `{name}`: reaches {} of the target {target} (real {}, synthetic available {}{})",
-                plan_c.total(),
-                plan_c.real,
-                plan_c.synthetic_available,
-                if plan_c.real == 0 { ", and no real image to transform" } else { "" }
-            );
-        }
+    let mut built = Built {
+        out: train.clone(),
+        added_rows: vec![Vec::new(); train.classes.len()],
+    };
+    for (c, plan_c) in plan.comp.iter().enumerate() {
+        warn_short(plan, c, plan_c);
         let mut real_idx: Vec<usize> = (0..train.len())
             .filter(|&i| train.labels[i] == c as i64)
             .collect();
         real_idx.shuffle(&mut rng);
-        let cycle =
-            |n: usize| -> Vec<usize> { (0..n).map(|j| real_idx[j % real_idx.len()]).collect() };
         // Repeated real images.
-        for i in cycle(plan_c.repeated) {
-            out.push(train.image(i), c as i64);
+        for j in 0..plan_c.repeated {
+            built
+                .out
+                .push(train.image(real_idx[j % real_idx.len()]), c as i64);
         }
         // Sources of the classical transforms: real images, and synthetic ones when asked.
         let mut sources: Vec<&[u8]> = real_idx.iter().map(|&i| train.image(i)).collect();
         if args.classical_from == ClassicalFrom::RealSynthetic {
-            if let Some(s) = &synthetic {
+            if let Some(s) = &plan.synthetic {
                 sources.extend(
                     (0..s.len())
                         .filter(|&i| s.labels[i] == c as i64)
@@ -298,48 +324,22 @@ pub fn run(args: &Args) -> Result<()> {
             }
             sources.shuffle(&mut rng);
         }
-        // Classical transforms, in batches.
         let src: Vec<&[u8]> = (0..plan_c.classical)
             .map(|j| sources[j % sources.len()])
             .collect();
-        for chunk in src.chunks(512) {
-            let mut pix = Vec::with_capacity(chunk.len() * per);
-            for img in chunk {
-                pix.extend_from_slice(img);
-            }
-            let x = Tensor::from_slice(&pix).reshape([
-                chunk.len() as i64,
-                shape[0],
-                shape[1],
-                shape[2],
-            ]);
-            let mats: Vec<[f32; 6]> = chunk
-                .iter()
-                .map(|_| args.classical.sample(&mut rng))
-                .collect();
-            let y = classical::transform(&x, &mats, device);
-            let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
-            for img in v.chunks(per) {
-                out.push(img, c as i64);
-                if added_rows[c].len() < 10 * per {
-                    added_rows[c].extend_from_slice(img);
-                }
-            }
-        }
+        add_classical(plan, &mut built, &src, c, &mut rng)?;
         // Synthetic images, a random subset of those available.
-        if let Some(s) = &synthetic {
+        if let Some(s) = &plan.synthetic {
             let mut idx: Vec<usize> = (0..s.len()).filter(|&i| s.labels[i] == c as i64).collect();
             idx.shuffle(&mut rng);
             for &i in idx.iter().take(plan_c.synthetic) {
-                out.push(s.image(i), c as i64);
-                if added_rows[c].len() < 10 * per {
-                    added_rows[c].extend_from_slice(s.image(i));
-                }
+                built.push_added(s.image(i), c, train.image_len());
             }
         }
         if plan_c.total() > plan_c.real {
             info!(
-                "class `{name}`: {} real + {} repeated + {} classical + {} synthetic = {}",
+                "class `{}`: {} real + {} repeated + {} classical + {} synthetic = {}",
+                train.classes[c],
                 plan_c.real,
                 plan_c.repeated,
                 plan_c.classical,
@@ -348,58 +348,175 @@ pub fn run(args: &Args) -> Result<()> {
             );
         }
     }
+    Ok(built)
+}
 
-    let out_dir = args.out.clone().unwrap_or_else(|| a.join("augmented"));
-    let staged = StagedDir::new(&out_dir)?;
-    out.write(&staged.path().join("train.safetensors"))?;
-    let composition: BTreeMap<&String, Composition> =
-        train.classes.iter().zip(comp.iter().copied()).collect();
-    let totals = comp
+impl Built {
+    fn push_added(&mut self, img: &[u8], c: usize, per: usize) {
+        self.out.push(img, c as i64);
+        if self.added_rows[c].len() < 10 * per {
+            self.added_rows[c].extend_from_slice(img);
+        }
+    }
+}
+
+/// Warn when a class to fill cannot reach the target.
+fn warn_short(plan: &Plan, c: usize, plan_c: &Composition) {
+    let target = plan.target;
+    if plan.fill[c]
+        && target > plan_c.real
+        && plan_c.total() < target.max(plan_c.real)
+        && plan.args.strategy != Strategy::None
+    {
+        warn!(
+            "class `{}`: reaches {} of the target {target} (real {}, synthetic available {}{})",
+            plan.train.classes[c],
+            plan_c.total(),
+            plan_c.real,
+            plan_c.synthetic_available,
+            if plan_c.real == 0 {
+                ", and no real image to transform"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Classical transforms of `src` (one each), in batches of 512 on the device.
+fn add_classical(
+    plan: &Plan,
+    built: &mut Built,
+    src: &[&[u8]],
+    c: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<()> {
+    let train = &plan.train;
+    let per = train.image_len();
+    let shape = [
+        train.channels as i64,
+        train.height as i64,
+        train.width as i64,
+    ];
+    for chunk in src.chunks(512) {
+        let mut pix = Vec::with_capacity(chunk.len() * per);
+        for img in chunk {
+            pix.extend_from_slice(img);
+        }
+        let x =
+            Tensor::from_slice(&pix).reshape([chunk.len() as i64, shape[0], shape[1], shape[2]]);
+        let mats: Vec<[f32; 6]> = chunk
+            .iter()
+            .map(|_| plan.args.classical.sample(rng))
+            .collect();
+        let y = classical::transform(&x, &mats, plan.device);
+        let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
+        for img in v.chunks(per) {
+            built.push_added(img, c, per);
+        }
+    }
+    Ok(())
+}
+
+/// The set, composition.json, the charts and the manifest; the totals.
+fn write_outputs(plan: &Plan, built: &Built, started: Instant) -> Result<Totals> {
+    let (args, train) = (&plan.args, &plan.train);
+    let staged = StagedDir::new(&plan.out)?;
+    built.out.write(&staged.path().join(file::TRAIN))?;
+    let classes: BTreeMap<String, Composition> = train
+        .classes
         .iter()
-        .fold(Composition::default(), |t, c| Composition {
+        .cloned()
+        .zip(plan.comp.iter().copied())
+        .collect();
+    let totals = plan.comp.iter().fold(
+        Totals {
+            images: built.out.len(),
+            ..Default::default()
+        },
+        |t, c| Totals {
             real: t.real + c.real,
             repeated: t.repeated + c.repeated,
             classical: t.classical + c.classical,
             synthetic: t.synthetic + c.synthetic,
-            synthetic_available: t.synthetic_available + c.synthetic_available,
-        });
-    let comp_json = json!({
-        "strategy": args.strategy,
-        "target": target,
-        "train": train_path.display().to_string(),
-        "synthetic": synthetic.as_ref().map(|_| synth_path.display().to_string()),
-        "classical": args.classical,
-        "classical_from": args.classical_from,
-        "classes": composition,
-        "totals": {
-            "real": totals.real,
-            "repeated": totals.repeated,
-            "classical": totals.classical,
-            "synthetic": totals.synthetic,
-            "images": out.len(),
+            images: t.images,
         },
-    });
-    staged.write("composition.json", &serde_json::to_vec_pretty(&comp_json)?)?;
+    );
+    let composition = CompositionFile {
+        strategy: args.strategy.name(),
+        target: plan.target,
+        train: plan.train_path.display().to_string(),
+        synthetic: plan
+            .synthetic
+            .as_ref()
+            .map(|_| plan.synth_path.display().to_string()),
+        classical: args.classical.ranges(),
+        classical_from: args.classical_from.name(),
+        classes: classes.clone(),
+        totals,
+    };
+    staged.write(file::COMPOSITION, &serde_json::to_vec_pretty(&composition)?)?;
+    write_charts(&staged, plan, built)?;
+    let mut m = Manifest::new(
+        "augment",
+        serde_json::to_value(args)?,
+        &device_name(plan.device),
+        args.common.seed,
+    );
+    m.inputs.push(FileRecord::of_file(
+        &plan.train_path,
+        &plan.train_path.display().to_string(),
+    )?);
+    if plan.synthetic.is_some() {
+        m.inputs.push(FileRecord::of_file(
+            &plan.synth_path,
+            &plan.synth_path.display().to_string(),
+        )?);
+    }
+    m.record_outputs(staged.path())?;
+    m.set_metrics(&AugmentMetrics {
+        n_images: built.out.len(),
+        n_real: train.len(),
+        n_synthetic: totals.synthetic,
+        n_classical: totals.classical,
+        n_repeated: totals.repeated,
+    })?;
+    m.set_extra(&AugmentInfo {
+        composition: classes,
+    })?;
+    m.finish(staged.path(), started)?;
+    staged.commit()?;
+    Ok(totals)
+}
+
+/// The before/after bar chart and the grid of added images.
+fn write_charts(staged: &StagedDir, plan: &Plan, built: &Built) -> Result<()> {
+    let train = &plan.train;
     let svg = rebalance_core::chart::grouped_bars_svg(
         &format!(
             "training images per class: before / after ({})",
-            args.strategy.name()
+            plan.args.strategy.name()
         ),
         &train.classes,
         &[
             rebalance_core::chart::BarSeries {
                 name: "before (real)",
-                values: real_counts.iter().map(|&v| v as f64).collect(),
+                values: train.counts().iter().map(|&v| v as f64).collect(),
             },
             rebalance_core::chart::BarSeries {
                 name: "after",
-                values: out.counts().iter().map(|&v| v as f64).collect(),
+                values: built.out.counts().iter().map(|&v| v as f64).collect(),
             },
         ],
         "images",
     )?;
     staged.write("class_counts.svg", svg.as_bytes())?;
-    let rows: Vec<Vec<&[u8]>> = added_rows.iter().map(|r| r.chunks(per).collect()).collect();
+    let per = train.image_len();
+    let rows: Vec<Vec<&[u8]>> = built
+        .added_rows
+        .iter()
+        .map(|r| r.chunks(per).collect())
+        .collect();
     if rows.iter().any(|r| !r.is_empty()) {
         let png = grid::grid_png(
             &rows,
@@ -410,45 +527,6 @@ pub fn run(args: &Args) -> Result<()> {
         )?;
         staged.write("samples.png", &png)?;
     }
-
-    let mut m = Manifest::new(
-        "augment",
-        serde_json::to_value(args)?,
-        &device_name(device),
-        args.common.seed,
-    );
-    m.inputs.push(FileRecord::of_file(
-        &train_path,
-        &train_path.display().to_string(),
-    )?);
-    if synthetic.is_some() {
-        m.inputs.push(FileRecord::of_file(
-            &synth_path,
-            &synth_path.display().to_string(),
-        )?);
-    }
-    m.record_outputs(staged.path())?;
-    m.metrics.insert("n_images".into(), json!(out.len()));
-    m.metrics.insert("n_real".into(), json!(train.len()));
-    m.metrics
-        .insert("n_synthetic".into(), json!(totals.synthetic));
-    m.metrics
-        .insert("n_classical".into(), json!(totals.classical));
-    m.metrics
-        .insert("n_repeated".into(), json!(totals.repeated));
-    m.extra.insert("composition".into(), json!(composition));
-    m.finish(staged.path(), started)?;
-    staged.commit()?;
-    println!(
-        "augment: {}: {} real → {} images ({} repeated, {} classical, {} synthetic) in {}",
-        args.strategy.name(),
-        train.len(),
-        out.len(),
-        totals.repeated,
-        totals.classical,
-        totals.synthetic,
-        out_dir.display()
-    );
     Ok(())
 }
 

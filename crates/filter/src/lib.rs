@@ -14,11 +14,14 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rebalance_core::contract::csv_bytes;
+use rebalance_core::contract::filter::{AcceptanceRow, FilterInfo, FilterMetrics, Reason, Score};
+use rebalance_core::contract::layout::{file, Layout, DATASET, FILTERED, GENERATED, JUDGE};
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
 use rebalance_nn::models::Judge;
+use rebalance_nn::quality::diversity_u8;
 use rebalance_nn::{device_name, imageset_tensors, resolve_device};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 use tracing::{info, warn};
 
@@ -68,24 +71,6 @@ pub struct Args {
     pub common: CommonArgs,
 }
 
-/// One generated image and the gate's decision (a row of `scores.csv`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    pub index: usize,
-    pub intended: String,
-    pub predicted: String,
-    /// The judge's top probability.
-    pub confidence: f64,
-    /// The judge's probability of the intended class.
-    pub intended_prob: f64,
-    pub nearest_real_distance: f64,
-    pub nearest_real_index: i64,
-    pub near_copy: bool,
-    pub kept: bool,
-    /// Why it was kept or dropped: kept, wrong-class, below-threshold, above-band, near-copy, top-k, cap.
-    pub reason: String,
-}
-
 /// The gate's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gate {
@@ -111,29 +96,29 @@ pub fn gate(
     near_copy: &[bool],
     g: &Gate,
     seed: u64,
-) -> Vec<(bool, &'static str)> {
-    let mut out: Vec<(bool, &'static str)> = probs
+) -> Vec<Reason> {
+    let mut out: Vec<Reason> = probs
         .iter()
         .zip(intended)
         .zip(near_copy)
         .map(|((p, &c), &copy)| {
             let (pred, conf) = top_class(p);
             if pred != c {
-                (false, "wrong-class")
+                Reason::WrongClass
             } else if conf < g.threshold {
-                (false, "below-threshold")
+                Reason::BelowThreshold
             } else if conf > g.max_confidence {
-                (false, "above-band")
+                Reason::AboveBand
             } else if copy && g.drop_copies {
-                (false, "near-copy")
+                Reason::NearCopy
             } else {
-                (true, "kept")
+                Reason::Kept
             }
         })
         .collect();
     let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, &c) in intended.iter().enumerate() {
-        if out[i].0 {
+        if out[i].kept() {
             by_class.entry(c).or_default().push(i);
         }
     }
@@ -142,14 +127,14 @@ pub fn gate(
         if let Some(k) = g.top_k {
             idx.sort_by(|&a, &b| probs[b][c].total_cmp(&probs[a][c]).then(a.cmp(&b)));
             for &i in &idx[k.min(idx.len())..] {
-                out[i] = (false, "top-k");
+                out[i] = Reason::TopK;
             }
             idx.truncate(k);
         }
         if let Some(cap) = g.cap {
             idx.shuffle(&mut rng);
             for &i in &idx[cap.min(idx.len())..] {
-                out[i] = (false, "cap");
+                out[i] = Reason::Cap;
             }
         }
     }
@@ -180,80 +165,117 @@ fn fmt_fd(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_default()
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    let started = Instant::now();
-    let device = resolve_device(args.common.device)?;
-    let a = &args.common.artifacts;
-    let gen_path = args
-        .generated
-        .clone()
-        .unwrap_or_else(|| a.join("generated/generated.safetensors"));
-    let judge_dir = args.judge.clone().unwrap_or_else(|| a.join("judge"));
-    let data = args.data.clone().unwrap_or_else(|| a.join("dataset"));
-    let out_dir = args.out.clone().unwrap_or_else(|| a.join("filtered"));
-    if !(0.0..=1.0).contains(&args.threshold) || args.max_confidence < args.threshold {
-        bail!(
-            "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
-            args.threshold,
-            args.max_confidence
-        );
-    }
-    let generated = ImageSet::read_input(
-        &gen_path,
-        "generated image set",
-        "run `cargo run --release -p gan-train -- generate` first, or pass --generated",
-    )?;
-    if generated.is_empty() {
-        bail!(
-            "{}: the generated set is empty; nothing to filter",
-            gen_path.display()
-        );
-    }
-    let judge = Judge::load(&judge_dir, device)?;
-    judge.check_compatible(&generated, &gen_path)?;
-    let train_path = data.join("train.safetensors");
-    let ref_path = data.join(format!("{}.safetensors", args.reference));
-    let train = ImageSet::read_input(
-        &train_path,
-        "real training set",
-        "run ingest first, or pass --data",
-    )?;
-    judge.check_compatible(&train, &train_path)?;
-    let reference = if args.reference == "train" {
-        train.clone()
-    } else {
-        ImageSet::read_input(
-            &ref_path,
-            "real reference set",
-            "run ingest first, or pass --data",
-        )?
-    };
-    judge.check_compatible(&reference, &ref_path)?;
+/// Paths, the gate and the data, checked before any scoring.
+struct Plan {
+    args: Args,
+    device: Device,
+    gen_path: PathBuf,
+    train_path: PathBuf,
+    ref_path: PathBuf,
+    out: PathBuf,
+    gate: Gate,
+    judge: Judge,
+    generated: ImageSet,
+    train: ImageSet,
+    reference: ImageSet,
+}
 
-    let classes = &generated.classes;
-    let (gx, _) = imageset_tensors(&generated, device);
-    let probs_t = judge
-        .probs(&gx, args.batch)
+impl Plan {
+    fn resolve(args: &Args) -> Result<Self> {
+        if !(0.0..=1.0).contains(&args.threshold) || args.max_confidence < args.threshold {
+            bail!(
+                "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
+                args.threshold,
+                args.max_confidence
+            );
+        }
+        if args.batch < 1 {
+            bail!("--batch must be at least 1, not {}", args.batch);
+        }
+        let device = resolve_device(args.common.device)?;
+        let layout = Layout::new(&args.common.artifacts);
+        let gen_path = args
+            .generated
+            .clone()
+            .unwrap_or_else(|| layout.file(GENERATED, file::GENERATED));
+        let judge_dir = args.judge.clone().unwrap_or_else(|| layout.dir(JUDGE));
+        let data = args.data.clone().unwrap_or_else(|| layout.dir(DATASET));
+        let out = args.out.clone().unwrap_or_else(|| layout.dir(FILTERED));
+        let train_path = data.join(file::TRAIN);
+        let ref_path = data.join(format!("{}.safetensors", args.reference));
+        let generated = ImageSet::read_input(
+            &gen_path,
+            "generated image set",
+            "run `cargo run --release -p gan-train -- generate` first, or pass --generated",
+        )?;
+        if generated.is_empty() {
+            bail!(
+                "{}: the generated set is empty; nothing to filter",
+                gen_path.display()
+            );
+        }
+        let judge = Judge::load(&judge_dir, device)?;
+        judge.check_compatible(&generated, &gen_path)?;
+        let hint = "run ingest first, or pass --data";
+        let train = ImageSet::read_input(&train_path, "real training set", hint)?;
+        judge.check_compatible(&train, &train_path)?;
+        let reference = if args.reference == "train" {
+            train.clone()
+        } else {
+            ImageSet::read_input(&ref_path, "real reference set", hint)?
+        };
+        judge.check_compatible(&reference, &ref_path)?;
+        Ok(Self {
+            args: args.clone(),
+            device,
+            gen_path,
+            train_path,
+            ref_path,
+            out,
+            gate: Gate {
+                threshold: args.threshold,
+                max_confidence: args.max_confidence,
+                top_k: args.top_k,
+                cap: args.cap,
+                drop_copies: args.drop_copies,
+            },
+            judge,
+            generated,
+            train,
+            reference,
+        })
+    }
+}
+
+/// The data on the device, for scoring and the per-class measures.
+struct Tensors {
+    generated: Tensor,
+    train: Tensor,
+    reference: Tensor,
+}
+
+/// The judge's probabilities for every generated image, each image's nearest real training
+/// image, and the gate's decision: one score per image.
+fn score(plan: &Plan, t: &Tensors) -> Result<Vec<Score>> {
+    let (generated, classes) = (&plan.generated, &plan.generated.classes);
+    let probs_t = plan
+        .judge
+        .probs(&t.generated, plan.args.batch)
         .to_kind(Kind::Double)
         .to_device(Device::Cpu);
-    let k = classes.len();
     let flat = Vec::<f64>::try_from(probs_t.view([-1]))?;
-    let probs: Vec<Vec<f64>> = flat.chunks(k).map(|r| r.to_vec()).collect();
+    let probs: Vec<Vec<f64>> = flat.chunks(classes.len()).map(|r| r.to_vec()).collect();
     let intended: Vec<usize> = generated.labels.iter().map(|&l| l as usize).collect();
-
-    let (tx, _) = imageset_tensors(&train, device);
-    let (dist, nn_idx) = quality::nearest(&gx, &tx, device);
-    let near_copy: Vec<bool> = dist.iter().map(|&d| d < args.copy_threshold).collect();
-    let g = Gate {
-        threshold: args.threshold,
-        max_confidence: args.max_confidence,
-        top_k: args.top_k,
-        cap: args.cap,
-        drop_copies: args.drop_copies,
-    };
-    let decisions = gate(&probs, &intended, &near_copy, &g, args.common.seed);
-
-    let scores: Vec<Score> = (0..generated.len())
+    let (dist, nn_idx) = quality::nearest(&t.generated, &t.train, plan.device);
+    let near_copy: Vec<bool> = dist.iter().map(|&d| d < plan.args.copy_threshold).collect();
+    let reasons = gate(
+        &probs,
+        &intended,
+        &near_copy,
+        &plan.gate,
+        plan.args.common.seed,
+    );
+    Ok((0..generated.len())
         .map(|i| {
             let (pred, conf) = top_class(&probs[i]);
             Score {
@@ -265,227 +287,199 @@ pub fn run(args: &Args) -> Result<()> {
                 nearest_real_distance: dist[i],
                 nearest_real_index: nn_idx[i],
                 near_copy: near_copy[i],
-                kept: decisions[i].0,
-                reason: decisions[i].1.to_string(),
+                kept: reasons[i].kept(),
+                reason: reasons[i],
             }
         })
+        .collect())
+}
+
+/// Median of a list (NaN when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One class's acceptance, judge-space Fréchet distances, near-copies and diversity.
+fn class_quality(
+    plan: &Plan,
+    t: &Tensors,
+    scores: &[Score],
+    kept: &[bool],
+    c: i64,
+) -> AcceptanceRow {
+    let (gen, reference, train) = (&plan.generated, &plan.reference, &plan.train);
+    let (batch, device) = (plan.args.batch, plan.device);
+    let name = &gen.classes[c as usize];
+    let rows: Vec<&Score> = scores.iter().filter(|s| &s.intended == name).collect();
+    let n = rows.len();
+    let n_kept = rows.iter().filter(|s| s.kept).count();
+    let feats = |images: &Tensor, labels: &[i64], keep: Option<&[bool]>| {
+        features_of_class(&plan.judge, images, labels, c, keep, batch)
+    };
+    let ref_f = feats(&t.reference, &reference.labels, None);
+    let vs_train = plan.args.reference != "train";
+    let gen_c = select_class(&t.generated, &gen.labels, c, None);
+    let kept_c = select_class(&t.generated, &gen.labels, c, Some(kept));
+    let ref_c = select_class(&t.reference, &reference.labels, c, None);
+    // The scale of a novel real image: real reference images' distance to the nearest train image.
+    let real_nn = if vs_train {
+        median(quality::nearest(&ref_c, &t.train, device).0)
+    } else {
+        f64::NAN
+    };
+    AcceptanceRow {
+        class: name.clone(),
+        generated: n,
+        kept: n_kept,
+        acceptance: n_kept as f64 / n.max(1) as f64,
+        mean_confidence: rows.iter().map(|s| s.intended_prob).sum::<f64>() / n.max(1) as f64,
+        fd_generated: quality::frechet_distance(&ref_f, &feats(&t.generated, &gen.labels, None)),
+        fd_kept: quality::frechet_distance(&ref_f, &feats(&t.generated, &gen.labels, Some(kept))),
+        fd_real_train: vs_train
+            .then(|| quality::frechet_distance(&ref_f, &feats(&t.train, &train.labels, None)))
+            .flatten(),
+        near_copies: rows.iter().filter(|s| s.near_copy).count(),
+        near_copies_kept: rows.iter().filter(|s| s.kept && s.near_copy).count(),
+        median_nearest_real_distance: median(
+            rows.iter().map(|s| s.nearest_real_distance).collect(),
+        ),
+        median_real_reference_distance: real_nn,
+        diversity_generated: diversity_u8(&gen_c, 500, device),
+        diversity_kept: diversity_u8(&kept_c, 500, device),
+        diversity_real: diversity_u8(&ref_c, 500, device),
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let plan = Plan::resolve(args)?;
+    let t = Tensors {
+        generated: imageset_tensors(&plan.generated, plan.device).0,
+        train: imageset_tensors(&plan.train, plan.device).0,
+        reference: imageset_tensors(&plan.reference, plan.device).0,
+    };
+    let scores = score(&plan, &t)?;
+    let kept_mask: Vec<bool> = scores.iter().map(|s| s.kept).collect();
+    let present: Vec<i64> = (0..plan.generated.classes.len() as i64)
+        .filter(|c| plan.generated.labels.contains(c))
         .collect();
-    let kept_mask: Vec<bool> = decisions.iter().map(|d| d.0).collect();
+    let per_class: Vec<AcceptanceRow> = present
+        .iter()
+        .map(|&c| class_quality(&plan, &t, &scores, &kept_mask, c))
+        .collect();
+    for r in per_class.iter().filter(|r| r.kept == 0) {
+        warn!(
+            "class `{}`: the gate kept 0 of {} images (threshold {}); the judge may be biased against it",
+            r.class, r.generated, args.threshold
+        );
+    }
+    let n_kept = write_outputs(&plan, &scores, &per_class, &present, started)?;
+    println!("{}", acceptance_table(&per_class));
+    info!(
+        "Fréchet distances are in the judge's feature space against the real {} split.",
+        args.reference
+    );
+    println!(
+        "filter: kept {} of {} images ({:.1}%) at threshold {} in {}",
+        n_kept,
+        scores.len(),
+        100.0 * n_kept as f64 / scores.len() as f64,
+        args.threshold,
+        plan.out.display()
+    );
+    Ok(())
+}
+
+/// Write the kept set, both CSVs, the grids and the manifest into the output folder; the number
+/// of images kept.
+fn write_outputs(
+    plan: &Plan,
+    scores: &[Score],
+    per_class: &[AcceptanceRow],
+    present: &[i64],
+    started: Instant,
+) -> Result<usize> {
+    let generated = &plan.generated;
     let mut kept = ImageSet::empty(
-        classes.clone(),
+        generated.classes.clone(),
         generated.channels,
         generated.height,
         generated.width,
     );
-    for i in (0..generated.len()).filter(|&i| kept_mask[i]) {
-        kept.push(generated.image(i), generated.labels[i]);
+    for s in scores.iter().filter(|s| s.kept) {
+        kept.push(generated.image(s.index), generated.labels[s.index]);
     }
-
-    // Per class: acceptance, Fréchet distances, near-copies.
-    let (rx, _) = imageset_tensors(&reference, device);
-    let mut per_class = Vec::new();
-    let present: Vec<i64> = (0..k as i64)
-        .filter(|c| generated.labels.contains(c))
-        .collect();
-    for &c in &present {
-        let name = &classes[c as usize];
-        let rows: Vec<&Score> = scores.iter().filter(|s| &s.intended == name).collect();
-        let n = rows.len();
-        let n_kept = rows.iter().filter(|s| s.kept).count();
-        let ref_f = features_of_class(&judge, &rx, &reference.labels, c, None, args.batch);
-        let fd_gen = quality::frechet_distance(
-            &ref_f,
-            &features_of_class(&judge, &gx, &generated.labels, c, None, args.batch),
-        );
-        let fd_kept = quality::frechet_distance(
-            &ref_f,
-            &features_of_class(
-                &judge,
-                &gx,
-                &generated.labels,
-                c,
-                Some(&kept_mask),
-                args.batch,
-            ),
-        );
-        let fd_train = if args.reference == "train" {
-            None
-        } else {
-            quality::frechet_distance(
-                &ref_f,
-                &features_of_class(&judge, &tx, &train.labels, c, None, args.batch),
-            )
-        };
-        let div_gen = rebalance_nn::quality::diversity_u8(
-            &select_class(&gx, &generated.labels, c, None),
-            500,
-            device,
-        );
-        let div_kept = rebalance_nn::quality::diversity_u8(
-            &select_class(&gx, &generated.labels, c, Some(&kept_mask)),
-            500,
-            device,
-        );
-        let div_real = rebalance_nn::quality::diversity_u8(
-            &select_class(&rx, &reference.labels, c, None),
-            500,
-            device,
-        );
-        let copies_kept = rows.iter().filter(|s| s.kept && s.near_copy).count();
-        let copies = rows.iter().filter(|s| s.near_copy).count();
-        let mut d: Vec<f64> = rows.iter().map(|s| s.nearest_real_distance).collect();
-        d.sort_by(f64::total_cmp);
-        let median_nn = d.get(d.len() / 2).copied().unwrap_or(f64::NAN);
-        // The scale of a novel real image: real reference images' distance to the nearest train image.
-        let real_nn = if args.reference == "train" {
-            f64::NAN
-        } else {
-            let sel = select_class(&rx, &reference.labels, c, None);
-            let (mut rd, _) = quality::nearest(&sel, &tx, device);
-            rd.sort_by(f64::total_cmp);
-            rd.get(rd.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        per_class.push(json!({
-            "class": name,
-            "generated": n,
-            "kept": n_kept,
-            "acceptance": n_kept as f64 / n.max(1) as f64,
-            "mean_confidence": rows.iter().map(|s| s.intended_prob).sum::<f64>() / n.max(1) as f64,
-            "fd_generated": fd_gen,
-            "fd_kept": fd_kept,
-            "fd_real_train": fd_train,
-            "near_copies": copies,
-            "near_copies_kept": copies_kept,
-            "median_nearest_real_distance": median_nn,
-            "median_real_reference_distance": real_nn,
-            "diversity_generated": div_gen,
-            "diversity_kept": div_kept,
-            "diversity_real": div_real,
-        }));
-        if n_kept == 0 {
-            warn!("class `{name}`: the gate kept 0 of {n} images (threshold {}); the judge may be biased against it", args.threshold);
-        }
-    }
-
-    let staged = StagedDir::new(&out_dir)?;
-    kept.write(&staged.path().join("kept.safetensors"))?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for s in &scores {
-        w.serialize(s)?;
-    }
-    staged.write("scores.csv", &w.into_inner()?)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "class",
-        "generated",
-        "kept",
-        "acceptance",
-        "mean_confidence",
-        "fd_generated",
-        "fd_kept",
-        "fd_real_train",
-        "near_copies",
-        "near_copies_kept",
-        "median_nearest_real_distance",
-        "median_real_reference_distance",
-        "diversity_generated",
-        "diversity_kept",
-        "diversity_real",
-    ])?;
-    for r in &per_class {
-        let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_default();
-        w.write_record([
-            r["class"].as_str().unwrap_or_default().to_string(),
-            r["generated"].to_string(),
-            r["kept"].to_string(),
-            f("acceptance"),
-            f("mean_confidence"),
-            fmt_fd(r["fd_generated"].as_f64()),
-            fmt_fd(r["fd_kept"].as_f64()),
-            fmt_fd(r["fd_real_train"].as_f64()),
-            r["near_copies"].to_string(),
-            r["near_copies_kept"].to_string(),
-            f("median_nearest_real_distance"),
-            f("median_real_reference_distance"),
-            f("diversity_generated"),
-            f("diversity_kept"),
-            f("diversity_real"),
-        ])?;
-    }
-    staged.write("acceptance.csv", &w.into_inner()?)?;
-
-    // Grids: up to 10 accepted (most confident first) and 10 rejected per class.
-    let mut acc_rows = Vec::new();
-    let mut rej_rows = Vec::new();
-    for &c in &present {
-        let mut idx: Vec<usize> = (0..generated.len())
-            .filter(|&i| generated.labels[i] == c)
-            .collect();
-        idx.sort_by(|&a, &b| scores[b].intended_prob.total_cmp(&scores[a].intended_prob));
-        acc_rows.push(
-            idx.iter()
-                .filter(|&&i| kept_mask[i])
-                .take(10)
-                .map(|&i| generated.image(i))
-                .collect::<Vec<_>>(),
-        );
-        rej_rows.push(
-            idx.iter()
-                .filter(|&&i| !kept_mask[i])
-                .take(10)
-                .map(|&i| generated.image(i))
-                .collect::<Vec<_>>(),
-        );
-    }
-    let scale = grid::default_scale(generated.height);
-    staged.write(
-        "accepted.png",
-        &grid::grid_png(
-            &acc_rows,
-            generated.channels,
-            generated.height,
-            generated.width,
-            scale,
-        )?,
-    )?;
-    staged.write(
-        "rejected.png",
-        &grid::grid_png(
-            &rej_rows,
-            generated.channels,
-            generated.height,
-            generated.width,
-            scale,
-        )?,
-    )?;
-
+    let staged = StagedDir::new(&plan.out)?;
+    kept.write(&staged.path().join(file::KEPT))?;
+    staged.write(file::SCORES, &csv_bytes(scores)?)?;
+    let rounded: Vec<AcceptanceRow> = per_class.iter().map(AcceptanceRow::rounded).collect();
+    staged.write(file::ACCEPTANCE, &csv_bytes(&rounded)?)?;
+    write_grids(&staged, generated, scores, present)?;
     let mut m = Manifest::new(
         "filter",
-        serde_json::to_value(args)?,
-        &device_name(device),
-        args.common.seed,
+        serde_json::to_value(&plan.args)?,
+        &device_name(plan.device),
+        plan.args.common.seed,
     );
-    for p in [&gen_path, &judge.weights, &train_path, &ref_path] {
+    for p in [
+        &plan.gen_path,
+        &plan.judge.weights,
+        &plan.train_path,
+        &plan.ref_path,
+    ] {
         m.inputs
             .push(FileRecord::of_file(p, &p.display().to_string())?);
     }
     m.inputs.dedup_by(|a, b| a.path == b.path);
     m.record_outputs(staged.path())?;
-    m.metrics
-        .insert("n_generated".into(), json!(generated.len()));
-    m.metrics.insert("n_kept".into(), json!(kept.len()));
-    m.metrics.insert(
-        "acceptance".into(),
-        json!(kept.len() as f64 / generated.len() as f64),
-    );
-    m.metrics.insert(
-        "near_copies_kept".into(),
-        json!(scores.iter().filter(|s| s.kept && s.near_copy).count()),
-    );
-    m.extra.insert("per_class".into(), json!(per_class));
+    m.set_metrics(&FilterMetrics {
+        n_generated: generated.len(),
+        n_kept: kept.len(),
+        acceptance: kept.len() as f64 / generated.len() as f64,
+        near_copies_kept: scores.iter().filter(|s| s.kept && s.near_copy).count(),
+    })?;
+    m.set_extra(&FilterInfo {
+        per_class: per_class.to_vec(),
+    })?;
     m.finish(staged.path(), started)?;
     staged.commit()?;
+    Ok(kept.len())
+}
 
+/// Up to 10 accepted (most confident first) and 10 rejected images per class.
+fn write_grids(
+    staged: &StagedDir,
+    generated: &ImageSet,
+    scores: &[Score],
+    present: &[i64],
+) -> Result<()> {
+    let mut acc_rows = Vec::new();
+    let mut rej_rows = Vec::new();
+    for &c in present {
+        let mut idx: Vec<usize> = (0..generated.len())
+            .filter(|&i| generated.labels[i] == c)
+            .collect();
+        idx.sort_by(|&a, &b| scores[b].intended_prob.total_cmp(&scores[a].intended_prob));
+        let pick = |kept: bool| -> Vec<&[u8]> {
+            idx.iter()
+                .filter(|&&i| scores[i].kept == kept)
+                .take(10)
+                .map(|&i| generated.image(i))
+                .collect()
+        };
+        acc_rows.push(pick(true));
+        rej_rows.push(pick(false));
+    }
+    let scale = grid::default_scale(generated.height);
+    let (c, h, w) = (generated.channels, generated.height, generated.width);
+    staged.write("accepted.png", &grid::grid_png(&acc_rows, c, h, w, scale)?)?;
+    staged.write("rejected.png", &grid::grid_png(&rej_rows, c, h, w, scale)?)?;
+    Ok(())
+}
+
+/// The terminal table of per-class acceptance and quality.
+fn acceptance_table(per_class: &[AcceptanceRow]) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
     t.set_header(vec![
@@ -499,45 +493,28 @@ pub fn run(args: &Args) -> Result<()> {
         "median NN dist gen / real",
         "diversity kept / real",
     ]);
-    for r in &per_class {
+    let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    for r in per_class {
         t.add_row(vec![
-            r["class"].as_str().unwrap_or_default().to_string(),
-            format!("{} / {}", r["kept"], r["generated"]),
-            format!("{:.1}%", 100.0 * r["acceptance"].as_f64().unwrap_or(0.0)),
-            fmt_fd(r["fd_generated"].as_f64()),
-            fmt_fd(r["fd_kept"].as_f64()),
-            fmt_fd(r["fd_real_train"].as_f64()),
-            r["near_copies_kept"].to_string(),
+            r.class.clone(),
+            format!("{} / {}", r.kept, r.generated),
+            format!("{:.1}%", 100.0 * r.acceptance),
+            fmt_fd(r.fd_generated),
+            fmt_fd(r.fd_kept),
+            fmt_fd(r.fd_real_train),
+            r.near_copies_kept.to_string(),
             format!(
                 "{:.3} / {:.3}",
-                r["median_nearest_real_distance"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-                r["median_real_reference_distance"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN)
+                r.median_nearest_real_distance, r.median_real_reference_distance
             ),
             format!(
                 "{:.3} / {:.3}",
-                r["diversity_kept"].as_f64().unwrap_or(f64::NAN),
-                r["diversity_real"].as_f64().unwrap_or(f64::NAN)
+                opt(r.diversity_kept),
+                opt(r.diversity_real)
             ),
         ]);
     }
-    println!("{t}");
-    info!(
-        "Fréchet distances are in the judge's feature space against the real {} split.",
-        args.reference
-    );
-    println!(
-        "filter: kept {} of {} images ({:.1}%) at threshold {} in {}",
-        kept.len(),
-        generated.len(),
-        100.0 * kept.len() as f64 / generated.len() as f64,
-        args.threshold,
-        out_dir.display()
-    );
-    Ok(())
+    t.to_string()
 }
 
 #[cfg(test)]
@@ -566,11 +543,8 @@ mod tests {
         let intended = [0, 0, 0, 1, 0];
         let copies = [false, false, false, false, true];
         let d = gate(&probs, &intended, &copies, &g(0.9), 0);
-        let reasons: Vec<&str> = d.iter().map(|x| x.1).collect();
-        assert_eq!(
-            reasons,
-            ["kept", "below-threshold", "wrong-class", "kept", "kept"]
-        );
+        use Reason::*;
+        assert_eq!(d, [Kept, BelowThreshold, WrongClass, Kept, Kept]);
         let d = gate(
             &probs,
             &intended,
@@ -582,17 +556,7 @@ mod tests {
             },
             0,
         );
-        let reasons: Vec<&str> = d.iter().map(|x| x.1).collect();
-        assert_eq!(
-            reasons,
-            [
-                "kept",
-                "below-threshold",
-                "wrong-class",
-                "kept",
-                "above-band"
-            ]
-        );
+        assert_eq!(d, [Kept, BelowThreshold, WrongClass, Kept, AboveBand]);
         let d = gate(
             &probs,
             &intended,
@@ -603,7 +567,7 @@ mod tests {
             },
             0,
         );
-        assert!(d[4].0, "only near-copies are dropped");
+        assert!(d[4].kept(), "only near-copies are dropped");
     }
 
     #[test]
@@ -623,9 +587,9 @@ mod tests {
             },
             0,
         );
-        let kept: Vec<usize> = (0..5).filter(|&i| d[i].0).collect();
+        let kept: Vec<usize> = (0..5).filter(|&i| d[i].kept()).collect();
         assert_eq!(kept, [1, 3]);
-        assert_eq!(d[0].1, "top-k");
+        assert_eq!(d[0], Reason::TopK);
         let d = gate(
             &probs,
             &intended,
@@ -636,7 +600,7 @@ mod tests {
             },
             7,
         );
-        assert_eq!(d.iter().filter(|x| x.0).count(), 3);
-        assert_eq!(d.iter().filter(|x| x.1 == "cap").count(), 2);
+        assert_eq!(d.iter().filter(|x| x.kept()).count(), 3);
+        assert_eq!(d.iter().filter(|&&x| x == Reason::Cap).count(), 2);
     }
 }

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +9,7 @@ use pipeline::report::{self, ReportInput};
 use pipeline::runner::{shell_words, Runner};
 use pipeline::spec::{parse_override, Bindings, Param, Spec};
 use pipeline::tracking::Tracker;
+use rebalance_core::contract::layout::file;
 use rebalance_core::contract::runs::StageStatus;
 
 /// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
@@ -48,6 +48,9 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show, for every stage of an entry point, whether it would run and every reason why
+    /// (command, parameters, program, inputs, outputs), as `dvc status` does; runs nothing
+    Status(RunArgs),
     /// Write an MLflow MLproject file whose entry points call this runner
     ExportMlproject {
         #[arg(short = 'f', long = "file", default_value = "pipeline.toml")]
@@ -78,7 +81,7 @@ struct RunArgs {
     /// The lock file [default: pipeline.lock beside the manifest]
     #[arg(long)]
     lock: Option<PathBuf>,
-    /// Print the commands that would run, and run nothing
+    /// Print each stage's command and why it would run (or that it is cached); run nothing
     #[arg(long)]
     dry_run: bool,
     /// Keep stage output in the logs only
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
             None => run(cli.run),
             Some(Cmd::Run(args)) => run(args),
             Some(Cmd::List { entry, file }) => list(&file, entry.as_deref()),
+            Some(Cmd::Status(args)) => status(&args, false),
             Some(Cmd::Report {
                 artifacts,
                 rounds,
@@ -177,13 +181,60 @@ fn artifacts_of(tasks: &[Task]) -> String {
         .unwrap_or_else(|| "artifacts".to_string())
 }
 
-fn run(args: RunArgs) -> Result<()> {
-    let started = Instant::now();
+/// The manifest's folder, the spec and the planned tasks of an entry point.
+struct Planned {
+    root: PathBuf,
+    spec: Spec,
+    tasks: Vec<Task>,
+}
+
+fn planned(args: &RunArgs) -> Result<Planned> {
     let root = root_of(&args.file)?;
     let spec = Spec::load(&args.file)?;
     spec.entry(&args.entry)?;
     let bindings = Bindings::new(&spec, &args.entry, &args.params)?;
     let tasks = plan(&spec, &args.entry, &bindings)?;
+    Ok(Planned { root, spec, tasks })
+}
+
+fn runner(args: &RunArgs, root: &Path) -> Runner {
+    let lock = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| root.join("pipeline.lock"));
+    Runner::new(root, lock, args.force, !args.quiet)
+}
+
+/// Every stage of the entry point with its state: cached, or each reason it would run. With
+/// `commands`, the command line too (`--dry-run`).
+fn status(args: &RunArgs, commands: bool) -> Result<()> {
+    let p = planned(args)?;
+    let mut runner = runner(args, &p.root);
+    for (task, (key, why)) in p.tasks.iter().zip(runner.status(&p.tasks)?) {
+        match why {
+            Ok(why) if why.is_empty() => println!("{key}: cached"),
+            Ok(why) => {
+                println!("{key}: would run");
+                for w in why {
+                    println!("  - {w}");
+                }
+            }
+            // Inputs an earlier stage of this run makes do not exist yet.
+            Err(e) => println!("{key}: would run\n  - {e:#}"),
+        }
+        if commands {
+            println!("  $ {}", shell_words(&task.argv));
+        }
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.dry_run {
+        return status(&args, true);
+    }
+    let Planned { root, spec, tasks } = planned(&args)?;
     if tasks.is_empty() {
         eprintln!(
             "entry point `{}` has nothing to run with these parameters",
@@ -191,24 +242,16 @@ fn run(args: RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if args.dry_run {
-        for t in &tasks {
-            println!("{}: {}", t.key, shell_words(&t.argv));
-        }
-        return Ok(());
-    }
     let artifacts = root.join(artifacts_of(&tasks));
-    let mut params = BTreeMap::new();
-    for t in &tasks {
-        for (k, v) in t.rendered_params() {
-            params.insert(format!("{}.{k}", t.key), v);
-        }
-    }
-    let lock = args
-        .lock
-        .clone()
-        .unwrap_or_else(|| root.join("pipeline.lock"));
-    let mut runner = Runner::new(&root, lock, args.force, !args.quiet);
+    let params = tasks
+        .iter()
+        .flat_map(|t| {
+            t.rendered_params()
+                .into_iter()
+                .map(move |(k, v)| (format!("{}.{k}", t.key), v))
+        })
+        .collect();
+    let mut runner = runner(&args, &root);
     let mut tracker = Tracker::start(&artifacts, &spec.name, &args.entry, params)?;
     eprintln!(
         "run {}: {} stage(s) of `{}`; records in {}",
@@ -218,40 +261,18 @@ fn run(args: RunArgs) -> Result<()> {
         tracker.dir.display()
     );
     let result = runner.run_all(&tasks, &mut tracker);
-    // What to send to MLflow besides the run folder: the report and each stage's metrics.
-    let mut upload = Vec::new();
-    for t in &tasks {
-        for out in &t.outs {
-            let dir = root.join(out);
-            for name in [
-                "index.html",
-                "verdict.txt",
-                "metrics.json",
-                "acceptance.csv",
-                "composition.json",
-            ] {
-                let p = dir.join(name);
-                if p.is_file() {
-                    let rel = p
-                        .strip_prefix(&artifacts)
-                        .map(|r| r.display().to_string())
-                        .unwrap_or_else(|_| format!("{}/{name}", t.key));
-                    upload.push((p, rel));
-                }
-            }
-        }
-    }
     let report = tasks
         .iter()
         .flat_map(|t| t.outs.iter())
         .map(|o| root.join(o))
-        .find(|d| d.join("verdict.txt").is_file());
+        .find(|d| d.join(file::VERDICT).is_file());
     let verdict = report.as_ref().and_then(|d| {
-        std::fs::read_to_string(d.join("verdict.txt"))
+        std::fs::read_to_string(d.join(file::VERDICT))
             .ok()
             .map(|s| s.trim().to_string())
     });
     let ok = result.is_ok();
+    let upload = uploads(&tasks, &root, &artifacts);
     tracker.finish(ok, verdict.clone().filter(|_| ok), &upload)?;
     result?;
     let ran = tracker
@@ -268,7 +289,35 @@ fn run(args: RunArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if let (Some(v), Some(d)) = (verdict, report) {
-        println!("\n{v}\nreport: {}", d.join("index.html").display());
+        println!("\n{v}\nreport: {}", d.join(file::INDEX).display());
     }
     Ok(())
+}
+
+/// What to send to MLflow besides the run folder: the report and each stage's metrics, as
+/// (local file, artifact path).
+fn uploads(tasks: &[Task], root: &Path, artifacts: &Path) -> Vec<(PathBuf, String)> {
+    let mut upload = Vec::new();
+    for t in tasks {
+        for out in &t.outs {
+            let dir = root.join(out);
+            for name in [
+                file::INDEX,
+                file::VERDICT,
+                file::METRICS,
+                file::ACCEPTANCE,
+                file::COMPOSITION,
+            ] {
+                let p = dir.join(name);
+                if p.is_file() {
+                    let rel = p
+                        .strip_prefix(artifacts)
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_else(|_| format!("{}/{name}", t.key));
+                    upload.push((p, rel));
+                }
+            }
+        }
+    }
+    upload
 }

@@ -1,30 +1,23 @@
 //! `pipeline report`: one self-contained HTML page (images inlined as data URIs) from the stage
 //! outputs of a run, and the verdict in one sentence.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use serde_json::Value;
-
-/// The classifier runs the report compares, by folder under the artifacts root.
-pub const BASELINE: &str = "baseline";
-pub const CLASSICAL: &str = "judge";
-pub const AUGMENTED: &str = "classify";
+use rebalance_core::contract::augment::Composition;
+use rebalance_core::contract::classify::ClassifierMetrics;
+use rebalance_core::contract::dataset::DatasetInfo;
+use rebalance_core::contract::filter::{AcceptanceRow, FilterMetrics};
+use rebalance_core::contract::gan::{GanInfo, GanMetrics};
+use rebalance_core::contract::layout::{self, file, Layout};
+use rebalance_core::contract::{read_csv, read_json};
+use rebalance_core::Manifest;
 
 pub struct ReportInput {
     pub artifacts: PathBuf,
     pub rounds: u32,
-}
-
-/// A JSON file, or None when it is missing or unreadable (the report and the metrics
-/// collector both take what exists).
-pub(crate) fn read_json(path: &Path) -> Option<Value> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn esc(s: &str) -> String {
@@ -52,15 +45,8 @@ fn img(path: &Path, alt: &str) -> String {
     }
 }
 
-/// Mean and std of a test metric in a classify `metrics.json`.
-fn metric(m: &Value, key: &str) -> Option<(f64, f64)> {
-    let mean = m["test"]["mean"][key].as_f64()?;
-    let std = m["test"]["std"][key].as_f64().unwrap_or(0.0);
-    Some((mean, std))
-}
-
-fn seeds(m: &Value) -> usize {
-    m["seeds"].as_array().map(|a| a.len()).unwrap_or(1)
+fn metric(m: &ClassifierMetrics, key: &str) -> Option<(f64, f64)> {
+    m.test.get(key)
 }
 
 fn fmt_ms(v: Option<(f64, f64)>, n: usize) -> String {
@@ -71,29 +57,30 @@ fn fmt_ms(v: Option<(f64, f64)>, n: usize) -> String {
     }
 }
 
+/// "—" for a missing value.
+fn or_dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "—".into())
+}
+
+/// A classifier the report compares: its label, metrics and folder.
 struct Classifier {
     label: String,
-    metrics: Value,
+    metrics: ClassifierMetrics,
     dir: PathBuf,
 }
 
-fn mean_rare_recall(m: &Value, rare: &[String]) -> Option<f64> {
-    if rare.is_empty() {
-        return None;
+impl Classifier {
+    fn seeds(&self) -> usize {
+        self.metrics.seeds.len().max(1)
     }
-    let vals: Option<Vec<f64>> = rare
-        .iter()
-        .map(|c| metric(m, &format!("recall/{c}")).map(|v| v.0))
-        .collect();
-    vals.map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 /// The verdict: what the synthetic data did to macro-F1 and to the rare classes' recall, and
 /// how that compares with classical augmentation alone.
 pub fn verdict(
-    baseline: Option<&Value>,
-    augmented: Option<&Value>,
-    classical: Option<&Value>,
+    baseline: Option<&ClassifierMetrics>,
+    augmented: Option<&ClassifierMetrics>,
+    classical: Option<&ClassifierMetrics>,
     strategy: &str,
     rare: &[String],
 ) -> String {
@@ -146,7 +133,7 @@ pub fn verdict(
         };
         let _ = write!(s, " Classical augmentation alone reached {cf:.3}, {cmp}.");
     }
-    let n = seeds(a).min(seeds(b));
+    let n = a.seeds.len().min(b.seeds.len()).max(1);
     let _ = write!(
         s,
         " Measured on the real test split, {n} seed{}.",
@@ -208,25 +195,6 @@ fn confusion_table(path: &Path, title: &str) -> String {
     h
 }
 
-fn csv_table(path: &Path, keep: &[&str]) -> Option<(Vec<String>, Vec<Vec<String>>)> {
-    let mut rdr = csv::Reader::from_path(path).ok()?;
-    let headers: Vec<String> = rdr.headers().ok()?.iter().map(str::to_string).collect();
-    let idx: Vec<usize> = keep
-        .iter()
-        .filter_map(|k| headers.iter().position(|h| h == k))
-        .collect();
-    let rows = rdr
-        .records()
-        .flatten()
-        .map(|r| {
-            idx.iter()
-                .map(|&i| r.get(i).unwrap_or("").to_string())
-                .collect()
-        })
-        .collect();
-    Some((idx.iter().map(|&i| headers[i].clone()).collect(), rows))
-}
-
 fn html_table(
     headers: &[String],
     rows: &[Vec<String>],
@@ -254,187 +222,260 @@ pub struct Report {
     pub verdict: String,
 }
 
-pub fn build(input: &ReportInput) -> Result<Report> {
-    let a = &input.artifacts;
-    let dataset = read_json(&a.join("dataset/manifest.json"));
-    let classes: Vec<String> = dataset
-        .as_ref()
-        .and_then(|d| d["classes"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_string))
-        .collect();
-    let rare: Vec<String> = dataset
-        .as_ref()
-        .and_then(|d| d["rare_classes"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_string))
-        .collect();
-    let is_rare = |c: &str| rare.iter().any(|r| r == c);
-    let composition = read_json(&a.join("augmented/composition.json"));
-    let strategy = read_json(&a.join("augmented/manifest.json"))
-        .and_then(|m| m["params"]["strategy"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "augmented".into());
-    let clfs: Vec<Classifier> = [
-        (BASELINE, "real data only".to_string()),
-        (CLASSICAL, "classical augmentation (the judge)".to_string()),
-        (AUGMENTED, strategy.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(dir, label)| {
-        read_json(&a.join(dir).join("metrics.json")).map(|metrics| Classifier {
-            label,
-            metrics,
-            dir: a.join(dir),
+/// Everything the report reads, typed; a file that is missing or unreadable is `None`.
+struct Inputs {
+    layout: Layout,
+    rounds: u32,
+    dataset: Option<DatasetInfo>,
+    rare: Vec<String>,
+    composition: Option<Composition>,
+    strategy: String,
+    classifiers: Vec<Classifier>,
+}
+
+impl Inputs {
+    fn load(input: &ReportInput) -> Self {
+        let layout = Layout::new(&input.artifacts);
+        let dataset = Manifest::read(&layout.dir(layout::DATASET))
+            .ok()
+            .and_then(|m| m.extra_as::<DatasetInfo>().ok());
+        let composition: Option<Composition> =
+            read_json(&layout.file(layout::AUGMENTED, file::COMPOSITION)).ok();
+        let strategy = composition
+            .as_ref()
+            .map(|c| c.strategy.clone())
+            .unwrap_or_else(|| "augmented".into());
+        let classifiers = [
+            (layout::BASELINE, "real data only".to_string()),
+            (
+                layout::JUDGE,
+                "classical augmentation (the judge)".to_string(),
+            ),
+            (layout::CLASSIFY, strategy.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(dir, label)| {
+            let metrics = read_json(&layout.file(dir, file::METRICS)).ok()?;
+            Some(Classifier {
+                label,
+                metrics,
+                dir: layout.dir(dir),
+            })
         })
-    })
-    .collect();
-    let by_dir = |d: &str| clfs.iter().find(|c| c.dir == a.join(d)).map(|c| &c.metrics);
-    let mut verdict = verdict(
-        by_dir(BASELINE),
-        by_dir(AUGMENTED),
-        by_dir(CLASSICAL),
-        &strategy,
-        &rare,
+        .collect();
+        Self {
+            rare: dataset
+                .as_ref()
+                .map(|d| d.rare_classes.clone())
+                .unwrap_or_default(),
+            layout,
+            rounds: input.rounds,
+            dataset,
+            composition,
+            strategy,
+            classifiers,
+        }
+    }
+
+    fn classifier(&self, dir: &str) -> Option<&ClassifierMetrics> {
+        let dir = self.layout.dir(dir);
+        self.classifiers
+            .iter()
+            .find(|c| c.dir == dir)
+            .map(|c| &c.metrics)
+    }
+
+    fn is_rare(&self, c: &str) -> bool {
+        self.rare.iter().any(|r| r == c)
+    }
+
+    fn img(&self, stage: &str, name: &str, alt: &str) -> String {
+        img(&self.layout.file(stage, name), alt)
+    }
+}
+
+/// The verdict, with the last refinement round's macro-F1 when there are rounds.
+fn full_verdict(inp: &Inputs) -> String {
+    let mut v = verdict(
+        inp.classifier(layout::BASELINE),
+        inp.classifier(layout::CLASSIFY),
+        inp.classifier(layout::JUDGE),
+        &inp.strategy,
+        &inp.rare,
     );
-    if input.rounds > 1 {
-        let last = read_json(&a.join(format!("rounds/{}/classify/metrics.json", input.rounds)));
-        let first = by_dir(AUGMENTED).and_then(|m| metric(m, "macro_f1"));
+    if inp.rounds > 1 {
+        let last: Option<ClassifierMetrics> = read_json(
+            &inp.layout
+                .round(inp.rounds)
+                .file(layout::CLASSIFY, file::METRICS),
+        )
+        .ok();
+        let first = inp
+            .classifier(layout::CLASSIFY)
+            .and_then(|m| metric(m, "macro_f1"));
         match (last.as_ref().and_then(|m| metric(m, "macro_f1")), first) {
             (Some((l, _)), Some((f, _))) => {
                 let _ = write!(
-                    verdict,
+                    v,
                     " After {} rounds of refinement, macro-F1 was {l:.3} (round 1: {f:.3}).",
-                    input.rounds
+                    inp.rounds
                 );
             }
             _ => {
                 let _ = write!(
-                    verdict,
+                    v,
                     " Refinement round {} has no classifier metrics.",
-                    input.rounds
+                    inp.rounds
                 );
             }
         }
     }
+    v
+}
 
-    let mut body = String::new();
-    let _ = write!(
-        body,
+pub fn build(input: &ReportInput) -> Result<Report> {
+    let inp = Inputs::load(input);
+    let verdict = full_verdict(&inp);
+    let mut body = format!(
         "<h1>rebalance report</h1><p class=\"verdict\">{}</p>",
         esc(&verdict)
     );
+    body.push_str(&dataset_section(&inp));
+    body.push_str(&gan_section(&inp));
+    body.push_str(&filter_section(&inp));
+    body.push_str(&classifiers_section(&inp));
+    if inp.rounds > 1 {
+        body.push_str(&rounds_section(&inp));
+    }
+    body.push_str(&stages_section(&inp));
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>rebalance report</title><style>{CSS}</style></head>\n<body>\n{body}\n<script>{SCRIPT}</script>\n</body></html>\n"
+    );
+    Ok(Report { html, verdict })
+}
 
-    // Dataset.
-    body.push_str("<h2>Dataset</h2>");
-    if let Some(d) = &dataset {
-        let shape = &d["image_shape"];
-        let _ = write!(
-            body,
-            "<p>{} classes, images {}×{}×{}; rare classes: {}.</p>",
-            classes.len(),
-            shape["channels"],
-            shape["height"],
-            shape["width"],
-            if rare.is_empty() {
+/// Class counts per split and the augmented set's composition, with the count charts and
+/// sample grids.
+fn dataset_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>Dataset</h2>");
+    match &inp.dataset {
+        Some(d) => {
+            let s = d.image_shape;
+            let rare = if inp.rare.is_empty() {
                 "none".to_string()
             } else {
-                rare.join(", ")
-            }
-        );
-        let headers: Vec<String> = [
-            "class",
-            "train (real)",
-            "val",
-            "test",
-            "after augment",
-            "real",
-            "synthetic",
-            "classical",
-            "repeated",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let rows: Vec<Vec<String>> = classes
-            .iter()
-            .map(|c| {
-                let n = |split: &str| d["counts"][split][c].to_string();
-                let comp = composition.as_ref().map(|m| &m["classes"][c]);
-                let part = |k: &str| comp.map(|v| v[k].to_string()).unwrap_or_else(|| "—".into());
-                let total = comp
-                    .map(|v| {
-                        ["real", "synthetic", "classical", "repeated"]
-                            .iter()
-                            .filter_map(|k| v[*k].as_u64())
-                            .sum::<u64>()
-                            .to_string()
-                    })
-                    .unwrap_or_else(|| "—".into());
-                vec![
-                    c.clone(),
-                    n("train"),
-                    n("val"),
-                    n("test"),
-                    total,
-                    part("real"),
-                    part("synthetic"),
-                    part("classical"),
-                    part("repeated"),
-                ]
-            })
-            .collect();
-        body.push_str(&html_table(&headers, &rows, &|r| is_rare(&r[0])));
-    } else {
-        body.push_str("<p class=\"missing\">No dataset/manifest.json.</p>");
+                inp.rare.join(", ")
+            };
+            let _ = write!(
+                h,
+                "<p>{} classes, images {}×{}×{}; rare classes: {rare}.</p>",
+                d.classes.len(),
+                s.channels,
+                s.height,
+                s.width
+            );
+            let headers = strings(&[
+                "class",
+                "train (real)",
+                "val",
+                "test",
+                "after augment",
+                "real",
+                "synthetic",
+                "classical",
+                "repeated",
+            ]);
+            let rows: Vec<Vec<String>> = d.classes.iter().map(|c| dataset_row(inp, d, c)).collect();
+            h.push_str(&html_table(&headers, &rows, &|r| inp.is_rare(&r[0])));
+        }
+        None => h.push_str("<p class=\"missing\">No dataset/manifest.json.</p>"),
     }
     for pair in [
         [
             (
-                "dataset/class_counts.svg",
+                layout::DATASET,
+                "class_counts.svg",
                 "class counts before augmentation",
             ),
             (
-                "augmented/class_counts.svg",
+                layout::AUGMENTED,
+                "class_counts.svg",
                 "class counts after augmentation",
             ),
         ],
         [
-            ("dataset/samples.png", "real training images per class"),
-            ("augmented/samples.png", "augmented training images"),
+            (
+                layout::DATASET,
+                "samples.png",
+                "real training images per class",
+            ),
+            (
+                layout::AUGMENTED,
+                "samples.png",
+                "augmented training images",
+            ),
         ],
     ] {
-        body.push_str("<div class=\"row\">");
-        for (file, label) in pair {
-            body.push_str(&img(&a.join(file), label));
+        h.push_str("<div class=\"row\">");
+        for (stage, name, label) in pair {
+            h.push_str(&inp.img(stage, name, label));
         }
-        body.push_str("</div>");
+        h.push_str("</div>");
     }
+    h
+}
 
-    // GAN.
-    body.push_str("<h2>GAN</h2>");
-    if let Some(g) = read_json(&a.join("gan/manifest.json")) {
-        let cfg = &g["config"];
+fn dataset_row(inp: &Inputs, d: &DatasetInfo, c: &str) -> Vec<String> {
+    let n =
+        |m: &std::collections::BTreeMap<String, usize>| or_dash(m.get(c).map(|v| v.to_string()));
+    let comp = inp.composition.as_ref().and_then(|m| m.classes.get(c));
+    let part = |f: fn(&rebalance_core::contract::augment::ClassComposition) -> usize| {
+        or_dash(comp.map(|v| f(v).to_string()))
+    };
+    vec![
+        c.to_string(),
+        n(&d.counts.train),
+        n(&d.counts.val),
+        n(&d.counts.test),
+        part(|v| v.total()),
+        part(|v| v.real),
+        part(|v| v.synthetic),
+        part(|v| v.classical),
+        part(|v| v.repeated),
+    ]
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+/// The GAN's run, loss chart and sample grids across training.
+fn gan_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>GAN</h2>");
+    let gan = Manifest::read(&inp.layout.dir(layout::GAN)).ok();
+    let info = gan.as_ref().and_then(|m| m.extra_as::<GanInfo>().ok());
+    let metrics = gan.as_ref().and_then(|m| m.metrics_as::<GanMetrics>().ok());
+    if let (Some(info), Some(m)) = (info, metrics) {
+        let last = m.last.unwrap_or_default();
         let _ = write!(
-            body,
+            h,
             "<p>{} trained {} steps in {:.0} s ({} images/s); final losses: D real {:.3}, D fake {:.3}, G {:.3}.</p>",
-            esc(cfg["model"].as_str().unwrap_or("?")),
-            g["metrics"]["steps"],
-            g["metrics"]["train_s"].as_f64().unwrap_or(0.0),
-            g["metrics"]["images_per_s"],
-            g["metrics"]["final"]["d_loss_real"].as_f64().unwrap_or(f64::NAN),
-            g["metrics"]["final"]["d_loss_fake"].as_f64().unwrap_or(f64::NAN),
-            g["metrics"]["final"]["g_loss"].as_f64().unwrap_or(f64::NAN),
+            esc(&info.config.model.to_string()),
+            m.steps,
+            m.train_s,
+            or_dash(m.images_per_s.map(|v| v.to_string())),
+            last.d_loss_real,
+            last.d_loss_fake,
+            last.g_loss,
         );
     }
-    body.push_str(&img(&a.join("gan/losses.svg"), "GAN losses"));
-    let mut grids: Vec<PathBuf> = std::fs::read_dir(a.join("gan/samples"))
+    h.push_str(&inp.img(layout::GAN, "losses.svg", "GAN losses"));
+    let mut grids: Vec<PathBuf> = std::fs::read_dir(inp.layout.dir(layout::GAN).join("samples"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     grids.retain(|p| p.extension().map(|e| e == "png").unwrap_or(false));
     grids.sort();
-    body.push_str("<p>Samples per class (one row per class) across training, and real images:</p><div class=\"row grids\">");
+    h.push_str("<p>Samples per class (one row per class) across training, and real images:</p><div class=\"row grids\">");
     for g in &grids {
         let stem = g
             .file_stem()
@@ -445,202 +486,209 @@ pub fn build(input: &ReportInput) -> Result<Report> {
             Some(n) => format!("step {}", n.trim_start_matches('0')),
             None => stem.clone(),
         };
-        body.push_str(&img(g, &label));
+        h.push_str(&img(g, &label));
     }
-    body.push_str("</div>");
+    h.push_str("</div>");
+    h
+}
 
-    // Filter.
-    body.push_str("<h2>Filter</h2>");
-    if let Some(f) = read_json(&a.join("filtered/manifest.json")) {
-        let _ = write!(
-            body,
-            "<p>Kept {} of {} generated images ({:.1}%) at threshold {}.</p>",
-            f["metrics"]["n_kept"],
-            f["metrics"]["n_generated"],
-            100.0 * f["metrics"]["acceptance"].as_f64().unwrap_or(0.0),
-            f["params"]["threshold"]
-        );
-    }
-    let keep = [
-        "class",
-        "generated",
-        "kept",
-        "acceptance",
-        "mean_confidence",
-        "fd_generated",
-        "fd_kept",
-        "fd_real_train",
-        "near_copies",
-        "diversity_kept",
-        "diversity_real",
-    ];
-    match csv_table(&a.join("filtered/acceptance.csv"), &keep) {
-        Some((h, rows)) => {
-            body.push_str(&html_table(&h, &rows, &|r| is_rare(&r[0])));
-            body.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (fd_real_train: the real training images, the floor). Diversity: mean pairwise distance within the class.</p>");
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}")).unwrap_or_default()
+}
+
+/// The gate's acceptance and the judge-space quality per class, with the accepted and rejected
+/// grids.
+fn filter_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>Filter</h2>");
+    if let Ok(m) = Manifest::read(&inp.layout.dir(layout::FILTERED)) {
+        if let Ok(f) = m.metrics_as::<FilterMetrics>() {
+            let _ = write!(
+                h,
+                "<p>Kept {} of {} generated images ({:.1}%) at threshold {}.</p>",
+                f.n_kept,
+                f.n_generated,
+                100.0 * f.acceptance,
+                m.params["threshold"]
+            );
         }
-        None => body.push_str("<p class=\"missing\">No filtered/acceptance.csv.</p>"),
     }
-    body.push_str("<div class=\"row\">");
-    body.push_str(&img(&a.join("filtered/accepted.png"), "accepted images"));
-    body.push_str(&img(&a.join("filtered/rejected.png"), "rejected images"));
-    body.push_str("</div>");
+    let path = inp.layout.file(layout::FILTERED, file::ACCEPTANCE);
+    match read_csv::<AcceptanceRow>(&path) {
+        Ok(rows) if path.is_file() => {
+            let headers = strings(&[
+                "class",
+                "generated",
+                "kept",
+                "acceptance",
+                "mean_confidence",
+                "fd_generated",
+                "fd_kept",
+                "fd_real_train",
+                "near_copies",
+                "diversity_kept",
+                "diversity_real",
+            ]);
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.class.clone(),
+                        r.generated.to_string(),
+                        r.kept.to_string(),
+                        format!("{:.4}", r.acceptance),
+                        format!("{:.4}", r.mean_confidence),
+                        fmt_opt(r.fd_generated, 3),
+                        fmt_opt(r.fd_kept, 3),
+                        fmt_opt(r.fd_real_train, 3),
+                        r.near_copies.to_string(),
+                        fmt_opt(r.diversity_kept, 4),
+                        fmt_opt(r.diversity_real, 4),
+                    ]
+                })
+                .collect();
+            h.push_str(&html_table(&headers, &rows, &|r| inp.is_rare(&r[0])));
+            h.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (fd_real_train: the real training images, the floor). Diversity: mean pairwise distance within the class.</p>");
+        }
+        _ => h.push_str("<p class=\"missing\">No filtered/acceptance.csv.</p>"),
+    }
+    h.push_str("<div class=\"row\">");
+    h.push_str(&inp.img(layout::FILTERED, "accepted.png", "accepted images"));
+    h.push_str(&inp.img(layout::FILTERED, "rejected.png", "rejected images"));
+    h.push_str("</div>");
+    h
+}
 
-    // Classifiers.
-    body.push_str("<h2>Classifiers on the real test split</h2>");
+/// The classifiers side by side on the real test split, their confusion matrices and curves.
+fn classifiers_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>Classifiers on the real test split</h2>");
+    let clfs = &inp.classifiers;
     if clfs.is_empty() {
-        body.push_str("<p class=\"missing\">No classifier metrics.</p>");
-    } else {
-        let mut headers = vec!["metric".to_string()];
-        headers.extend(clfs.iter().map(|c| {
-            format!(
-                "{} ({} seed{})",
-                c.label,
-                seeds(&c.metrics),
-                if seeds(&c.metrics) == 1 { "" } else { "s" }
+        h.push_str("<p class=\"missing\">No classifier metrics.</p>");
+        return h;
+    }
+    let mut headers = vec!["metric".to_string()];
+    headers.extend(clfs.iter().map(|c| {
+        let n = c.seeds();
+        format!("{} ({n} seed{})", c.label, if n == 1 { "" } else { "s" })
+    }));
+    let mut rows = Vec::new();
+    let keys: Vec<(String, String)> = [
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("macro_f1", "macro-F1"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .chain(
+        inp.rare
+            .iter()
+            .map(|c| (format!("recall/{c}"), format!("recall of class {c}"))),
+    )
+    .collect();
+    for (key, name) in &keys {
+        let mut r = vec![name.clone()];
+        r.extend(
+            clfs.iter()
+                .map(|c| fmt_ms(metric(&c.metrics, key), c.seeds())),
+        );
+        rows.push(r);
+    }
+    if !inp.rare.is_empty() {
+        let mut r = vec!["mean rare recall".to_string()];
+        r.extend(clfs.iter().map(|c| {
+            or_dash(
+                c.metrics
+                    .mean_rare_recall(&inp.rare)
+                    .map(|v| format!("{v:.3}")),
             )
         }));
-        let mut rows = Vec::new();
-        for (key, name) in [
-            ("accuracy", "accuracy"),
-            ("balanced_accuracy", "balanced accuracy"),
-            ("macro_f1", "macro-F1"),
-        ] {
-            let mut r = vec![name.to_string()];
-            r.extend(
-                clfs.iter()
-                    .map(|c| fmt_ms(metric(&c.metrics, key), seeds(&c.metrics))),
-            );
-            rows.push(r);
-        }
-        for c in &rare {
-            let mut r = vec![format!("recall of class {c}")];
-            r.extend(clfs.iter().map(|m| {
-                fmt_ms(
-                    metric(&m.metrics, &format!("recall/{c}")),
-                    seeds(&m.metrics),
-                )
-            }));
-            rows.push(r);
-        }
-        if !rare.is_empty() {
-            let mut r = vec!["mean rare recall".to_string()];
-            r.extend(clfs.iter().map(|c| {
-                mean_rare_recall(&c.metrics, &rare)
-                    .map(|v| format!("{v:.3}"))
-                    .unwrap_or_else(|| "—".into())
-            }));
-            rows.push(r);
-        }
-        body.push_str(&html_table(&headers, &rows, &|_| false));
-        body.push_str("<div class=\"row\">");
-        for c in &clfs {
-            body.push_str(&confusion_table(
-                &c.dir.join("confusion.csv"),
-                &format!("confusion: {} (rows true, columns predicted)", c.label),
-            ));
-        }
-        body.push_str("</div><div class=\"row\">");
-        for c in &clfs {
-            body.push_str(&img(
-                &c.dir.join("curves.svg"),
-                &format!("training curves: {}", c.label),
-            ));
-        }
-        body.push_str("</div>");
+        rows.push(r);
     }
+    h.push_str(&html_table(&headers, &rows, &|_| false));
+    h.push_str("<div class=\"row\">");
+    for c in clfs {
+        h.push_str(&confusion_table(
+            &c.dir.join("confusion.csv"),
+            &format!("confusion: {} (rows true, columns predicted)", c.label),
+        ));
+    }
+    h.push_str("</div><div class=\"row\">");
+    for c in clfs {
+        h.push_str(&img(
+            &c.dir.join("curves.svg"),
+            &format!("training curves: {}", c.label),
+        ));
+    }
+    h.push_str("</div>");
+    h
+}
 
-    // Refinement rounds.
-    if input.rounds > 1 {
-        body.push_str("<h2>Refinement rounds</h2><p>Each round fine-tunes the GAN on the real images plus the previous round's kept images, then generates, filters, augments and classifies again.</p>");
-        let mut headers = vec!["round".to_string(), "acceptance".to_string()];
-        for c in &rare {
-            headers.push(format!("acceptance {c}"));
-            headers.push(format!("FD kept {c}"));
-            headers.push(format!("recall {c}"));
-        }
-        headers.push("macro-F1".into());
-        let mut rows = Vec::new();
-        for r in 1..=input.rounds {
-            let dir = if r == 1 {
-                a.clone()
-            } else {
-                a.join(format!("rounds/{r}"))
-            };
-            let f = read_json(&dir.join("filtered/manifest.json"));
-            let m = read_json(&dir.join("classify/metrics.json"));
-            let acc: BTreeMap<String, (String, String)> = csv_table(
-                &dir.join("filtered/acceptance.csv"),
-                &["class", "acceptance", "fd_kept"],
-            )
-            .map(|(_, rows)| {
-                rows.into_iter()
-                    .map(|r| (r[0].clone(), (r[1].clone(), r[2].clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
-            let mut row = vec![
-                r.to_string(),
-                f.as_ref()
-                    .and_then(|f| f["metrics"]["acceptance"].as_f64())
-                    .map(|v| format!("{v:.3}"))
-                    .unwrap_or_else(|| "—".into()),
-            ];
-            for c in &rare {
-                let (ac, fd) = acc.get(c).cloned().unwrap_or(("—".into(), "—".into()));
-                row.push(ac);
-                row.push(fd);
-                row.push(
-                    m.as_ref()
-                        .and_then(|m| metric(m, &format!("recall/{c}")))
-                        .map(|v| format!("{:.3}", v.0))
-                        .unwrap_or_else(|| "—".into()),
-                );
-            }
-            row.push(
-                m.as_ref()
-                    .and_then(|m| metric(m, "macro_f1"))
-                    .map(|v| format!("{:.3}", v.0))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            rows.push(row);
-        }
-        body.push_str(&html_table(&headers, &rows, &|_| false));
+/// Per refinement round: acceptance, FD of the kept images and recall of each rare class,
+/// macro-F1.
+fn rounds_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>Refinement rounds</h2><p>Each round fine-tunes the GAN on the real images plus the previous round's kept images, then generates, filters, augments and classifies again.</p>");
+    let mut headers = vec!["round".to_string(), "acceptance".to_string()];
+    for c in &inp.rare {
+        headers.push(format!("acceptance {c}"));
+        headers.push(format!("FD kept {c}"));
+        headers.push(format!("recall {c}"));
     }
+    headers.push("macro-F1".into());
+    let rows: Vec<Vec<String>> = (1..=inp.rounds).map(|r| round_row(inp, r)).collect();
+    h.push_str(&html_table(&headers, &rows, &|_| false));
+    h
+}
 
-    // Provenance.
-    body.push_str("<h2>Stages</h2>");
-    let mut rows = Vec::new();
-    for (dir, name) in [
-        ("dataset", "ingest"),
-        ("judge-train", "judge-train"),
-        ("judge", "judge"),
-        ("gan", "gan-train"),
-        ("generated", "generate"),
-        ("filtered", "filter"),
-        ("augmented", "augment"),
-        ("classify", "classify"),
-        ("baseline", "baseline"),
-    ] {
-        if let Some(m) = read_json(&a.join(dir).join("manifest.json")) {
-            rows.push(vec![
-                name.to_string(),
-                format!("{}/{dir}", a.display()),
-                m["device"].as_str().unwrap_or("").to_string(),
-                format!("{:.1}", m["wall_time_s"].as_f64().unwrap_or(0.0)),
-            ]);
-        }
+fn round_row(inp: &Inputs, r: u32) -> Vec<String> {
+    let l = inp.layout.round(r);
+    let f = Manifest::read(&l.dir(layout::FILTERED))
+        .ok()
+        .and_then(|m| m.metrics_as::<FilterMetrics>().ok());
+    let m: Option<ClassifierMetrics> = read_json(&l.file(layout::CLASSIFY, file::METRICS)).ok();
+    let acc: Vec<AcceptanceRow> =
+        read_csv(&l.file(layout::FILTERED, file::ACCEPTANCE)).unwrap_or_default();
+    let value = |key: &str| {
+        or_dash(
+            m.as_ref()
+                .and_then(|m| metric(m, key))
+                .map(|v| format!("{:.3}", v.0)),
+        )
+    };
+    let mut row = vec![
+        r.to_string(),
+        or_dash(f.map(|f| format!("{:.3}", f.acceptance))),
+    ];
+    for c in &inp.rare {
+        let a = acc.iter().find(|a| &a.class == c);
+        row.push(or_dash(a.map(|a| format!("{:.4}", a.acceptance))));
+        row.push(or_dash(
+            a.and_then(|a| a.fd_kept).map(|v| format!("{v:.3}")),
+        ));
+        row.push(value(&format!("recall/{c}")));
     }
-    let headers: Vec<String> = ["stage", "output", "device", "wall time (s)"]
+    row.push(value("macro_f1"));
+    row
+}
+
+/// Each stage's output folder, device and wall time.
+fn stages_section(inp: &Inputs) -> String {
+    let mut h = String::from("<h2>Stages</h2>");
+    let rows: Vec<Vec<String>> = layout::STAGES
         .iter()
-        .map(|s| s.to_string())
+        .filter(|(name, _)| *name != "report")
+        .filter_map(|(name, dir)| {
+            let m = Manifest::read(&inp.layout.dir(dir)).ok()?;
+            Some(vec![
+                name.to_string(),
+                inp.layout.dir(dir).display().to_string(),
+                m.device,
+                format!("{:.1}", m.wall_time_s),
+            ])
+        })
         .collect();
-    body.push_str(&html_table(&headers, &rows, &|_| false));
-
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>rebalance report</title><style>{CSS}</style></head>\n<body>\n{body}\n<script>{SCRIPT}</script>\n</body></html>\n"
-    );
-    Ok(Report { html, verdict })
+    let headers = strings(&["stage", "output", "device", "wall time (s)"]);
+    h.push_str(&html_table(&headers, &rows, &|_| false));
+    h
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}\
@@ -662,9 +710,9 @@ if(bad.length){var p=document.createElement('p');p.className='warn';p.textConten
 pub fn write(input: &ReportInput, out: &Path) -> Result<Report> {
     let report = build(input)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    rebalance_core::write_atomic(&out.join("index.html"), report.html.as_bytes())?;
+    rebalance_core::write_atomic(&out.join(file::INDEX), report.html.as_bytes())?;
     rebalance_core::write_atomic(
-        &out.join("verdict.txt"),
+        &out.join(file::VERDICT),
         format!("{}\n", report.verdict).as_bytes(),
     )?;
     Ok(report)

@@ -57,3 +57,29 @@ fn report_entry_uses_the_runner_flags() {
     assert_eq!(d("report"), d("refine"));
     assert!(help.contains("[default: 1]"));
 }
+
+/// The folders the stages default to, the report reads and the runner uploads from
+/// (`core::contract::layout`) are the `outs` that pipeline.toml declares.
+#[test]
+fn layout_folders_are_the_declared_outs() {
+    let doc: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("pipeline.toml")).unwrap()).unwrap();
+    use rebalance_core::contract::layout::{GAN, GAN_DATA, STAGES};
+    for (entry, folder) in STAGES
+        .into_iter()
+        .chain([("refine-data", GAN_DATA), ("gan-finetune", GAN)])
+    {
+        let outs: Vec<&str> = doc["entry_points"][entry]["outs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("entry {entry} declares no outs"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        // Stages that refinement rounds repeat write to the round's folder.
+        assert!(
+            outs == [format!("{{artifacts}}/{folder}")]
+                || outs == [format!("{{round_dir}}/{folder}")],
+            "pipeline.toml {entry}.outs = {outs:?}, layout says {folder}"
+        );
+    }
+}

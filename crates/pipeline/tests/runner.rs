@@ -132,6 +132,30 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
     );
     // An output edited by hand is noticed.
     std::fs::write(art.join("baseline/summary.txt"), "edited").unwrap();
+    // `pipeline status` lists every reason a stage would run, and runs nothing.
+    let mut both = changed.clone();
+    both.push("baseline.epochs=4".into());
+    let o = pipeline(dir, &["status"], &both);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    let baseline = out
+        .split("\nbaseline: ")
+        .nth(1)
+        .and_then(|s| s.split("\nround2/").next())
+        .unwrap_or_default();
+    for reason in [
+        "would run",
+        "  - command changed (was `classify --model lenet5 --epochs 2",
+        "  - parameters changed: epochs",
+        "  - output artifacts/baseline changed since it was made",
+    ] {
+        assert!(baseline.contains(reason), "{reason}:\n{out}");
+    }
+    assert!(out.contains("\nclassify: cached"), "{out}");
+    assert!(
+        out.contains("\nreport: would run\n  - inputs changed: artifacts/baseline"),
+        "{out}"
+    );
     let err = ok(&pipeline(dir, &[], &changed));
     assert_eq!(ran(&last_run(&art)), ["baseline", "report"], "{err}");
     assert!(err.contains("output artifacts/baseline changed"), "{err}");
@@ -419,14 +443,14 @@ fn parameters_are_typed_and_checked() {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("gan-train: gan-train --model wgan-gp --steps 3000"),
+        out.contains("  $ gan-train --model wgan-gp --steps 3000"),
         "{out}"
     );
-    assert!(out.contains("filter: filter --threshold 0.75"), "{out}");
-    assert!(out.contains("round3/classify: classify"), "{out}");
+    assert!(out.contains("  $ filter --threshold 0.75"), "{out}");
+    assert!(out.contains("round3/classify: would run"), "{out}");
     assert!(out.contains("--out artifacts/rounds/3/classify"), "{out}");
     assert!(
-        out.contains("report: pipeline report --artifacts artifacts --rounds 3"),
+        out.contains("  $ pipeline report --artifacts artifacts --rounds 3"),
         "{out}"
     );
 

@@ -24,6 +24,9 @@ pub const CLASSIFY: &str = "classify";
 pub const BASELINE: &str = "baseline";
 /// `pipeline report`.
 pub const REPORT: &str = "report";
+/// A refinement round's GAN training set: the real train split plus the previous round's kept
+/// images.
+pub const GAN_DATA: &str = "gan-data";
 /// Refinement rounds: `rounds/<r>/` holds round r's stage folders.
 pub const ROUNDS: &str = "rounds";
 /// The runner's run records: `runs/<id>/`.
@@ -31,18 +34,19 @@ pub const RUNS: &str = "runs";
 /// `classify compare`.
 pub const COMPARISON: &str = "comparison";
 
-/// Every stage output folder, in pipeline order.
-pub const STAGE_FOLDERS: [&str; 10] = [
-    DATASET,
-    JUDGE_TRAIN,
-    JUDGE,
-    GAN,
-    GENERATED,
-    FILTERED,
-    AUGMENTED,
-    CLASSIFY,
-    BASELINE,
-    REPORT,
+/// The main chain's stages (their `pipeline.toml` entry names) and output folders, in pipeline
+/// order.
+pub const STAGES: [(&str, &str); 10] = [
+    ("ingest", DATASET),
+    ("judge-train", JUDGE_TRAIN),
+    ("judge", JUDGE),
+    ("gan-train", GAN),
+    ("generate", GENERATED),
+    ("filter", FILTERED),
+    ("augment", AUGMENTED),
+    ("classify", CLASSIFY),
+    ("baseline", BASELINE),
+    ("report", REPORT),
 ];
 
 /// Files inside the stage folders.
