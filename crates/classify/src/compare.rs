@@ -119,87 +119,118 @@ fn fmt_pm(vals: &BTreeMap<u64, f64>) -> String {
     }
 }
 
-pub fn run(args: &CompareArgs) -> Result<()> {
-    let mut runs = Vec::new();
-    for spec in &args.runs {
-        let (name, dir) = match spec.split_once('=') {
-            Some((n, d)) => (n.to_string(), PathBuf::from(d)),
-            None => {
-                let d = PathBuf::from(spec);
-                let n = d
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| spec.clone());
-                (n, d)
-            }
+/// The runs to compare, the baseline's index and the rare classes, checked against each other.
+struct Plan {
+    runs: Vec<RunSummary>,
+    base: usize,
+    rare: Vec<String>,
+}
+
+impl Plan {
+    fn resolve(args: &CompareArgs) -> Result<Self> {
+        let runs = args
+            .runs
+            .iter()
+            .map(|spec| {
+                let (name, dir) = match spec.split_once('=') {
+                    Some((n, d)) => (n.to_string(), PathBuf::from(d)),
+                    None => {
+                        let d = PathBuf::from(spec);
+                        let n = d
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| spec.clone());
+                        (n, d)
+                    }
+                };
+                RunSummary::load(&name, &dir)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let base_name = args
+            .baseline
+            .clone()
+            .unwrap_or_else(|| runs[0].name.clone());
+        let names = || {
+            runs.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        runs.push(RunSummary::load(&name, &dir)?);
-    }
-    let base_name = args
-        .baseline
-        .clone()
-        .unwrap_or_else(|| runs[0].name.clone());
-    let base_idx = runs
-        .iter()
-        .position(|r| r.name == base_name)
-        .with_context(|| {
-            format!(
-                "--baseline `{base_name}` is not one of the runs ({})",
-                runs.iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-    for r in &runs {
-        if r.classes != runs[base_idx].classes {
-            bail!(
-                "{} has classes [{}], the baseline {} has [{}]: not the same test set",
-                r.dir.display(),
-                r.classes.join(", "),
-                runs[base_idx].dir.display(),
-                runs[base_idx].classes.join(", ")
-            );
+        let base = runs
+            .iter()
+            .position(|r| r.name == base_name)
+            .with_context(|| {
+                format!(
+                    "--baseline `{base_name}` is not one of the runs ({})",
+                    names()
+                )
+            })?;
+        let b = &runs[base];
+        for r in &runs {
+            if r.classes != b.classes {
+                bail!(
+                    "{} has classes [{}], the baseline {} has [{}]: not the same test set",
+                    r.dir.display(),
+                    r.classes.join(", "),
+                    b.dir.display(),
+                    b.classes.join(", ")
+                );
+            }
         }
-    }
-    let rare = if args.rare.is_empty() {
-        runs[base_idx].rare.clone()
-    } else {
-        args.rare.clone()
-    };
-    for c in &rare {
-        if !runs[base_idx].classes.contains(c) {
+        let rare = if args.rare.is_empty() {
+            b.rare.clone()
+        } else {
+            args.rare.clone()
+        };
+        if let Some(c) = rare.iter().find(|c| !b.classes.contains(c)) {
             bail!(
                 "--rare: class `{c}` is not one of [{}]",
-                runs[base_idx].classes.join(", ")
+                b.classes.join(", ")
             );
         }
+        Ok(Self { runs, base, rare })
     }
 
-    let mut rows: Vec<(String, String)> = vec![
+    fn base_name(&self) -> &str {
+        &self.runs[self.base].name
+    }
+}
+
+/// The comparison: one row per metric (mean ± std per run), then the paired Δ rows.
+struct Table {
+    rows: Vec<Vec<String>>,
+    json_rows: Vec<Value>,
+    diffs: Vec<Value>,
+}
+
+fn metric_rows(plan: &Plan) -> Table {
+    let rare = &plan.rare;
+    let mut keys: Vec<(String, String)> = vec![
         ("accuracy".into(), "accuracy".into()),
         ("balanced accuracy".into(), "balanced_accuracy".into()),
         ("macro-F1".into(), "macro_f1".into()),
         ("test loss".into(), "loss".into()),
     ];
-    for c in &rare {
-        rows.push((format!("recall of {c}"), format!("recall/{c}")));
-    }
+    keys.extend(
+        rare.iter()
+            .map(|c| (format!("recall of {c}"), format!("recall/{c}"))),
+    );
     if !rare.is_empty() {
-        rows.push((
+        keys.push((
             format!("mean recall of rare ({})", rare.join(", ")),
             "rare_recall".into(),
         ));
     }
-
-    let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
-    let mut table: Vec<Vec<String>> = Vec::new();
-    let mut json_rows = Vec::new();
-    for (label, key) in &rows {
+    let mut t = Table {
+        rows: Vec::new(),
+        json_rows: Vec::new(),
+        diffs: Vec::new(),
+    };
+    for (label, key) in &keys {
         let mut cells = vec![label.clone()];
         let mut jr = serde_json::Map::new();
-        for r in &runs {
-            let vals = r.values(key, &rare);
+        for r in &plan.runs {
+            let vals = r.values(key, rare);
             cells.push(fmt_pm(&vals));
             let v: Vec<f64> = vals.values().copied().collect();
             let (m, s) = mean_std(&v);
@@ -208,29 +239,33 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 json!({ "mean": m, "std": s, "per_seed": vals }),
             );
         }
-        table.push(cells);
-        json_rows.push(json!({ "metric": key, "label": label, "runs": jr }));
+        t.rows.push(cells);
+        t.json_rows
+            .push(json!({ "metric": key, "label": label, "runs": jr }));
     }
-    // Paired differences against the baseline.
-    let mut diffs = Vec::new();
-    let diff_keys: Vec<(String, String)> =
-        std::iter::once(("macro-F1".to_string(), "macro_f1".to_string()))
-            .chain(
-                (!rare.is_empty()).then(|| ("rare recall".to_string(), "rare_recall".to_string())),
-            )
-            .collect();
-    for (label, key) in &diff_keys {
+    t
+}
+
+/// Paired differences against the baseline: macro-F1, and rare recall when there are rare
+/// classes.
+fn diff_rows(plan: &Plan, alpha: f64, t: &mut Table) {
+    let rare = &plan.rare;
+    let base_name = plan.base_name();
+    let diff_keys: Vec<(&str, &str)> = std::iter::once(("macro-F1", "macro_f1"))
+        .chain((!rare.is_empty()).then_some(("rare recall", "rare_recall")))
+        .collect();
+    for (label, key) in diff_keys {
         let mut cells = vec![format!("Δ {label} vs {base_name} (paired; p)")];
-        let base = runs[base_idx].values(key, &rare);
-        for (i, r) in runs.iter().enumerate() {
-            if i == base_idx {
+        let base = plan.runs[plan.base].values(key, rare);
+        for (i, r) in plan.runs.iter().enumerate() {
+            if i == plan.base {
                 cells.push("—".into());
                 continue;
             }
-            let (m, s, n, p) = paired(&base, &r.values(key, &rare));
+            let (m, s, n, p) = paired(&base, &r.values(key, rare));
             let verdict = match p {
-                Some(p) if p < args.alpha && m > 0.0 => "better",
-                Some(p) if p < args.alpha => "worse",
+                Some(p) if p < alpha && m > 0.0 => "better",
+                Some(p) if p < alpha => "worse",
                 Some(_) => "no significant difference",
                 None => "too few shared seeds to test",
             };
@@ -238,49 +273,65 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 .map(|p| format!("p={p:.3}"))
                 .unwrap_or_else(|| "p=n/a".into());
             cells.push(format!("{m:+.3} ± {s:.3}; {pstr}"));
-            diffs.push(json!({ "metric": key, "run": r.name, "baseline": base_name, "mean": m, "std": s, "n_seeds": n, "p": p, "verdict": verdict }));
+            t.diffs.push(json!({ "metric": key, "run": r.name, "baseline": base_name, "mean": m, "std": s, "n_seeds": n, "p": p, "verdict": verdict }));
         }
-        table.push(cells);
+        t.rows.push(cells);
     }
+}
 
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
-    let mut header = vec!["metric (real test split)".to_string()];
-    header.extend(names.iter().cloned());
-    t.set_header(header.clone());
-    for row in &table {
-        t.add_row(row.clone());
-    }
-    let n_seeds: Vec<usize> = runs.iter().map(|r| r.per_seed.len()).collect();
-    let md = format!(
-        "{t}\n\nmean ± std over seeds ({}); Δ rows: paired difference over the seeds both runs share, two-sided paired t-test, α = {}.\n",
-        names.iter().zip(&n_seeds).map(|(n, k)| format!("{n}: {k}")).collect::<Vec<_>>().join(", "),
-        args.alpha
-    );
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.artifacts.join("comparison"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    write_atomic(&out.join("comparison.md"), md.as_bytes())?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&header)?;
-    for row in &table {
-        w.write_record(row)?;
-    }
-    write_atomic(&out.join("comparison.csv"), &w.into_inner()?)?;
-    let runs_json: Vec<Value> = runs.iter().map(|r| json!({ "name": r.name, "dir": r.dir.display().to_string(), "seeds": r.per_seed.keys().collect::<Vec<_>>() })).collect();
-    let j = json!({ "baseline": base_name, "rare_classes": rare, "alpha": args.alpha, "runs": runs_json, "rows": json_rows, "differences": diffs });
-    write_atomic(
-        &out.join("comparison.json"),
-        &serde_json::to_vec_pretty(&j)?,
-    )?;
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let plan = Plan::resolve(args)?;
+    let mut table = metric_rows(&plan);
+    diff_rows(&plan, args.alpha, &mut table);
+    let out = args.out.clone().unwrap_or_else(|| {
+        args.artifacts
+            .join(rebalance_core::contract::layout::COMPARISON)
+    });
+    let md = write_outputs(args, &plan, &table, &out)?;
     println!("{md}");
     println!(
         "classify compare: table in {}",
         out.join("comparison.md").display()
     );
     Ok(())
+}
+
+/// comparison.md, .csv and .json; the markdown.
+fn write_outputs(args: &CompareArgs, plan: &Plan, table: &Table, out: &Path) -> Result<String> {
+    let names: Vec<String> = plan.runs.iter().map(|r| r.name.clone()).collect();
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    let mut header = vec!["metric (real test split)".to_string()];
+    header.extend(names.iter().cloned());
+    t.set_header(header.clone());
+    for row in &table.rows {
+        t.add_row(row.clone());
+    }
+    let seeds: Vec<String> = plan
+        .runs
+        .iter()
+        .map(|r| format!("{}: {}", r.name, r.per_seed.len()))
+        .collect();
+    let md = format!(
+        "{t}\n\nmean ± std over seeds ({}); Δ rows: paired difference over the seeds both runs share, two-sided paired t-test, α = {}.\n",
+        seeds.join(", "),
+        args.alpha
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_atomic(&out.join("comparison.md"), md.as_bytes())?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header)?;
+    for row in &table.rows {
+        w.write_record(row)?;
+    }
+    write_atomic(&out.join("comparison.csv"), &w.into_inner()?)?;
+    let runs_json: Vec<Value> = plan.runs.iter().map(|r| json!({ "name": r.name, "dir": r.dir.display().to_string(), "seeds": r.per_seed.keys().collect::<Vec<_>>() })).collect();
+    let j = json!({ "baseline": plan.base_name(), "rare_classes": plan.rare, "alpha": args.alpha, "runs": runs_json, "rows": table.json_rows, "differences": table.diffs });
+    write_atomic(
+        &out.join("comparison.json"),
+        &serde_json::to_vec_pretty(&j)?,
+    )?;
+    Ok(md)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! `gan-train generate`: N images per chosen class from a trained generator, as an image set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use rebalance_core::contract::class_index;
+use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics};
+use rebalance_core::contract::layout::{file, Layout, GAN, GENERATED};
 use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
@@ -39,27 +41,57 @@ pub struct GenerateArgs {
     pub common: CommonArgs,
 }
 
-pub fn run(args: &GenerateArgs) -> Result<()> {
-    let started = Instant::now();
-    let device = resolve_device(args.common.device)?;
-    let from = args
-        .from
-        .clone()
-        .unwrap_or_else(|| args.common.artifacts.join("gan"));
-    let (weights, prefix) = if from.is_dir() {
-        (from.join("generator.safetensors"), "")
-    } else {
-        (from.clone(), "ema.")
-    };
-    if !weights.exists() {
-        bail!("{}: no trained generator; run `cargo run --release -p gan-train` first, or pass --from", weights.display());
-    }
-    let (tensors, meta) = io::read_safetensors(&weights, device)?;
-    let cfg: GanConfig = checkpoint_config(&meta, &weights)?;
-    let vs = VarStore::new(device);
-    let g = Generator::new(vs.root(), &cfg)?;
-    io::load_vars(&vs, prefix, &tensors, &weights)?;
+/// A trained generator and the classes to draw, checked before sampling.
+struct Plan {
+    device: tch::Device,
+    weights: PathBuf,
+    cfg: GanConfig,
+    g: Generator,
+    _vs: VarStore,
+    wanted: Vec<i64>,
+    out: PathBuf,
+}
 
+impl Plan {
+    fn resolve(args: &GenerateArgs) -> Result<Self> {
+        if args.per_class < 1 {
+            bail!("--per-class must be at least 1");
+        }
+        if args.batch < 1 {
+            bail!("--batch must be at least 1");
+        }
+        let device = resolve_device(args.common.device)?;
+        let layout = Layout::new(&args.common.artifacts);
+        let from = args.from.clone().unwrap_or_else(|| layout.dir(GAN));
+        let out = args.out.clone().unwrap_or_else(|| layout.dir(GENERATED));
+        let (weights, prefix) = if from.is_dir() {
+            (from.join(file::GENERATOR), "")
+        } else {
+            (from.clone(), "ema.")
+        };
+        if !weights.exists() {
+            bail!("{}: no trained generator; run `cargo run --release -p gan-train` first, or pass --from", weights.display());
+        }
+        let (tensors, meta) = io::read_safetensors(&weights, device)?;
+        let cfg: GanConfig = checkpoint_config(&meta, &weights)?;
+        let vs = VarStore::new(device);
+        let g = Generator::new(vs.root(), &cfg)?;
+        io::load_vars(&vs, prefix, &tensors, &weights)?;
+        let wanted = wanted_classes(args, &cfg)?;
+        Ok(Self {
+            device,
+            weights,
+            cfg,
+            g,
+            _vs: vs,
+            wanted,
+            out,
+        })
+    }
+}
+
+/// The classes to draw: `--classes`, or those the GAN was trained on; each must be one of them.
+fn wanted_classes(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
     let wanted: Vec<i64> = if args.classes.is_empty() {
         cfg.trained_classes.clone()
     } else {
@@ -83,10 +115,61 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             cfg.trained_classes.len()
         );
     }
-    if args.per_class < 1 {
-        bail!("--per-class must be at least 1");
-    }
+    Ok(wanted)
+}
 
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let started = Instant::now();
+    let plan = Plan::resolve(args)?;
+    let (set, grid_rows) = sample(args, &plan);
+    let staged = StagedDir::new(&plan.out)?;
+    set.write(&staged.path().join(file::GENERATED))?;
+    write_grid(&staged.path().join("grid.png"), &grid_rows, &plan.cfg)?;
+    if args.png {
+        write_pngs(&set, staged.path())?;
+    }
+    let mut m = Manifest::new(
+        "generate",
+        serde_json::to_value(args)?,
+        &device_name(plan.device),
+        args.common.seed,
+    );
+    m.inputs.push(rebalance_core::FileRecord::of_file(
+        &plan.weights,
+        &plan.weights.display().to_string(),
+    )?);
+    m.record_outputs(staged.path())?;
+    m.set_extra(&GenerateInfo {
+        counts: plan
+            .wanted
+            .iter()
+            .map(|&c| {
+                (
+                    plan.cfg.classes[c as usize].clone(),
+                    args.per_class as usize,
+                )
+            })
+            .collect(),
+        model: plan.cfg.model,
+    })?;
+    m.set_metrics(&GenerateMetrics {
+        n_images: set.len(),
+    })?;
+    m.finish(staged.path(), started)?;
+    staged.commit()?;
+    println!(
+        "generate: {} images ({} per class for {} classes) in {}",
+        set.len(),
+        args.per_class,
+        plan.wanted.len(),
+        plan.out.display()
+    );
+    Ok(())
+}
+
+/// `--per-class` images of each wanted class, and the first 10 of each for the grid.
+fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
+    let cfg = &plan.cfg;
     rebalance_nn::seed_everything(args.common.seed);
     let mut set = ImageSet::empty(
         cfg.classes.clone(),
@@ -95,14 +178,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         cfg.width as usize,
     );
     let mut grid_rows = Vec::new();
-    for &c in &wanted {
+    for &c in &plan.wanted {
         let mut done = 0;
         let mut first = Vec::new();
         while done < args.per_class {
             let n = args.batch.min(args.per_class - done);
-            let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, device));
-            let y = Tensor::full([n], c, (Kind::Int64, device));
-            let imgs = tch::no_grad(|| g.forward_t(&z, &y, false));
+            let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, plan.device));
+            let y = Tensor::full([n], c, (Kind::Int64, plan.device));
+            let imgs = tch::no_grad(|| plan.g.forward_t(&z, &y, false));
             let pix = rebalance_nn::to_u8_pixels(&imgs);
             for img in pix.chunks(set.image_len()) {
                 set.push(img, c);
@@ -114,70 +197,30 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
         grid_rows.push(first);
     }
+    (set, grid_rows)
+}
 
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.common.artifacts.join("generated"));
-    let staged = StagedDir::new(&out)?;
-    set.write(&staged.path().join("generated.safetensors"))?;
-    write_grid(&staged.path().join("grid.png"), &grid_rows, &cfg)?;
-    if args.png {
-        for i in 0..set.len() {
-            let class = &cfg.classes[set.labels[i] as usize];
-            let path = staged.path().join(format!("png/{class}/{i:06}.png"));
-            let (h, w) = (cfg.height as u32, cfg.width as u32);
-            let px = set.image(i);
-            let img = if cfg.channels == 1 {
-                image::DynamicImage::ImageLuma8(
-                    image::GrayImage::from_raw(w, h, px.to_vec()).expect("size"),
-                )
-            } else {
-                let plane = (h * w) as usize;
-                let hwc: Vec<u8> = (0..plane)
-                    .flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]])
-                    .collect();
-                image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, hwc).expect("size"))
-            };
-            let mut buf = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut buf, image::ImageFormat::Png)?;
-            rebalance_core::write_atomic(&path, buf.get_ref())?;
-        }
-    }
-    let mut m = Manifest::new(
-        "generate",
-        serde_json::to_value(args)?,
-        &device_name(device),
-        args.common.seed,
-    );
-    m.inputs.push(rebalance_core::FileRecord::of_file(
-        &weights,
-        &weights.display().to_string(),
-    )?);
-    m.record_outputs(staged.path())?;
-    let counts: serde_json::Map<String, serde_json::Value> = wanted
-        .iter()
-        .map(|&c| {
-            (
-                cfg.classes[c as usize].clone(),
-                serde_json::json!(args.per_class),
+/// `--png`: one file per image, `png/<class>/<i>.png`.
+fn write_pngs(set: &ImageSet, dir: &Path) -> Result<()> {
+    let (h, w) = (set.height as u32, set.width as u32);
+    for i in 0..set.len() {
+        let class = &set.classes[set.labels[i] as usize];
+        let path = dir.join(format!("png/{class}/{i:06}.png"));
+        let px = set.image(i);
+        let img = if set.channels == 1 {
+            image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(w, h, px.to_vec()).expect("size"),
             )
-        })
-        .collect();
-    m.extra
-        .insert("counts".into(), serde_json::Value::Object(counts));
-    m.extra
-        .insert("model".into(), serde_json::to_value(cfg.model)?);
-    m.metrics
-        .insert("n_images".into(), serde_json::json!(set.len()));
-    m.finish(staged.path(), started)?;
-    staged.commit()?;
-    println!(
-        "generate: {} images ({} per class for {} classes) in {}",
-        set.len(),
-        args.per_class,
-        wanted.len(),
-        out.display()
-    );
+        } else {
+            let plane = (h * w) as usize;
+            let hwc: Vec<u8> = (0..plane)
+                .flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]])
+                .collect();
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, hwc).expect("size"))
+        };
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, image::ImageFormat::Png)?;
+        rebalance_core::write_atomic(&path, buf.get_ref())?;
+    }
     Ok(())
 }

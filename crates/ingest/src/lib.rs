@@ -13,12 +13,13 @@ pub mod report;
 pub mod sources;
 pub mod split;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use rebalance_core::{CommonArgs, Manifest, StagedDir};
+use rebalance_core::contract::layout::{Layout, DATASET};
+use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
 use serde::Serialize;
 
 pub use sources::{Item, LabelRef, Payload, Problem, Split};
@@ -205,23 +206,56 @@ pub struct Outcome {
     pub summary: String,
 }
 
-/// Run ingest with parsed arguments.
+/// The decoded images with their labels and classes, what could not be used, and the inputs.
+struct Decoded {
+    format: Format,
+    classes: Vec<String>,
+    samples: Vec<split::Sample>,
+    problems: Vec<Problem>,
+    inputs: Vec<rebalance_core::FileRecord>,
+    target: prepare::Target,
+    decode_s: f64,
+}
+
+/// Run ingest with parsed arguments: read and decode the source, split it, write the folder.
 pub fn run(args: &Args) -> Result<Outcome> {
     let started = Instant::now();
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| args.common.artifacts.join("dataset"));
+        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(DATASET));
     if !args.source.exists() {
         bail!("{}: no such file or folder", args.source.display());
     }
+    let d = decode(args)?;
+    if args.strict && !d.problems.is_empty() {
+        bail!(
+            "{} problem(s) with --strict; the first: {}: {}",
+            d.problems.len(),
+            d.problems[0].file,
+            d.problems[0].reason
+        );
+    }
+    if d.samples.is_empty() {
+        bail!(
+            "{}: none of the images could be used (first problem: {}: {})",
+            args.source.display(),
+            d.problems[0].file,
+            d.problems[0].reason
+        );
+    }
+    let assignment = split::assign(&d.samples, &d.classes, args)?;
+    let sets = split::build_sets(&d.samples, &assignment, &d.classes, &d.target);
+    write_outputs(args, &d, &sets, &assignment.notes, &out, started)
+}
+
+/// Detect the format, load the items, resolve their labels and decode the images.
+fn decode(args: &Args) -> Result<Decoded> {
     let format = sources::detect(args)?;
     tracing::info!("reading {} as {format}", args.source.display());
-
     let loaded = sources::load(format, args)?;
     let mut problems = loaded.problems;
     let (classes, resolved) = sources::resolve_classes(&loaded.items, loaded.classes, args)?;
-
     // Items of excluded classes are never decoded; unknown labels are problems.
     let mut todo = Vec::with_capacity(loaded.items.len());
     for (item, r) in loaded.items.iter().zip(resolved) {
@@ -242,12 +276,10 @@ pub fn run(args: &Args) -> Result<Outcome> {
                 .unwrap_or_default()
         );
     }
-
     let t_decode = Instant::now();
     let target = prepare::Target::choose(args, format, &items)?;
     let prepared = prepare::prepare_all(&items, &target, args.common.quiet)?;
     let decode_s = t_decode.elapsed().as_secs_f64();
-
     let mut samples = Vec::with_capacity(prepared.len());
     let mut files = Vec::new();
     for ((item, label), result) in todo.into_iter().zip(prepared) {
@@ -270,42 +302,39 @@ pub fn run(args: &Args) -> Result<Outcome> {
     if !files.is_empty() {
         inputs.push(sources::tree_record(&args.source, &files));
     }
-
     // Classes left without any image are a problem of their own; they are dropped so that
     // labels stay contiguous.
     let (classes, samples) = split::drop_empty_classes(classes, samples, &mut problems);
-    if args.strict && !problems.is_empty() {
-        bail!(
-            "{} problem(s) with --strict; the first: {}: {}",
-            problems.len(),
-            problems[0].file,
-            problems[0].reason
-        );
-    }
-    if samples.is_empty() {
-        bail!(
-            "{}: none of the images could be used (first problem: {}: {})",
-            args.source.display(),
-            problems[0].file,
-            problems[0].reason
-        );
-    }
+    Ok(Decoded {
+        format,
+        classes,
+        samples,
+        problems,
+        inputs,
+        target,
+        decode_s,
+    })
+}
 
-    let assignment = split::assign(&samples, &classes, args)?;
-    let sets = split::build_sets(&samples, &assignment, &classes, &target);
-    drop(samples);
-
-    let staged = StagedDir::new(&out)?;
-    for (split, set) in Split::ALL.iter().zip(&sets) {
+/// The splits, the report files and the manifest, swapped into `out` at once.
+fn write_outputs(
+    args: &Args,
+    d: &Decoded,
+    sets: &[ImageSet; 3],
+    notes: &[String],
+    out: &Path,
+    started: Instant,
+) -> Result<Outcome> {
+    let staged = StagedDir::new(out)?;
+    for (split, set) in Split::ALL.iter().zip(sets) {
         set.write(&staged.path().join(format!("{}.safetensors", split.name())))
             .with_context(|| format!("writing the {} split", split.name()))?;
     }
-    let rep = report::Report::new(&classes, &sets, args.rare_below);
-    staged.write("samples.png", &rep.samples_png(&sets)?)?;
+    let rep = report::Report::new(&d.classes, sets, args.rare_below);
+    staged.write("samples.png", &rep.samples_png(sets)?)?;
     staged.write("class_counts.svg", rep.chart_svg()?.as_bytes())?;
-    let summary = rep.summary_text(&problems, &assignment.notes, &out, format);
+    let summary = rep.summary_text(&d.problems, notes, out, d.format);
     staged.write("summary.txt", summary.as_bytes())?;
-
     let mut manifest = Manifest::new(
         "ingest",
         serde_json::to_value(args).expect("args serialise"),
@@ -313,16 +342,20 @@ pub fn run(args: &Args) -> Result<Outcome> {
         "cpu",
         args.common.seed,
     );
-    manifest.inputs = inputs;
+    manifest.inputs = d.inputs.clone();
     manifest.record_outputs(staged.path())?;
-    rep.fill_manifest(&mut manifest, &problems, &assignment.notes, format, &target);
-    manifest
-        .metrics
-        .insert("decode_s".into(), serde_json::json!(round3(decode_s)));
+    rep.fill_manifest(
+        &mut manifest,
+        &d.problems,
+        notes,
+        d.format,
+        &d.target,
+        round3(d.decode_s),
+    )?;
     manifest.finish(staged.path(), started)?;
     staged.commit()?;
     Ok(Outcome {
-        out,
+        out: out.to_path_buf(),
         manifest,
         summary,
     })

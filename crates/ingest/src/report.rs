@@ -5,8 +5,11 @@ use std::path::Path;
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use rebalance_core::chart::{grouped_bars_svg, BarSeries};
+use rebalance_core::contract::dataset::{
+    ClassCounts, DatasetInfo, DatasetMetrics, ImageShape, Skipped, SplitCounts,
+};
+use rebalance_core::contract::rare_classes;
 use rebalance_core::{grid, ImageSet, Manifest};
-use serde_json::json;
 
 use crate::prepare::Target;
 use crate::sources::Problem;
@@ -27,19 +30,10 @@ pub struct Report {
 impl Report {
     pub fn new(classes: &[String], sets: &[ImageSet; 3], rare_below: f64) -> Self {
         let counts = [sets[0].counts(), sets[1].counts(), sets[2].counts()];
+        let rare_names = rare_classes(&counts[0], classes, rare_below);
+        let rare = classes.iter().map(|c| rare_names.contains(c)).collect();
         let mut sorted = counts[0].clone();
         sorted.sort_unstable();
-        let median = if sorted.is_empty() {
-            0.0
-        } else if sorted.len() % 2 == 1 {
-            sorted[sorted.len() / 2] as f64
-        } else {
-            (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) as f64 / 2.0
-        };
-        let rare = counts[0]
-            .iter()
-            .map(|&c| (c as f64) < rare_below * median)
-            .collect();
         let max = sorted.last().copied().unwrap_or(0) as f64;
         let min = sorted.first().copied().unwrap_or(0) as f64;
         let imbalance_ratio = if min > 0.0 {
@@ -167,50 +161,59 @@ impl Report {
         notes: &[String],
         format: Format,
         t: &Target,
-    ) {
-        let per_split = |i: usize| -> serde_json::Map<String, serde_json::Value> {
+        decode_s: f64,
+    ) -> Result<()> {
+        let per_split = |i: usize| -> ClassCounts {
             self.classes
                 .iter()
-                .zip(&self.counts[i])
-                .map(|(c, n)| (c.clone(), json!(n)))
+                .cloned()
+                .zip(self.counts[i].iter().copied())
                 .collect()
         };
-        m.extra.insert("format".into(), json!(format));
-        m.extra.insert("classes".into(), json!(self.classes));
-        m.extra.insert(
-            "counts".into(),
-            json!({"train": per_split(0), "val": per_split(1), "test": per_split(2)}),
-        );
-        m.extra.insert(
-            "image_shape".into(),
-            json!({"channels": t.channels, "height": t.height, "width": t.width}),
-        );
-        m.extra.insert(
-            "rare_classes".into(),
-            json!(self
+        let format = serde_json::to_value(format)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        m.set_extra(&DatasetInfo {
+            format,
+            classes: self.classes.clone(),
+            counts: SplitCounts {
+                train: per_split(0),
+                val: per_split(1),
+                test: per_split(2),
+            },
+            image_shape: ImageShape {
+                channels: t.channels,
+                height: t.height,
+                width: t.width,
+            },
+            rare_classes: self
                 .classes
                 .iter()
                 .zip(&self.rare)
                 .filter(|(_, r)| **r)
-                .map(|(c, _)| c)
-                .collect::<Vec<_>>()),
-        );
-        m.extra.insert("skipped".into(), json!(problems));
-        m.extra.insert("notes".into(), json!(notes));
-        m.metrics.insert(
-            "imbalance_ratio".into(),
-            if self.imbalance_ratio.is_finite() {
-                json!(self.imbalance_ratio)
-            } else {
-                json!(null)
-            },
-        );
-        for (i, name) in ["train", "val", "test"].iter().enumerate() {
-            m.metrics.insert(
-                format!("n_{name}"),
-                json!(self.counts[i].iter().sum::<usize>()),
-            );
-        }
-        m.metrics.insert("n_skipped".into(), json!(problems.len()));
+                .map(|(c, _)| c.clone())
+                .collect(),
+            skipped: problems
+                .iter()
+                .map(|p| Skipped {
+                    file: p.file.clone(),
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+            notes: notes.to_vec(),
+        })?;
+        let total = |i: usize| self.counts[i].iter().sum::<usize>();
+        m.set_metrics(&DatasetMetrics {
+            imbalance_ratio: self
+                .imbalance_ratio
+                .is_finite()
+                .then_some(self.imbalance_ratio),
+            n_train: total(0),
+            n_val: total(1),
+            n_test: total(2),
+            n_skipped: problems.len(),
+            decode_s,
+        })
     }
 }

@@ -75,17 +75,12 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
     let mut rng = ChaCha8Rng::seed_from_u64(args.common.seed);
     let mut split = vec![None; samples.len()];
     let mut notes = Vec::new();
-    let (f_train, f_val, f_test) = args.split;
+    let (f_train, f_val, _) = args.split;
     let use_source = !args.resplit && samples.iter().any(|s| s.source_split.is_some());
     let source_has_val = use_source && samples.iter().any(|s| s.source_split == Some(Split::Val));
     if use_source && args.test_per_class.is_some() {
         notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
     }
-    let count = |n: usize, per_class: Option<usize>, frac: f64| {
-        per_class
-            .unwrap_or((n as f64 * frac).round() as usize)
-            .min(n)
-    };
 
     for (c, name) in names.iter().enumerate() {
         let of_class: Vec<usize> = (0..samples.len())
@@ -117,53 +112,85 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
         // Items without a split of their own: test first, then validation, the rest train.
         if !free.is_empty() {
             free.shuffle(&mut rng);
-            let n = free.len();
-            let n_test = count(n, args.test_per_class, f_test);
-            let n_val = count(n, args.val_per_class, f_val).min(n - n_test);
-            let asked = args.test_per_class.unwrap_or(0) + args.val_per_class.unwrap_or(0);
-            if n_test + n_val == n && asked >= n {
-                notes.push(format!(
-                    "class `{name}`: only {n} images for the {asked} asked for test + val; train gets none"
-                ));
-            }
-            for (k, &i) in free.iter().enumerate() {
-                split[i] = Some(if k < n_test {
-                    Split::Test
-                } else if k < n_test + n_val {
-                    Split::Val
-                } else {
-                    Split::Train
-                });
-            }
+            split_free(&free, name, args, &mut split, &mut notes);
         }
-        // Caps on the train split: a seeded random subset is kept.
-        let cap = args
-            .keep
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, n)| *n)
-            .or(args.max_per_class);
-        if let Some(cap) = cap {
-            let mut train: Vec<usize> = of_class
-                .iter()
-                .copied()
-                .filter(|&i| split[i] == Some(Split::Train))
-                .collect();
-            if train.len() > cap {
-                train.shuffle(&mut rng);
-                for &i in &train[cap..] {
-                    split[i] = None;
-                }
-            } else if args.keep.iter().any(|(k, _)| k == name) && train.len() < cap {
-                notes.push(format!(
-                    "class `{name}`: --keep {cap} but only {} train images",
-                    train.len()
-                ));
-            }
-        }
+        cap_train(&of_class, name, args, &mut split, &mut notes, &mut rng);
     }
     Ok(Assignment { split, notes })
+}
+
+/// Shuffled items of one class without a split of their own: test first, then validation, the
+/// rest train.
+fn split_free(
+    free: &[usize],
+    name: &str,
+    args: &Args,
+    split: &mut [Option<Split>],
+    notes: &mut Vec<String>,
+) {
+    let (_, f_val, f_test) = args.split;
+    let n = free.len();
+    let n_test = count(n, args.test_per_class, f_test);
+    let n_val = count(n, args.val_per_class, f_val).min(n - n_test);
+    let asked = args.test_per_class.unwrap_or(0) + args.val_per_class.unwrap_or(0);
+    if n_test + n_val == n && asked >= n {
+        notes.push(format!(
+            "class `{name}`: only {n} images for the {asked} asked for test + val; train gets none"
+        ));
+    }
+    for (k, &i) in free.iter().enumerate() {
+        split[i] = Some(if k < n_test {
+            Split::Test
+        } else if k < n_test + n_val {
+            Split::Val
+        } else {
+            Split::Train
+        });
+    }
+}
+
+/// Cap one class's train split (`--keep`, else `--max-per-class`): a seeded random subset is
+/// kept.
+fn cap_train(
+    of_class: &[usize],
+    name: &str,
+    args: &Args,
+    split: &mut [Option<Split>],
+    notes: &mut Vec<String>,
+    rng: &mut ChaCha8Rng,
+) {
+    let kept_by_name = args
+        .keep
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, n)| *n);
+    let Some(cap) = kept_by_name.or(args.max_per_class) else {
+        return;
+    };
+    let mut train: Vec<usize> = of_class
+        .iter()
+        .copied()
+        .filter(|&i| split[i] == Some(Split::Train))
+        .collect();
+    if train.len() > cap {
+        train.shuffle(rng);
+        for &i in &train[cap..] {
+            split[i] = None;
+        }
+    } else if kept_by_name.is_some() && train.len() < cap {
+        notes.push(format!(
+            "class `{name}`: --keep {cap} but only {} train images",
+            train.len()
+        ));
+    }
+}
+
+/// `per_class` when given, else the fraction `frac` of `n`; at most `n`.
+fn count(n: usize, per_class: Option<usize>, frac: f64) -> usize {
+    per_class
+        .unwrap_or((n as f64 * frac).round() as usize)
+        .min(n)
 }
 
 /// Build the train, val and test image sets (in source order within each split).

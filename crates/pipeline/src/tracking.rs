@@ -35,6 +35,60 @@ struct MlflowRun {
     owned: bool,
 }
 
+impl MlflowRun {
+    /// Log into the run `mlflow run` handed over (MLFLOW_RUN_ID), or start one in the
+    /// experiment MLFLOW_EXPERIMENT_NAME (default: the project); record it in `record`.
+    fn connect(client: Mlflow, record: &mut RunRecord, project: &str, entry: &str) -> Result<Self> {
+        let id = record.id.clone();
+        let experiment = std::env::var("MLFLOW_EXPERIMENT_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| project.to_string());
+        let tags = vec![
+            ("mlflow.runName".to_string(), format!("{entry} {id}")),
+            ("rebalance.run_id".to_string(), id.clone()),
+            ("rebalance.entry".to_string(), entry.to_string()),
+            (
+                "mlflow.source.name".to_string(),
+                "rebalance pipeline".into(),
+            ),
+        ];
+        let (run_id, artifact_uri, owned) = match std::env::var("MLFLOW_RUN_ID") {
+            Ok(run_id) if !run_id.is_empty() => {
+                let uri = client.artifact_uri(&run_id)?;
+                client.log_batch(&run_id, &[], &[], &tags)?;
+                (run_id, uri, false)
+            }
+            _ => {
+                let exp = client.experiment_id(&experiment)?;
+                let (run_id, uri) = client.create_run(&exp, &tags)?;
+                (run_id, uri, true)
+            }
+        };
+        let params: Vec<(String, String)> = record
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        client.log_batch(&run_id, &[], &params, &[])?;
+        eprintln!(
+            "tracking: MLflow run {run_id} at {} (experiment {experiment})",
+            client.base
+        );
+        record.mlflow = Some(MlflowRef {
+            tracking_uri: client.base.clone(),
+            run_id: run_id.clone(),
+            artifact_uri: artifact_uri.clone(),
+        });
+        Ok(Self {
+            client,
+            run_id,
+            artifact_uri,
+            owned,
+        })
+    }
+}
+
 pub fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -99,54 +153,7 @@ impl Tracker {
         };
         let mlflow = match Mlflow::from_env()? {
             None => None,
-            Some(client) => {
-                let experiment = std::env::var("MLFLOW_EXPERIMENT_NAME")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| project.to_string());
-                let tags = vec![
-                    ("mlflow.runName".to_string(), format!("{entry} {id}")),
-                    ("rebalance.run_id".to_string(), id.clone()),
-                    ("rebalance.entry".to_string(), entry.to_string()),
-                    (
-                        "mlflow.source.name".to_string(),
-                        "rebalance pipeline".into(),
-                    ),
-                ];
-                let (run_id, artifact_uri, owned) = match std::env::var("MLFLOW_RUN_ID") {
-                    Ok(run_id) if !run_id.is_empty() => {
-                        let uri = client.artifact_uri(&run_id)?;
-                        client.log_batch(&run_id, &[], &[], &tags)?;
-                        (run_id, uri, false)
-                    }
-                    _ => {
-                        let exp = client.experiment_id(&experiment)?;
-                        let (run_id, uri) = client.create_run(&exp, &tags)?;
-                        (run_id, uri, true)
-                    }
-                };
-                let params: Vec<(String, String)> = record
-                    .params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                client.log_batch(&run_id, &[], &params, &[])?;
-                eprintln!(
-                    "tracking: MLflow run {run_id} at {} (experiment {experiment})",
-                    client.base
-                );
-                record.mlflow = Some(MlflowRef {
-                    tracking_uri: client.base.clone(),
-                    run_id: run_id.clone(),
-                    artifact_uri: artifact_uri.clone(),
-                });
-                Some(MlflowRun {
-                    client,
-                    run_id,
-                    artifact_uri,
-                    owned,
-                })
-            }
+            Some(client) => Some(MlflowRun::connect(client, &mut record, project, entry)?),
         };
         let t = Self {
             dir,

@@ -151,3 +151,17 @@ pub struct GanMetrics {
     #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
     pub last: Option<LossRow>,
 }
+
+/// The fields `gan-train generate` adds to `generated/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateInfo {
+    /// Images generated per class name.
+    pub counts: std::collections::BTreeMap<String, usize>,
+    pub model: GanKind,
+}
+
+/// `generated/manifest.json` metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerateMetrics {
+    pub n_images: usize,
+}

@@ -31,7 +31,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
             headers.iter().collect::<Vec<_>>().join(", ")
         );
     };
-    let usage_col = find("usage");
+    let cols = Columns {
+        label: label_col,
+        pixels: pix_col,
+        usage: find("usage"),
+    };
     let name = path.display().to_string();
     let mut side = None;
     for (i, record) in reader.records().enumerate() {
@@ -45,50 +49,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
                 continue;
             }
         };
-        let row = || -> Result<Item, String> {
-            let label = record
-                .get(label_col)
-                .ok_or_else(|| format!("row has {} fields, no label", record.len()))?;
-            let label: i64 = label
-                .parse()
-                .map_err(|_| format!("label `{label}` is not an integer"))?;
-            let pixels: Vec<u8> = record
-                .get(pix_col)
-                .ok_or_else(|| format!("row has {} fields, no pixels", record.len()))?
-                .split_ascii_whitespace()
-                .map(|v| {
-                    v.parse::<u8>()
-                        .map_err(|_| format!("pixel `{v}` is not 0..255"))
-                })
-                .collect::<Result<_, _>>()?;
-            let s = (pixels.len() as f64).sqrt() as usize;
-            if s == 0 || s * s != pixels.len() {
-                return Err(format!(
-                    "{} pixels do not make a square image",
-                    pixels.len()
-                ));
-            }
-            let split = match record.get(usage_col.unwrap_or(usize::MAX)) {
-                None => None,
-                Some("Training") => Some(Split::Train),
-                Some("PublicTest") => Some(Split::Val),
-                Some("PrivateTest") => Some(Split::Test),
-                Some(other) => {
-                    return Err(format!(
-                        "Usage `{other}` is not Training, PublicTest or PrivateTest"
-                    ))
-                }
-            };
-            Ok(Item {
-                origin: origin.clone(),
-                label: LabelRef::Index(label),
-                split,
-                payload: Payload::Image(
-                    image_from_hwc(s, s, 1, pixels).map_err(|e| e.to_string())?,
-                ),
-            })
-        };
-        match row() {
+        match parse_row(&record, cols, &origin) {
             Ok(item) => {
                 let (w, h) = match &item.payload {
                     Payload::Image(img) => (img.width(), img.height()),
@@ -112,4 +73,55 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     loaded.classes = Some(FER_CLASSES.iter().map(|s| s.to_string()).collect());
     Ok(loaded)
+}
+
+/// Where the label, pixels and (optional) usage columns are.
+#[derive(Clone, Copy)]
+struct Columns {
+    label: usize,
+    pixels: usize,
+    usage: Option<usize>,
+}
+
+/// One row as an item: an integer label, a square of grey pixels, the split from `Usage`.
+fn parse_row(record: &csv::StringRecord, cols: Columns, origin: &str) -> Result<Item, String> {
+    let label = record
+        .get(cols.label)
+        .ok_or_else(|| format!("row has {} fields, no label", record.len()))?;
+    let label: i64 = label
+        .parse()
+        .map_err(|_| format!("label `{label}` is not an integer"))?;
+    let pixels: Vec<u8> = record
+        .get(cols.pixels)
+        .ok_or_else(|| format!("row has {} fields, no pixels", record.len()))?
+        .split_ascii_whitespace()
+        .map(|v| {
+            v.parse::<u8>()
+                .map_err(|_| format!("pixel `{v}` is not 0..255"))
+        })
+        .collect::<Result<_, _>>()?;
+    let s = (pixels.len() as f64).sqrt() as usize;
+    if s == 0 || s * s != pixels.len() {
+        return Err(format!(
+            "{} pixels do not make a square image",
+            pixels.len()
+        ));
+    }
+    let split = match record.get(cols.usage.unwrap_or(usize::MAX)) {
+        None => None,
+        Some("Training") => Some(Split::Train),
+        Some("PublicTest") => Some(Split::Val),
+        Some("PrivateTest") => Some(Split::Test),
+        Some(other) => {
+            return Err(format!(
+                "Usage `{other}` is not Training, PublicTest or PrivateTest"
+            ))
+        }
+    };
+    Ok(Item {
+        origin: origin.to_string(),
+        label: LabelRef::Index(label),
+        split,
+        payload: Payload::Image(image_from_hwc(s, s, 1, pixels).map_err(|e| e.to_string())?),
+    })
 }
