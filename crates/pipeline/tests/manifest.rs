@@ -83,3 +83,80 @@ fn layout_folders_are_the_declared_outs() {
         );
     }
 }
+
+/// The crate graph the design promises: no stage crate depends on another stage crate (not even
+/// for tests), and `rebalance-core` and the runner link no libtorch.
+#[test]
+fn stages_are_independent_and_core_and_runner_link_no_libtorch() {
+    let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(repo())
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let name_of = |id: &str| -> String {
+        meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let nodes = meta["resolve"]["nodes"].as_array().unwrap();
+    let node = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| name_of(n["id"].as_str().unwrap()) == name)
+            .unwrap_or_else(|| panic!("no package {name}"))
+    };
+    let stages = [
+        "ingest",
+        "gan-train",
+        "classify",
+        "filter",
+        "augment",
+        "pipeline",
+    ];
+    for s in stages {
+        for d in node(s)["deps"].as_array().unwrap() {
+            let dep = name_of(d["pkg"].as_str().unwrap());
+            assert!(
+                !stages.contains(&dep.as_str()),
+                "{s} depends on the stage crate {dep}"
+            );
+        }
+    }
+    // Normal (non-dev, non-build) dependencies, transitively.
+    for root in ["rebalance-core", "pipeline"] {
+        let mut todo = vec![node(root)["id"].as_str().unwrap().to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let name = name_of(&id);
+            assert!(
+                name != "tch" && name != "torch-sys",
+                "{root} links libtorch through {name}"
+            );
+            let n = nodes.iter().find(|n| n["id"] == id.as_str()).unwrap();
+            for d in n["deps"].as_array().unwrap() {
+                let normal = d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null());
+                if normal {
+                    todo.push(d["pkg"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        assert!(
+            seen.len() > 10,
+            "{root}: only {} packages walked",
+            seen.len()
+        );
+    }
+}
