@@ -628,7 +628,7 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
         prog.train_time += t0.elapsed().as_secs_f64();
         bar.inc(1);
         let mut found = prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss);
-        if step % args.log_every == 0 || step == args.steps {
+        if step.is_multiple_of(args.log_every) || step == args.steps {
             let row = log_row(plan, &mut prog, &out);
             bar.set_message(format!(
                 "G {:.2} D {:.2}",
@@ -639,7 +639,7 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
             found = found.or(won);
             prog.log.push(row)?;
         }
-        if step % args.sample_every == 0 || step == args.steps {
+        if step.is_multiple_of(args.sample_every) || step == args.steps {
             found = found.or(write_samples(plan, nets, real, step, &prog.monitor)?);
         }
         if let Some(f) = found {
@@ -660,7 +660,7 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
             }
         }
         let diverged = prog.failure.as_ref().is_some_and(Failure::diverged);
-        if (step % args.checkpoint_every == 0 || step == args.steps) && !diverged {
+        if (step.is_multiple_of(args.checkpoint_every) || step == args.steps) && !diverged {
             nets.save(&plan.work, step, &plan.cfg)?;
             prog.last_good_ckpt = Some(step);
         }

@@ -2,13 +2,13 @@
 //! the report reads, as a serde struct. `docs/artifacts.md` describes the same files in prose; a
 //! test holds the two together (every documented column and field exists here, and the reverse).
 //!
-//! - [`layout`]: where each stage's outputs live under `artifacts/`;
-//! - [`dataset`]: `ingest`'s manifest fields (classes, counts per split, rare classes);
-//! - [`gan`]: `gan-train`'s `config.json`, `losses.csv` and manifest fields;
-//! - [`classify`]: classifier configs, metrics, `metrics.json` and `curves.csv`;
-//! - [`filter`]: `scores.csv` and `acceptance.csv`;
-//! - [`augment`]: `composition.json`;
-//! - [`runs`]: the runner's `run.json`.
+//! - [`layout`] — where each stage's outputs live under `artifacts/`;
+//! - [`dataset`] — `ingest`'s manifest fields (classes, counts per split, rare classes);
+//! - [`gan`] — `gan-train`'s `config.json`, `losses.csv` and manifest fields;
+//! - [`classify`] — classifier configs, metrics, `metrics.json` and `curves.csv`;
+//! - [`filter`] — `scores.csv` and `acceptance.csv`;
+//! - [`augment`] — `composition.json`;
+//! - [`runs`] — the runner's `run.json`.
 
 pub mod augment;
 pub mod classify;

@@ -1,9 +1,9 @@
 //! Every network of rebalance, in one idiom: a struct per architecture built from a [`Seq`] of
 //! named layers, sharing the [`Network`] face (a Keras-style summary).
 //!
-//! - [`classifier`]: LeNet-5, a small CNN and a residual CNN (`classify`, and the judge);
-//! - [`gan`]: the GANs' generator and discriminator (`gan-train`);
-//! - [`judge`]: a trained classifier saved to and loaded from its folder (`filter`).
+//! - [`classifier`] — LeNet-5, a small CNN and a residual CNN (`classify`, and the judge);
+//! - [`gan`] — the GANs' generator and discriminator (`gan-train`);
+//! - [`judge`] — a trained classifier saved to and loaded from its folder (`filter`).
 
 pub mod classifier;
 pub mod gan;
