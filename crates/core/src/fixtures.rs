@@ -121,3 +121,17 @@ pub fn pipeline_toml_drift(
     }
     Ok(drift)
 }
+
+/// [`pipeline_toml_drift`] against the repository's `pipeline.toml`, failing the calling test on
+/// any problem; what was checked.
+pub fn assert_pipeline_toml_matches(
+    program: &str,
+    skip_subcommands: &[&str],
+    cmd: &clap::Command,
+) -> Drift {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml");
+    let d = pipeline_toml_drift(&manifest, program, skip_subcommands, cmd)
+        .unwrap_or_else(|e| panic!("reading {}: {e:#}", manifest.display()));
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    d
+}

@@ -319,15 +319,11 @@ fn bad_input_fails_clearly() {
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let d = rebalance_core::fixtures::pipeline_toml_drift(
-        &root.join("pipeline.toml"),
+    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
         "filter",
         &[],
         &filter::Args::command(),
-    )
-    .unwrap();
-    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    );
     assert!(
         !d.entries.is_empty() && d.checked.len() >= 3,
         "{:?}",

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use rebalance_core::contract::{read_csv, write_csv};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub struct CsvLog<R> {
@@ -23,7 +24,7 @@ impl<R: Serialize + DeserializeOwned> CsvLog<R> {
     /// The log at `path` with the rows already in it that `keep` accepts (a resumed run keeps
     /// the rows up to its checkpoint); empty when there is no file.
     pub fn resume(path: &Path, keep: impl Fn(&R) -> bool) -> Result<Self> {
-        let rows = read_rows(path)?.into_iter().filter(|r| keep(r)).collect();
+        let rows = read_csv(path)?.into_iter().filter(|r| keep(r)).collect();
         Ok(Self {
             path: path.to_path_buf(),
             rows,
@@ -33,33 +34,12 @@ impl<R: Serialize + DeserializeOwned> CsvLog<R> {
     /// Append a row and rewrite the file.
     pub fn push(&mut self, row: R) -> Result<()> {
         self.rows.push(row);
-        write_rows(&self.path, &self.rows)
+        write_csv(&self.path, &self.rows)
     }
 
     pub fn rows(&self) -> &[R] {
         &self.rows
     }
-}
-
-/// Write rows as CSV (header from the row type), atomically.
-pub fn write_rows<R: Serialize>(path: &Path, rows: &[R]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    rebalance_core::write_atomic(path, &w.into_inner()?)
-}
-
-/// Read typed rows; a missing file has none.
-pub fn read_rows<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    r.deserialize()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", path.display()))
 }
 
 #[cfg(test)]
