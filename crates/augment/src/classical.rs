@@ -1,6 +1,10 @@
 //! Classical augmentation: random affine transforms with Keras `ImageDataGenerator` semantics
-//! (rotation, shear, zoom, shift, horizontal flip), applied to whole batches on the device with
-//! `affine_grid` + `grid_sample` (bilinear, edge pixels repeated like Keras' `fill_mode="nearest"`).
+//! (rotation, shear, zoom, shift, horizontal flip), optionally followed by an elastic
+//! distortion (Simard, Steinkraus & Platt 2003, "Best practices for convolutional neural
+//! networks applied to visual document analysis": a random displacement field smoothed by a
+//! Gaussian of width σ and scaled by α pixels). Both go into one sampling grid, applied to whole
+//! batches on the device with `grid_sample` (bilinear, edge pixels repeated like Keras'
+//! `fill_mode="nearest"`), so each image is resampled once.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -24,6 +28,27 @@ pub struct ClassicalParams {
     /// Also flip horizontally with probability 0.5 (wrong for digits and signs; right for cows and horses).
     #[arg(long)]
     pub hflip: bool,
+    /// Elastic distortion after the affine transform, `ALPHA,SIGMA` in pixels (Simard et al.
+    /// 2003; `34,4` is their MNIST setting). Off by default.
+    #[arg(long, value_name = "ALPHA,SIGMA", value_parser = parse_elastic)]
+    pub elastic: Option<Elastic>,
+}
+
+pub use rebalance_core::contract::augment::Elastic;
+
+/// `ALPHA,SIGMA`: two non-negative numbers, σ > 0.
+pub fn parse_elastic(s: &str) -> Result<Elastic, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [a, g] = parts.as_slice() else {
+        return Err(format!("`{s}` is not ALPHA,SIGMA (for example 34,4)"));
+    };
+    let num = |v: &str| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    match (num(a), num(g)) {
+        (Some(alpha), Some(sigma)) if sigma > 0.0 => Ok(Elastic { alpha, sigma }),
+        _ => Err(format!(
+            "`{s}`: ALPHA must be a number ≥ 0 and SIGMA a number > 0 (for example 34,4)"
+        )),
+    }
 }
 
 impl ClassicalParams {
@@ -35,6 +60,7 @@ impl ClassicalParams {
             zoom: self.zoom,
             shift: self.shift,
             hflip: self.hflip,
+            elastic: self.elastic,
         }
     }
 
@@ -93,8 +119,14 @@ impl ClassicalParams {
     }
 }
 
-/// Transform u8 images `[N, C, H, W]` with one random matrix each; returns u8 images.
-pub fn transform(images_u8: &Tensor, mats: &[[f32; 6]], device: Device) -> Tensor {
+/// Transform u8 images `[N, C, H, W]` with one random matrix each, then the elastic
+/// distortion when given (its random field drawn from libtorch's generator); returns u8 images.
+pub fn transform(
+    images_u8: &Tensor,
+    mats: &[[f32; 6]],
+    elastic: Option<Elastic>,
+    device: Device,
+) -> Tensor {
     let size = images_u8.size();
     let n = size[0];
     assert_eq!(n as usize, mats.len(), "one matrix per image");
@@ -106,13 +138,43 @@ pub fn transform(images_u8: &Tensor, mats: &[[f32; 6]], device: Device) -> Tenso
         .reshape([n, 2, 3])
         .to_device(device);
     let x = images_u8.to_device(device).to_kind(Kind::Float);
-    let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
+    let mut grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
+    if let Some(e) = elastic {
+        grid += elastic_offsets(n, size[2], size[3], e, device);
+    }
     // interpolation 0 = bilinear, padding 1 = border (repeat edge pixels)
     let y = x.grid_sampler(&grid, 0, 1, false);
     y.clamp(0.0, 255.0)
         .round()
         .to_kind(Kind::Uint8)
         .to_device(Device::Cpu)
+}
+
+/// Simard's displacement field as offsets of a sampling grid `[N, H, W, 2]` (x, y in [-1, 1]
+/// units): uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of width σ
+/// (edges replicated), times α pixels.
+fn elastic_offsets(n: i64, h: i64, w: i64, e: Elastic, device: Device) -> Tensor {
+    let noise = Tensor::rand([n * 2, 1, h, w], (Kind::Float, device)) * 2.0 - 1.0;
+    let r = (3.0 * e.sigma).ceil() as i64;
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * e.sigma * e.sigma)).exp() as f32)
+        .collect();
+    let sum: f32 = k.iter().sum();
+    let k = Tensor::from_slice(&k).to_device(device) / sum as f64;
+    let kx = k.view([1, 1, 1, 2 * r + 1]);
+    let ky = k.view([1, 1, 2 * r + 1, 1]);
+    let smooth = noise
+        .replication_pad2d([r, r, 0, 0])
+        .conv2d(&kx, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        .replication_pad2d([0, 0, r, r])
+        .conv2d(&ky, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        .view([n, 2, h, w]);
+    // A displacement of d pixels is 2d / side in [-1, 1] units.
+    let scale = Tensor::from_slice(&[2.0 * e.alpha / w as f64, 2.0 * e.alpha / h as f64])
+        .to_kind(Kind::Float)
+        .to_device(device)
+        .view([1, 1, 1, 2]);
+    smooth.permute([0, 2, 3, 1]) * scale
 }
 
 #[cfg(test)]
@@ -128,12 +190,13 @@ mod tests {
             zoom: 0.0,
             shift: 0.0,
             hflip: false,
+            elastic: None,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let m = p.sample(&mut rng);
         assert_eq!(m, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
         let img = Tensor::randint(255, [2, 1, 8, 8], (Kind::Uint8, Device::Cpu));
-        let out = transform(&img, &[m, m], Device::Cpu);
+        let out = transform(&img, &[m, m], None, Device::Cpu);
         assert!(out.equal(&img));
     }
 
@@ -143,11 +206,11 @@ mod tests {
             .reshape([1, 1, 4, 4])
             .to_kind(Kind::Uint8);
         let flip = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
-        let out = transform(&img, &[flip], Device::Cpu);
+        let out = transform(&img, &[flip], None, Device::Cpu);
         assert!(out.equal(&img.flip([3])));
         // Sampling input x + 0.5 (one pixel of four is 0.5 in [-1, 1] units) shifts content left by one.
         let shift = [1.0, 0.0, 0.5, 0.0, 1.0, 0.0];
-        let out = transform(&img, &[shift], Device::Cpu);
+        let out = transform(&img, &[shift], None, Device::Cpu);
         let v = Vec::<u8>::try_from(out.view([-1])).unwrap();
         assert_eq!(&v[0..4], &[1, 2, 3, 3]);
     }
@@ -160,6 +223,7 @@ mod tests {
             zoom: 0.0,
             shift: 0.0,
             hflip: false,
+            elastic: None,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for _ in 0..200 {
@@ -168,5 +232,63 @@ mod tests {
             assert!(m[0] as f64 >= (45f64).to_radians().cos() - 1e-6);
             assert!((m[0] - m[4]).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn elastic_keeps_shapes_moves_pixels_and_alpha_zero_is_the_affine_alone() {
+        let id = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        tch::manual_seed(5);
+        let img = Tensor::randint(255, [3, 1, 28, 28], (Kind::Uint8, Device::Cpu));
+        let none = transform(
+            &img,
+            &[id; 3],
+            Some(Elastic {
+                alpha: 0.0,
+                sigma: 4.0,
+            }),
+            Device::Cpu,
+        );
+        assert!(none.equal(&img), "α = 0 displaces nothing");
+        tch::manual_seed(6);
+        let e = Elastic {
+            alpha: 34.0,
+            sigma: 4.0,
+        };
+        let out = transform(&img, &[id; 3], Some(e), Device::Cpu);
+        assert_eq!(out.size(), img.size());
+        assert_eq!(out.kind(), Kind::Uint8);
+        let moved = out
+            .ne_tensor(&img)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(moved > 0.5, "most pixels move: {moved}");
+        // The same seed gives the same field.
+        tch::manual_seed(6);
+        assert!(transform(&img, &[id; 3], Some(e), Device::Cpu).equal(&out));
+        // Smooth: neighbouring displacements are alike (a smoothed field, not pixel noise).
+        tch::manual_seed(7);
+        let f = elastic_offsets(1, 28, 28, e, Device::Cpu);
+        let dx = f.select(3, 0);
+        let step = (dx.narrow(2, 1, 27) - dx.narrow(2, 0, 27))
+            .abs()
+            .mean(Kind::Float);
+        let spread = dx.abs().mean(Kind::Float);
+        assert!(step.double_value(&[]) < 0.3 * spread.double_value(&[]));
+    }
+
+    #[test]
+    fn elastic_flag_parses_and_refuses_bad_values() {
+        assert_eq!(
+            parse_elastic("34,4"),
+            Ok(Elastic {
+                alpha: 34.0,
+                sigma: 4.0
+            })
+        );
+        assert!(parse_elastic("34").unwrap_err().contains("ALPHA,SIGMA"));
+        assert!(parse_elastic("34,0").is_err());
+        assert!(parse_elastic("-1,4").is_err());
+        assert!(parse_elastic("a,b").is_err());
     }
 }

@@ -409,7 +409,7 @@ fn add_classical(
             .iter()
             .map(|_| plan.args.classical.sample(rng))
             .collect();
-        let y = classical::transform(&x, &mats, plan.device);
+        let y = classical::transform(&x, &mats, plan.args.classical.elastic, plan.device);
         let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
         for img in v.chunks(per) {
             built.push_added(img, c, per);

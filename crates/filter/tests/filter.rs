@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use rebalance_core::contract::filter::AcceptanceRow;
+use rebalance_core::contract::read_csv;
 use rebalance_core::fixtures::{bar_set, bar_splits};
 use rebalance_core::ImageSet;
 use rebalance_nn::models::{judge, Classifier, ClassifierConfig, ClassifierKind};
@@ -122,11 +124,12 @@ fn gate_follows_the_judges_probabilities() {
             assert_eq!((kept, reason), ("false", "wrong-class"));
         }
     }
-    let acc = std::fs::read_to_string(out.join("acceptance.csv")).unwrap();
-    assert!(
-        acc.contains("class0,6,6,1.0000") && acc.contains("class1,4,0,0.0000"),
-        "{acc}"
-    );
+    let acc: Vec<AcceptanceRow> = read_csv(&out.join("acceptance.csv")).unwrap();
+    let summary: Vec<(&str, usize, usize, f64)> = acc
+        .iter()
+        .map(|r| (r.class.as_str(), r.generated, r.kept, r.acceptance))
+        .collect();
+    assert_eq!(summary, [("class0", 6, 6, 1.0), ("class1", 4, 0, 0.0)]);
     for f in ["accepted.png", "rejected.png", "manifest.json"] {
         assert!(out.join(f).exists(), "{f}");
     }

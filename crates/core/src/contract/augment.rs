@@ -33,6 +33,17 @@ pub struct ClassicalRanges {
     /// Fraction of width and height.
     pub shift: f64,
     pub hflip: bool,
+    /// Elastic distortion after the affine transform, when on.
+    #[serde(default)]
+    pub elastic: Option<Elastic>,
+}
+
+/// Simard et al.'s elastic distortion: a random displacement field smoothed by a Gaussian of
+/// width `sigma` pixels and scaled by `alpha` pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Elastic {
+    pub alpha: f64,
+    pub sigma: f64,
 }
 
 /// Images of each kind over all classes.
