@@ -99,6 +99,17 @@ pub struct TrainArgs {
     /// Dropout after G's hidden up-sampling layers (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub g_dropout: f64,
+    /// Add a minibatch standard deviation channel to D after its first block (Karras et al.
+    /// 2018, ProGAN), so that D can tell a batch of near-identical samples from real data.
+    #[arg(long)]
+    pub minibatch_std: bool,
+    /// Weight of the mode-seeking term (MSGAN, Mao et al. 2019, "Mode Seeking Generative
+    /// Adversarial Networks for Diverse Image Synthesis"): G is penalised by |z1 − z2| /
+    /// |G(z1) − G(z2)| for pairs of noise with the same label, the image distance capped at the
+    /// real images' mean distance within the class (so it never pushes past real variety).
+    /// 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub mode_seeking: f64,
     /// DiffAugment ops applied to real and fake images before D (comma-separated; `none`).
     #[arg(long, value_delimiter = ',', default_value = "translation", value_parser = parse_aug)]
     pub diffaug: Vec<Option<Aug>>,

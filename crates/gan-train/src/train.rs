@@ -105,6 +105,7 @@ impl Plan {
             d_width: args.d_width,
             embed_dim: args.embed_dim,
             g_dropout: args.g_dropout,
+            minibatch_std: args.minibatch_std,
             classes: set.classes.clone(),
             trained_classes: trained,
         };
@@ -133,6 +134,15 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
         if !(v > 0.0 && v.is_finite()) {
             bail!("{flag} must be a positive number, not {v}");
         }
+    }
+    if !(args.mode_seeking >= 0.0 && args.mode_seeking.is_finite()) {
+        bail!(
+            "--mode-seeking must be a number ≥ 0, not {}",
+            args.mode_seeking
+        );
+    }
+    if args.mode_seeking > 0.0 && args.batch < 2 {
+        bail!("--mode-seeking compares pairs of samples: --batch must be at least 2");
     }
     if !(0.0..1.0).contains(&args.ema) {
         bail!("--ema must be in [0, 1), not {}", args.ema);
@@ -408,6 +418,9 @@ struct Real {
     /// Up to GRID_COLS real images per grid row, and their mean diversity (pixels in [0, 1]).
     rows: Vec<Tensor>,
     diversity: f64,
+    /// Per label, the mean absolute pixel difference between two real images of that class
+    /// ([-1, 1] units; 0 for classes not trained): the cap of the mode-seeking term.
+    l1_by_label: Tensor,
 }
 
 impl Real {
@@ -456,6 +469,12 @@ impl Real {
             .iter()
             .filter_map(|r| quality::diversity(&((r + 1.0) / 2.0)))
             .collect();
+        let mut l1 = vec![0f32; cfg.classes.len()];
+        for (c, ix) in trained.iter().zip(&by_class) {
+            let ix = &ix[..ix.len().min(64)];
+            let x = images.index_select(0, &Tensor::from_slice(ix).to_device(device));
+            l1[*c as usize] = mean_pairwise_l1(&x) as f32;
+        }
         Self {
             labels: labels.index_select(0, &keep_t),
             images,
@@ -465,6 +484,7 @@ impl Real {
             fixed_y: Tensor::from_slice(&fixed_y).to_device(device),
             rows,
             diversity: divs.iter().sum::<f64>() / divs.len().max(1) as f64,
+            l1_by_label: Tensor::from_slice(&l1).to_device(device),
         }
     }
 
@@ -488,6 +508,37 @@ impl Real {
             self.labels.index_select(0, &idx),
         )
     }
+}
+
+/// Mean absolute pixel difference over all pairs of images `[N, ...]` (0 for fewer than 2).
+fn mean_pairwise_l1(x: &Tensor) -> f64 {
+    let n = x.size()[0];
+    if n < 2 {
+        return 0.0;
+    }
+    let flat = x.reshape([n, -1]);
+    let d = flat.size()[1] as f64;
+    let sum = Tensor::cdist(&flat, &flat, 1.0, None::<i64>)
+        .sum(Kind::Double)
+        .double_value(&[]);
+    sum / d / (n * (n - 1)) as f64
+}
+
+/// MSGAN's mode-seeking term for a fake batch whose first and second halves pair up (same
+/// labels, different noise): mean over pairs of |z1 − z2| / min(|G(z1) − G(z2)|, cap), where the
+/// cap is the real images' mean distance within the pair's class. Past the cap the term is
+/// constant, so it never pushes G beyond real variety.
+fn mode_seeking(fake: &Tensor, z: &Tensor, y: &Tensor, l1_by_label: &Tensor) -> Tensor {
+    let h = fake.size()[0] / 2;
+    let d_img = (fake.narrow(0, 0, h) - fake.narrow(0, h, h))
+        .abs()
+        .flatten(1, -1)
+        .mean_dim(1, false, Kind::Float);
+    let d_z = (z.narrow(0, 0, h) - z.narrow(0, h, h))
+        .abs()
+        .mean_dim(1, false, Kind::Float);
+    let cap = l1_by_label.index_select(0, &y.narrow(0, 0, h));
+    (d_z / (d_img.minimum(&cap) + 1e-5)).mean(Kind::Float)
 }
 
 fn bce(logits: &Tensor, target: f64) -> Tensor {
@@ -523,17 +574,25 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         }
     };
     let wgan = cfg.model == GanKind::WganGp;
+    let seeking = args.mode_seeking > 0.0;
     let mut last = None;
     for k in 0..plan.n_d {
         let (xr, yr) = real.batch(plan, &mut rng);
         let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
-        let fake = if k + 1 == plan.n_d {
-            nets.g.forward_t(&z, &yr, true)
+        // Mode seeking pairs sample i with sample i + b/2: the same label, other noise.
+        let yg = if seeking {
+            let h = b / 2;
+            Tensor::cat(&[yr.narrow(0, 0, h), yr.narrow(0, 0, b - h)], 0)
         } else {
-            tch::no_grad(|| nets.g.forward_t(&z, &yr, true))
+            yr.shallow_clone()
+        };
+        let fake = if k + 1 == plan.n_d {
+            nets.g.forward_t(&z, &yg, true)
+        } else {
+            tch::no_grad(|| nets.g.forward_t(&z, &yg, true))
         };
         let d_real = nets.d.forward_t(&aug(&xr), &yr, true);
-        let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yr, true);
+        let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yg, true);
         let (l_real, l_fake, gp) = if wgan {
             let gp = gradient_penalty(nets, &xr, &fake, &yr, b, device);
             (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
@@ -555,16 +614,20 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
             d_real.detach(),
             d_fake.detach(),
             fake,
-            yr,
+            yg,
+            z,
         ));
     }
-    let (l_real, l_fake, gp, d_real, d_fake, fake, y) = last.expect("n_d ≥ 1");
+    let (l_real, l_fake, gp, d_real, d_fake, fake, y, z) = last.expect("n_d ≥ 1");
     let d_g = nets.d.forward_t(&aug(&fake), &y, true);
-    let g_loss = if wgan {
+    let mut g_loss = if wgan {
         -d_g.mean(Kind::Float)
     } else {
         bce(&d_g, 1.0)
     };
+    if seeking {
+        g_loss += mode_seeking(&fake, &z, &y, &real.l1_by_label) * args.mode_seeking;
+    }
     nets.opt_g.zero_grad();
     g_loss.backward();
     nets.opt_g.step();

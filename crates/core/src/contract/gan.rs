@@ -44,6 +44,9 @@ pub struct GanConfig {
     pub d_width: i64,
     pub embed_dim: i64,
     pub g_dropout: f64,
+    /// A minibatch standard deviation channel in D after its first block.
+    #[serde(default)]
+    pub minibatch_std: bool,
     /// All classes of the dataset (label i = classes[i]).
     pub classes: Vec<String>,
     /// The labels the GAN was trained on.
@@ -77,7 +80,7 @@ impl GanConfig {
     /// A short description of the architecture, for mismatch messages.
     pub fn describe(&self) -> String {
         format!(
-            "{} {}x{}x{}, z {}, G width {}, D width {}, {} classes",
+            "{} {}x{}x{}, z {}, G width {}, D width {}{}, {} classes",
             self.model,
             self.channels,
             self.height,
@@ -85,6 +88,11 @@ impl GanConfig {
             self.z_dim,
             self.g_width,
             self.d_width,
+            if self.minibatch_std {
+                " + minibatch std"
+            } else {
+                ""
+            },
             self.classes.len()
         )
     }
@@ -101,6 +109,7 @@ impl GanConfig {
             self.d_width,
             self.embed_dim,
             self.classes.len(),
+            self.minibatch_std,
         ) == (
             other.model,
             other.channels,
@@ -111,6 +120,7 @@ impl GanConfig {
             other.d_width,
             other.embed_dim,
             other.classes.len(),
+            other.minibatch_std,
         )
     }
 }

@@ -125,6 +125,11 @@ impl Discriminator {
             }
             body.push(format!("lrelu{i}"), Op::LeakyRelu);
             c_in = c_out;
+            // After the first block, where the batch's variety is still visible in the features.
+            if i == 0 && cfg.minibatch_std {
+                body.push("mbstd", Op::MinibatchStd);
+                c_in += 1;
+            }
         }
         body.push("flatten", Op::Flatten);
         let feat = c_in * s0 * s0;

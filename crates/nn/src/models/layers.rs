@@ -27,6 +27,10 @@ pub enum Op {
     Resize(i64),
     /// A residual basic block (two 3×3 convolutions with batch norm, and a shortcut).
     Residual(Box<ResidualBlock>),
+    /// Minibatch standard deviation (Karras et al. 2018, ProGAN): one extra channel holding the
+    /// batch's mean per-feature standard deviation, so D sees how varied a batch is and a
+    /// generator that ignores its noise is easy to tell from real data.
+    MinibatchStd,
     Reshape(Vec<i64>),
     Flatten,
 }
@@ -48,6 +52,7 @@ impl Op {
             Op::PadBackground(p) => (x + 1.0).constant_pad_nd([*p, *p, *p, *p]) - 1.0,
             Op::Resize(s) => x.upsample_bilinear2d([*s, *s], false, None, None),
             Op::Residual(b) => b.forward_t(x, train),
+            Op::MinibatchStd => minibatch_std(x),
             Op::Reshape(s) => x.reshape(s.as_slice()),
             Op::Flatten => x.flatten(1, -1),
         }
@@ -75,11 +80,25 @@ impl Op {
             Op::PadBackground(p) => (format!("Pad({p}, -1)"), 0),
             Op::Resize(s) => (format!("Resize({s}×{s})"), 0),
             Op::Residual(b) => ("ResidualBlock".into(), b.params() as usize),
+            Op::MinibatchStd => ("MinibatchStd".into(), 0),
             Op::Reshape(_) => ("Reshape".into(), 0),
             Op::Flatten => ("Flatten".into(), 0),
         };
         (kind, params as i64)
     }
+}
+
+/// `x` `[N, C, H, W]` with one more channel: the mean over features of the standard deviation
+/// over the batch (0 for a batch of one).
+fn minibatch_std(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let s = if size[0] > 1 {
+        (x.var_dim(0, false, true) + 1e-8).sqrt().mean(Kind::Float)
+    } else {
+        Tensor::zeros([], (Kind::Float, x.device()))
+    };
+    let channel = s.expand([size[0], 1, size[2], size[3]], false);
+    Tensor::cat(&[x.shallow_clone(), channel], 1)
 }
 
 /// A residual basic block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)).
@@ -187,6 +206,29 @@ impl Seq {
             }
         });
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn minibatch_std_adds_a_channel_that_is_zero_for_identical_samples() {
+        let one = Tensor::randn([1, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let copies = one.repeat([5, 1, 1, 1]);
+        let y = minibatch_std(&copies);
+        assert_eq!(y.size(), [5, 4, 4, 4]);
+        assert!(y.narrow(1, 0, 3).equal(&copies));
+        assert!(y.narrow(1, 3, 1).abs().max().double_value(&[]) < 1e-3);
+        let varied = Tensor::randn([5, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let s = minibatch_std(&varied).narrow(1, 3, 1);
+        assert!(
+            s.min().double_value(&[]) > 0.5,
+            "unit-variance noise has std near 1"
+        );
+        assert_eq!(minibatch_std(&one).size(), [1, 4, 4, 4]);
     }
 }
 
