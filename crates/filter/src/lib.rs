@@ -20,6 +20,7 @@ use rebalance_core::contract::layout::{file, Layout, DATASET, FILTERED, GENERATE
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
 use rebalance_nn::models::Judge;
 use rebalance_nn::quality::diversity_u8;
+use rebalance_nn::train::monitor::COLLAPSE_RATIO;
 use rebalance_nn::{device_name, imageset_tensors, resolve_device};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -368,6 +369,7 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|&c| class_quality(&plan, &t, &scores, &kept_mask, c))
         .collect();
+    warn_collapse(&per_class);
     for r in per_class.iter().filter(|r| r.kept == 0) {
         warn!(
             "class `{}`: the gate kept 0 of {} images (threshold {}); the judge may be biased against it",
@@ -389,6 +391,24 @@ pub fn run(args: &Args) -> Result<()> {
         plan.out.display()
     );
     Ok(())
+}
+
+/// Warn, per class, when the generated images are far less varied than the real ones (the same
+/// ratio gan-train's failure monitor watches during training).
+fn warn_collapse(per_class: &[AcceptanceRow]) {
+    for r in per_class {
+        let (Some(g), Some(real)) = (r.diversity_generated, r.diversity_real) else {
+            continue;
+        };
+        if real > 0.0 && g < COLLAPSE_RATIO * real {
+            warn!(
+                "class `{}`: the generated images are collapsing: diversity {g:.3} against {real:.3} for real images \
+                 ({:.2}× real, below {COLLAPSE_RATIO}×); the generator replays a few styles (try gan-train --minibatch-std --mode-seeking 1)",
+                r.class,
+                g / real
+            );
+        }
+    }
 }
 
 /// Write the kept set, both CSVs, the grids and the manifest into the output folder; the number

@@ -333,3 +333,44 @@ fn pipeline_toml_matches_clap_defaults() {
         d.checked
     );
 }
+
+/// A planted collapsed generator (every class-0 image the same) is reported as collapsing; the
+/// varied class is not.
+#[test]
+fn a_collapsed_class_is_warned_about() {
+    let st = setup();
+    let judge = fixed_judge(
+        &st.root.join("judge"),
+        &["class0", "class1", "class2"],
+        28,
+        &[0.95, 0.04, 0.01],
+    );
+    let varied = bar_set(&[0, 6, 0], 28, 500);
+    let mut gen = bar_set(&[0, 0, 0], 28, 0);
+    let one = bar_set(&[1, 0, 0], 28, 900);
+    for _ in 0..6 {
+        gen.push(one.image(0), 0);
+    }
+    for i in 0..varied.len() {
+        gen.push(varied.image(i), 1);
+    }
+    let gp = st.root.join("gen-collapsed.safetensors");
+    gen.write(&gp).unwrap();
+    let o = filter(&[
+        "--generated",
+        s(&gp),
+        "--judge",
+        s(&judge),
+        "--data",
+        s(&st.data),
+        "--out",
+        s(&st.root.join("filtered")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("class `class0`: the generated images are collapsing: diversity 0.000"),
+        "{err}"
+    );
+    assert!(!err.contains("class `class1`: the generated images are collapsing"), "{err}");
+}

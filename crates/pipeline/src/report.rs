@@ -492,6 +492,14 @@ fn gan_section(inp: &Inputs) -> String {
     h
 }
 
+/// `a / b` when both are known and `b` > 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
 fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
     v.map(|x| format!("{x:.decimals$}")).unwrap_or_default()
 }
@@ -527,6 +535,8 @@ fn filter_section(inp: &Inputs) -> String {
                 "near_copies",
                 "diversity_kept",
                 "diversity_real",
+                "diversity generated / real",
+                "FD kept / floor",
             ]);
             let rows: Vec<Vec<String>> = rows
                 .iter()
@@ -543,11 +553,13 @@ fn filter_section(inp: &Inputs) -> String {
                         r.near_copies.to_string(),
                         fmt_opt(r.diversity_kept, 4),
                         fmt_opt(r.diversity_real, 4),
+                        fmt_opt(ratio(r.diversity_generated, r.diversity_real), 2),
+                        fmt_opt(ratio(r.fd_kept, r.fd_real_train), 1),
                     ]
                 })
                 .collect();
             h.push_str(&html_table(&headers, &rows, &|r| inp.is_rare(&r[0])));
-            h.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (fd_real_train: the real training images, the floor). Diversity: mean pairwise distance within the class.</p>");
+            h.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (fd_real_train: the real training images, the floor; FD kept / floor near 1 is as close to real as the class's own training images). Diversity: mean pairwise distance within the class; a generated / real ratio far below 1 is a generator replaying a few styles.</p>");
         }
         _ => h.push_str("<p class=\"missing\">No filtered/acceptance.csv.</p>"),
     }
