@@ -372,5 +372,8 @@ fn a_collapsed_class_is_warned_about() {
         err.contains("class `class0`: the generated images are collapsing: diversity 0.000"),
         "{err}"
     );
-    assert!(!err.contains("class `class1`: the generated images are collapsing"), "{err}");
+    assert!(
+        !err.contains("class `class1`: the generated images are collapsing"),
+        "{err}"
+    );
 }
