@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What one class of the output is made of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClassComposition {
     pub real: usize,
     pub repeated: usize,
@@ -48,6 +49,7 @@ pub struct Elastic {
 
 /// Images of each kind over all classes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub real: usize,
     pub repeated: usize,
@@ -57,7 +59,9 @@ pub struct Totals {
 }
 
 /// `composition.json`.
+/// Missing fields read as empty, so a swapped-in program may write only what it knows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Composition {
     /// `none`, `oversample`, `classical`, `synthetic` or `synthetic+classical`.
     pub strategy: String,

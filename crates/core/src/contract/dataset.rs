@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub type ClassCounts = BTreeMap<String, usize>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SplitCounts {
     pub train: ClassCounts,
     pub val: ClassCounts,
@@ -29,7 +30,9 @@ pub struct Skipped {
 }
 
 /// The fields `ingest` adds to `dataset/manifest.json` (flattened beside the common ones).
+/// Missing fields read as empty, so a swapped-in program may write only what it knows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DatasetInfo {
     /// The input format that was read (`folder`, `csv`, `fer2013`, `idx`, `gtsrb`, …).
     pub format: String,
