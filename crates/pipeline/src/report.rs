@@ -523,19 +523,20 @@ fn filter_section(inp: &Inputs) -> String {
     let path = inp.layout.file(layout::FILTERED, file::ACCEPTANCE);
     match read_csv::<AcceptanceRow>(&path) {
         Ok(rows) if path.is_file() => {
+            // Short headers, so that the table fits the page; the note below explains them.
             let headers = strings(&[
                 "class",
                 "generated",
                 "kept",
                 "acceptance",
-                "mean_confidence",
-                "fd_generated",
-                "fd_kept",
-                "fd_real_train",
-                "near_copies",
-                "diversity_kept",
-                "diversity_real",
-                "diversity generated / real",
+                "confidence",
+                "FD generated",
+                "FD kept",
+                "FD floor",
+                "near-copies",
+                "diversity kept",
+                "diversity real",
+                "diversity gen / real",
                 "FD kept / floor",
             ]);
             let rows: Vec<Vec<String>> = rows
@@ -559,7 +560,7 @@ fn filter_section(inp: &Inputs) -> String {
                 })
                 .collect();
             h.push_str(&html_table(&headers, &rows, &|r| inp.is_rare(&r[0])));
-            h.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (fd_real_train: the real training images, the floor; FD kept / floor near 1 is as close to real as the class's own training images). Diversity: mean pairwise distance within the class; a generated / real ratio far below 1 is a generator replaying a few styles.</p>");
+            h.push_str("<p class=\"note\">FD: Fréchet distance in the judge's feature space to the real validation images (FD floor: the real training images of the class; FD kept / floor near 1 is as close to real as the class's own training images). Confidence: the judge's mean probability of the intended class. Diversity: mean pairwise distance within the class; a generated / real ratio far below 1 is a generator replaying a few styles. The columns are those of filtered/acceptance.csv.</p>");
         }
         _ => h.push_str("<p class=\"missing\">No filtered/acceptance.csv.</p>"),
     }
