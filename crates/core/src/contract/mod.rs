@@ -99,15 +99,6 @@ pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resul
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// A contract type's field names as serde writes them (the CSV header or JSON keys), taken from
-/// a sample value.
-pub fn field_names<T: Serialize>(sample: &T) -> Vec<String> {
-    match serde_json::to_value(sample) {
-        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
