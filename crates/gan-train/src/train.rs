@@ -249,10 +249,14 @@ fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
     Ok(resume_from)
 }
 
-/// Read a checkpoint and check that it fits the networks of `cfg`.
-fn check_architecture(path: &Path, cfg: &GanConfig, device: Device, flag: &str) -> Result<()> {
-    let (_, meta) = io::read_safetensors(path, device)?;
-    let theirs = checkpoint_config(&meta, path)?;
+/// Check that the checkpoint at `path` (its metadata) fits the networks of `cfg`.
+fn check_architecture(
+    meta: &HashMap<String, String>,
+    path: &Path,
+    cfg: &GanConfig,
+    flag: &str,
+) -> Result<()> {
+    let theirs = checkpoint_config(meta, path)?;
     if !theirs.same_architecture(cfg) {
         bail!(
             "{flag} {}: a checkpoint of another architecture ({}); this run is {}",
@@ -327,24 +331,24 @@ impl Nets {
 
     /// Load a full checkpoint; returns its step.
     fn resume(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<u64> {
-        check_architecture(path, cfg, device, "--resume")?;
-        let meta = checkpoint::load(
+        let meta = checkpoint::load_checked(
             path,
             &[("g", &self.g_vs), ("d", &self.d_vs), ("ema", &self.ema_vs)],
             &mut [("opt_g", &mut self.opt_g), ("opt_d", &mut self.opt_d)],
             device,
+            |meta| check_architecture(meta, path, cfg, "--resume"),
         )?;
         checkpoint::meta_value(&meta, "step", path)
     }
 
     /// Take G's and D's weights from an earlier run (`--init`): step 0, fresh optimizers.
     fn init_from(&mut self, path: &Path, cfg: &GanConfig, device: Device) -> Result<()> {
-        check_architecture(path, cfg, device, "--init")?;
-        checkpoint::load(
+        checkpoint::load_checked(
             path,
             &[("g", &self.g_vs), ("d", &self.d_vs)],
             &mut [],
             device,
+            |meta| check_architecture(meta, path, cfg, "--init"),
         )?;
         self.ema_vs.copy(&self.g_vs)?;
         Ok(())

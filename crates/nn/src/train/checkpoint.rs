@@ -40,7 +40,21 @@ pub fn load(
     opts: &mut [(&str, &mut Adam)],
     device: Device,
 ) -> Result<HashMap<String, String>> {
+    load_checked(path, vars, opts, device, |_| Ok(()))
+}
+
+/// [`load`], with `check` run on the metadata before any tensor is loaded (a caller's own
+/// refusal, such as "a checkpoint of another architecture", comes before the generic one). The
+/// file is read once.
+pub fn load_checked(
+    path: &Path,
+    vars: &[(&str, &VarStore)],
+    opts: &mut [(&str, &mut Adam)],
+    device: Device,
+    check: impl FnOnce(&HashMap<String, String>) -> Result<()>,
+) -> Result<HashMap<String, String>> {
     let (t, meta) = io::read_safetensors(path, device)?;
+    check(&meta)?;
     for (name, vs) in vars {
         io::load_vars(vs, &format!("{name}."), &t, path)?;
     }
