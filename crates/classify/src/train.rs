@@ -13,9 +13,9 @@ use rand::SeedableRng;
 use rebalance_core::contract::classify::{
     confusion, ClassifierMetrics, ClassifyInfo, CurveRow, MeanStd, Metrics, SeedRun,
 };
-use rebalance_core::contract::dataset::DatasetInfo;
+use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::layout::{file, Layout, AUGMENTED, CLASSIFY, DATASET};
-use rebalance_core::contract::{self, rare_classes, write_csv};
+use rebalance_core::contract::{self, write_csv};
 use rebalance_core::{partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest};
 use rebalance_nn::models::{judge, Classifier, ClassifierConfig, Network};
 use rebalance_nn::train::checkpoint;
@@ -126,12 +126,7 @@ impl Plan {
             }
         }
         // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
-        let rare = Manifest::read(&data_dir)
-            .ok()
-            .and_then(|m| m.extra_as::<DatasetInfo>().ok())
-            .map(|d| d.rare_classes)
-            .filter(|r| r.iter().all(|c| cfg.classes.contains(c)))
-            .unwrap_or_else(|| rare_classes(&t.counts(), &cfg.classes, 0.5));
+        let rare = rare_classes_of(&data_dir, &cfg.classes, &t.counts());
         let inputs = [&data.train_path, &data.val_path, &data.test_path]
             .iter()
             .map(|p| FileRecord::of_file(p, &p.display().to_string()))

@@ -6,8 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 use rebalance_core::contract::class_index;
+use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics};
-use rebalance_core::contract::layout::{file, Layout, GAN, GENERATED};
+use rebalance_core::contract::layout::{file, Layout, DATASET, GAN, GENERATED};
 use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
@@ -25,9 +26,13 @@ pub struct GenerateArgs {
     /// Images per class.
     #[arg(long, default_value_t = 100)]
     pub per_class: i64,
-    /// Classes to generate (names) [default: the classes the GAN was trained on].
+    /// Classes to generate (names) [default: the classes the GAN was trained on; for dagan, the
+    /// rare classes of --data].
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
+    /// dagan only: the real images it varies [default: <artifacts>/dataset/train.safetensors].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Output folder [default: <artifacts>/generated].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -50,6 +55,8 @@ struct Plan {
     _vs: VarStore,
     wanted: Vec<i64>,
     out: PathBuf,
+    /// dagan: the set whose images it varies, and its path.
+    sources: Option<(ImageSet, PathBuf)>,
 }
 
 impl Plan {
@@ -77,7 +84,33 @@ impl Plan {
         let vs = VarStore::new(device);
         let g = Generator::new(vs.root(), &cfg)?;
         io::load_vars(&vs, prefix, &tensors, &weights)?;
-        let wanted = wanted_classes(args, &cfg)?;
+        let sources = if cfg.model.image_conditioned() {
+            let data = args
+                .data
+                .clone()
+                .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
+            if !data.exists() {
+                bail!("{}: dagan varies real images, and this set is missing; pass --data <image set>", data.display());
+            }
+            let set = ImageSet::read(&data)?;
+            if set.classes != cfg.classes
+                || (set.channels as i64, set.height as i64, set.width as i64)
+                    != (cfg.channels, cfg.height, cfg.width)
+            {
+                bail!(
+                    "{}: its classes or image shape differ from the dagan's ({})",
+                    data.display(),
+                    cfg.describe()
+                );
+            }
+            Some((set, data))
+        } else {
+            None
+        };
+        let wanted = match &sources {
+            Some((set, data)) => dagan_classes(args, &cfg, set, data)?,
+            None => wanted_classes(args, &cfg)?,
+        };
         Ok(Self {
             device,
             weights,
@@ -86,8 +119,52 @@ impl Plan {
             _vs: vs,
             wanted,
             out,
+            sources,
         })
     }
+}
+
+/// The classes dagan varies: `--classes`, else the rare classes of the source set, else those
+/// it was not trained on; each needs at least one real image.
+fn dagan_classes(
+    args: &GenerateArgs,
+    cfg: &GanConfig,
+    set: &ImageSet,
+    data: &Path,
+) -> Result<Vec<i64>> {
+    let counts = set.counts();
+    let wanted: Vec<i64> = if args.classes.is_empty() {
+        let dir = data.parent().unwrap_or(Path::new("."));
+        let rare = rare_classes_of(dir, &set.classes, &counts);
+        let mut v: Vec<i64> = rare
+            .iter()
+            .map(|c| class_index(&set.classes, c).map(|i| i as i64))
+            .collect::<Result<_>>()?;
+        if v.is_empty() {
+            v = (0..counts.len() as i64)
+                .filter(|c| !cfg.trained_classes.contains(c))
+                .collect();
+        }
+        v
+    } else {
+        args.classes
+            .iter()
+            .map(|c| class_index(&cfg.classes, c).map(|i| i as i64))
+            .collect::<Result<_>>()?
+    };
+    if wanted.is_empty() {
+        bail!("dagan: no class to vary; name them with --classes");
+    }
+    for &c in &wanted {
+        if counts[c as usize] == 0 {
+            bail!(
+                "{}: class `{}` has no image for dagan to vary",
+                data.display(),
+                cfg.classes[c as usize]
+            );
+        }
+    }
+    Ok(wanted)
 }
 
 /// The classes to draw: `--classes`, or those the GAN was trained on; each must be one of them.
@@ -138,6 +215,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         &plan.weights,
         &plan.weights.display().to_string(),
     )?);
+    if let Some((_, data)) = &plan.sources {
+        m.inputs.push(rebalance_core::FileRecord::of_file(
+            data,
+            &data.display().to_string(),
+        )?);
+    }
     m.record_outputs(staged.path())?;
     m.set_extra(&GenerateInfo {
         counts: plan
@@ -181,11 +264,26 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
     for &c in &plan.wanted {
         let mut done = 0;
         let mut first = Vec::new();
+        // dagan: the class's real images in [-1, 1], each varied in turn.
+        let src = plan
+            .sources
+            .as_ref()
+            .map(|(s, _)| class_images(s, c, plan.device));
         while done < args.per_class {
             let n = args.batch.min(args.per_class - done);
             let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, plan.device));
-            let y = Tensor::full([n], c, (Kind::Int64, plan.device));
-            let imgs = tch::no_grad(|| plan.g.forward_t(&z, &y, false));
+            let imgs = tch::no_grad(|| match &src {
+                Some(x) => {
+                    let m = x.size()[0];
+                    let ix = Tensor::arange_start(done, done + n, (Kind::Int64, plan.device))
+                        .remainder(m);
+                    plan.g.forward_image(&x.index_select(0, &ix), &z, false)
+                }
+                None => {
+                    let y = Tensor::full([n], c, (Kind::Int64, plan.device));
+                    plan.g.forward_t(&z, &y, false)
+                }
+            });
             let pix = rebalance_nn::to_u8_pixels(&imgs);
             for img in pix.chunks(set.image_len()) {
                 set.push(img, c);
@@ -198,6 +296,15 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
         grid_rows.push(first);
     }
     (set, grid_rows)
+}
+
+/// The images of class `c` in `set`, on `device`, in [-1, 1].
+fn class_images(set: &ImageSet, c: i64, device: tch::Device) -> Tensor {
+    let (imgs, _) = rebalance_nn::imageset_tensors(set, device);
+    let ix: Vec<i64> = (0..set.len() as i64)
+        .filter(|&i| set.labels[i as usize] == c)
+        .collect();
+    rebalance_nn::to_unit_range(&imgs.index_select(0, &Tensor::from_slice(&ix).to_device(device)))
 }
 
 /// `--png`: one file per image, `png/<class>/<i>.png`.

@@ -39,7 +39,8 @@ pub enum Command {
 /// Training options.
 #[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct TrainArgs {
-    /// Which GAN.
+    /// Which GAN. `dagan` is image-conditioned (DAGAN, Antoniou et al. 2017): trained on pairs
+    /// of the common classes, `generate` applies it to each real image of the rare classes.
     #[arg(long, value_enum, default_value_t = GanKind::Cgan)]
     pub model: GanKind,
     /// Training image set [default: <artifacts>/dataset/train.safetensors].
@@ -110,6 +111,27 @@ pub struct TrainArgs {
     /// 0 = off.
     #[arg(long, default_value_t = 0.0)]
     pub mode_seeking: f64,
+    /// Spectral normalisation of D's convolutions and output layer (Miyato et al. 2018,
+    /// "Spectral Normalization for Generative Adversarial Networks").
+    #[arg(long)]
+    pub spectral_norm: bool,
+    /// D's and G's adversarial loss (bce or hinge, as in SAGAN/BigGAN); wgan-gp has its own.
+    #[arg(long, value_enum, default_value_t = GanLoss::Bce)]
+    pub loss: GanLoss,
+    /// Transitional conditioning (Shahbazi et al. 2022, "Collapse by Conditioning: Training
+    /// Class-conditional GANs with Limited Data"): START,END in steps. The label enters G and D
+    /// scaled by 0 until START, rising linearly to 1 at END, so the GAN first learns the
+    /// variation shared by all classes and then splits it by class.
+    #[arg(long, value_parser = parse_transition)]
+    pub transition: Option<Transition>,
+    /// Warm G up for N steps before the adversarial steps (counted in --steps), matching the
+    /// judge's penultimate features of real images per class (mean and standard deviation):
+    /// the FER2013 study's perceptual warm-up. Needs --judge.
+    #[arg(long, default_value_t = 0, requires = "judge")]
+    pub warmup_steps: u64,
+    /// The judge (a classify output folder) whose feature space the warm-up uses.
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
     /// DiffAugment ops applied to real and fake images before D (comma-separated; `none`).
     #[arg(long, value_delimiter = ',', default_value = "translation", value_parser = parse_aug)]
     pub diffaug: Vec<Option<Aug>>,
@@ -149,6 +171,57 @@ pub struct TrainArgs {
     pub common: CommonArgs,
 }
 
+/// The adversarial loss of bce-trained models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GanLoss {
+    /// Binary cross-entropy (the DCGAN loss; real targets smoothed by --label-smoothing).
+    Bce,
+    /// Hinge: D minimises relu(1 − D(x)) + relu(1 + D(G(z))), G minimises −D(G(z)).
+    Hinge,
+}
+
+/// `--transition START,END`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Transition {
+    /// The label's weight at `step`: 0 until START, 1 from END on, linear between.
+    pub fn scale(&self, step: u64) -> f64 {
+        if step <= self.start {
+            0.0
+        } else if step >= self.end {
+            1.0
+        } else {
+            (step - self.start) as f64 / (self.end - self.start) as f64
+        }
+    }
+}
+
+fn parse_transition(s: &str) -> Result<Transition, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let num = |p: &str| {
+        p.parse::<u64>()
+            .map_err(|_| format!("`{p}` is not a step number"))
+    };
+    match parts.as_slice() {
+        [a, b] => {
+            let t = Transition {
+                start: num(a)?,
+                end: num(b)?,
+            };
+            if t.end <= t.start {
+                return Err(format!("END ({}) must be after START ({})", t.end, t.start));
+            }
+            Ok(t)
+        }
+        _ => Err(format!("`{s}` is not START,END (two step numbers)")),
+    }
+}
+
 fn parse_aug(s: &str) -> Result<Option<Aug>, String> {
     if s == "none" {
         return Ok(None);
@@ -158,4 +231,23 @@ fn parse_aug(s: &str) -> Result<Option<Aug>, String> {
         .map_err(|_| {
             format!("`{s}` is not a DiffAugment op; use color, translation, cutout or none")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_fades_the_label_in_linearly() {
+        let t = parse_transition("100, 300").unwrap();
+        let at = |s| t.scale(s);
+        assert_eq!(
+            (at(0), at(100), at(200), at(300), at(900)),
+            (0.0, 0.0, 0.5, 1.0, 1.0)
+        );
+        assert!(parse_transition("3,3").is_err());
+        assert!(parse_transition("a,4")
+            .unwrap_err()
+            .contains("`a` is not a step number"));
+    }
 }

@@ -30,7 +30,9 @@ use rebalance_nn::{adam::Adam, device_name, io, quality, resolve_device};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::diffaug::{diff_augment, Aug};
-use crate::TrainArgs;
+use crate::{GanLoss, TrainArgs};
+use rebalance_core::contract::dataset::rare_classes_of;
+use rebalance_nn::models::Judge;
 
 /// Samples shown per class in the progress grids.
 const GRID_COLS: i64 = 8;
@@ -65,6 +67,8 @@ struct Plan {
     /// D (critic) steps per G step.
     n_d: u32,
     policy: Vec<Aug>,
+    /// The judge whose feature space the warm-up matches (`--warmup-steps`).
+    judge: Option<Judge>,
 }
 
 impl Plan {
@@ -88,7 +92,16 @@ impl Plan {
             );
         }
         let set = ImageSet::read(&data)?;
-        let trained = choose_classes(&set, args)?;
+        let trained = choose_classes(&set, &data, args)?;
+        let judge = match &args.judge {
+            Some(dir) if args.warmup_steps > 0 => {
+                let mut j = Judge::load(dir, device)?;
+                j.check_compatible(&set, &data)?;
+                j.freeze();
+                Some(j)
+            }
+            _ => None,
+        };
         if args.model == GanKind::Dcgan && trained.len() > 1 {
             tracing::info!(
                 "dcgan is unconditional: it learns the {} classes as one pool",
@@ -106,6 +119,7 @@ impl Plan {
             embed_dim: args.embed_dim,
             g_dropout: args.g_dropout,
             minibatch_std: args.minibatch_std,
+            spectral_norm: args.spectral_norm,
             classes: set.classes.clone(),
             trained_classes: trained,
         };
@@ -121,6 +135,7 @@ impl Plan {
             cfg,
             n_d: args.d_steps.unwrap_or(default_d_steps).max(1),
             policy: args.diffaug.iter().flatten().copied().collect(),
+            judge,
         })
     }
 }
@@ -144,6 +159,32 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
     if args.mode_seeking > 0.0 && args.batch < 2 {
         bail!("--mode-seeking compares pairs of samples: --batch must be at least 2");
     }
+    if args.loss == GanLoss::Hinge && args.model == GanKind::WganGp {
+        bail!("--loss hinge: wgan-gp has its own (Wasserstein) loss; use --model cgan or dcgan");
+    }
+    if let Some(t) = args.transition {
+        if !args.model.conditional() {
+            bail!(
+                "--transition fades the label in, but {} takes no label; use --model cgan or wgan-gp",
+                args.model
+            );
+        }
+        if t.end > args.steps {
+            bail!(
+                "--transition {},{}: END is past --steps {}; the label must be fully in before the run ends",
+                t.start,
+                t.end,
+                args.steps
+            );
+        }
+    }
+    if args.warmup_steps > 0 && args.warmup_steps >= args.steps {
+        bail!(
+            "--warmup-steps {} leaves no adversarial step of --steps {}",
+            args.warmup_steps,
+            args.steps
+        );
+    }
     if !(0.0..1.0).contains(&args.ema) {
         bail!("--ema must be in [0, 1), not {}", args.ema);
     }
@@ -159,7 +200,7 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
+fn choose_classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i64>> {
     let counts = set.counts();
     let find = |name: &str| class_index(&set.classes, name).map(|i| i as i64);
     let chosen: Vec<i64> = if let Some(c) = &args.class {
@@ -188,7 +229,35 @@ fn choose_classes(set: &ImageSet, args: &TrainArgs) -> Result<Vec<i64>> {
             bail!("class `{}` has no training images", set.classes[c as usize]);
         }
     }
+    if args.model.image_conditioned() {
+        return dagan_classes(set, data, args, chosen);
+    }
     Ok(chosen)
+}
+
+/// DAGAN learns from same-class pairs of the common classes (all chosen classes when the user
+/// named them), and is then applied to the rare ones.
+fn dagan_classes(
+    set: &ImageSet,
+    data: &Path,
+    args: &TrainArgs,
+    chosen: Vec<i64>,
+) -> Result<Vec<i64>> {
+    let counts = set.counts();
+    let named = args.class.is_some() || !args.classes.is_empty() || args.minority.is_some();
+    let dir = data.parent().unwrap_or(Path::new("."));
+    let rare = rare_classes_of(dir, &set.classes, &counts);
+    let pairs: Vec<i64> = chosen
+        .into_iter()
+        .filter(|&c| counts[c as usize] >= 2)
+        .filter(|&c| named || !rare.contains(&set.classes[c as usize]))
+        .collect();
+    if pairs.is_empty() {
+        bail!(
+            "dagan learns from pairs of images of one class: no chosen class has 2 or more training images (counts: {counts:?})"
+        );
+    }
+    Ok(pairs)
 }
 
 /// Decide where the run starts: the checkpoint to resume from, if any. Without `--resume`, an
@@ -415,10 +484,15 @@ struct Real {
     labels: Tensor,
     /// Per trained class, the indices of its images in `images`.
     by_class: Vec<Vec<i64>>,
-    /// One grid row per trained class (one row for dcgan).
+    /// Per image in `images`, its class's position in `by_class`.
+    class_pos: Vec<usize>,
+    /// One grid row per class shown: the trained classes (one row for dcgan), and for dagan
+    /// also the classes it is applied to.
     grid_rows: i64,
     fixed_z: Tensor,
     fixed_y: Tensor,
+    /// DAGAN: each grid row's source image, repeated along the row.
+    fixed_x: Option<Tensor>,
     /// Up to GRID_COLS real images per grid row, and their mean diversity (pixels in [0, 1]).
     rows: Vec<Tensor>,
     diversity: f64,
@@ -427,16 +501,25 @@ struct Real {
     l1_by_label: Tensor,
 }
 
+/// A real batch: images and labels, and for dagan the same-class partner each image is paired
+/// with (the source G varies).
+struct Batch {
+    x: Tensor,
+    y: Tensor,
+    src: Option<Tensor>,
+}
+
 impl Real {
     fn new(plan: &Plan) -> Self {
         let (set, cfg, device) = (&plan.set, &plan.cfg, plan.device);
         let trained = &cfg.trained_classes;
         let (imgs, labels) = rebalance_nn::imageset_tensors(set, device);
+        let all = rebalance_nn::to_unit_range(&imgs);
         let keep: Vec<i64> = (0..set.len() as i64)
             .filter(|&i| trained.contains(&set.labels[i as usize]))
             .collect();
         let keep_t = Tensor::from_slice(&keep).to_device(device);
-        let images = rebalance_nn::to_unit_range(&imgs.index_select(0, &keep_t));
+        let images = all.index_select(0, &keep_t);
         let by_class: Vec<Vec<i64>> = trained
             .iter()
             .map(|c| {
@@ -445,30 +528,38 @@ impl Real {
                     .collect()
             })
             .collect();
-        let grid_rows = if cfg.model.conditional() {
-            trained.len() as i64
-        } else {
-            1
-        };
+        let class_pos = keep
+            .iter()
+            .map(|&i| {
+                let y = set.labels[i as usize];
+                trained.iter().position(|&c| c == y).expect("kept")
+            })
+            .collect();
+        let shown = grid_classes(set, cfg);
+        let grid_rows = shown.len() as i64;
         tch::manual_seed((plan.args.common.seed ^ 0x5eed_f1ed) as i64);
         let fixed_z = Tensor::randn([grid_rows * GRID_COLS, cfg.z_dim], (Kind::Float, device));
         let fixed_y: Vec<i64> = (0..grid_rows * GRID_COLS)
-            .map(|i| {
-                trained[if cfg.model.conditional() {
-                    (i / GRID_COLS) as usize
-                } else {
-                    0
-                }]
-            })
+            .map(|i| shown[(i / GRID_COLS) as usize])
             .collect();
-        let rows: Vec<Tensor> = by_class
+        // Up to GRID_COLS real images of each shown class, from the whole set.
+        let rows: Vec<Tensor> = shown
             .iter()
-            .take(grid_rows as usize)
-            .map(|ix| {
-                let ix = &ix[..ix.len().min(GRID_COLS as usize)];
-                images.index_select(0, &Tensor::from_slice(ix).to_device(device))
+            .map(|c| {
+                let ix: Vec<i64> = (0..set.len() as i64)
+                    .filter(|&i| set.labels[i as usize] == *c)
+                    .take(GRID_COLS as usize)
+                    .collect();
+                all.index_select(0, &Tensor::from_slice(&ix).to_device(device))
             })
             .collect();
+        let fixed_x = cfg.model.image_conditioned().then(|| {
+            let firsts: Vec<Tensor> = rows
+                .iter()
+                .map(|r| r.narrow(0, 0, 1).expand([GRID_COLS, -1, -1, -1], false))
+                .collect();
+            Tensor::cat(&firsts, 0)
+        });
         let divs: Vec<f64> = rows
             .iter()
             .filter_map(|r| quality::diversity(&((r + 1.0) / 2.0)))
@@ -483,34 +574,96 @@ impl Real {
             labels: labels.index_select(0, &keep_t),
             images,
             by_class,
+            class_pos,
             grid_rows,
             fixed_z,
             fixed_y: Tensor::from_slice(&fixed_y).to_device(device),
+            fixed_x,
             rows,
             diversity: divs.iter().sum::<f64>() / divs.len().max(1) as f64,
             l1_by_label: Tensor::from_slice(&l1).to_device(device),
         }
     }
 
-    /// A batch of real images and labels, class-balanced when asked (conditional models).
-    fn batch(&self, plan: &Plan, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
-        let balanced = plan.args.balanced && plan.cfg.model.conditional();
+    /// A batch of real images and labels, class-balanced when asked (conditional models and
+    /// dagan); for dagan each image comes with another image of its class as the source.
+    fn batch(&self, plan: &Plan, rng: &mut ChaCha8Rng) -> Batch {
+        let model = plan.cfg.model;
+        let balanced = plan.args.balanced && (model.conditional() || model.image_conditioned());
         let n = self.images.size()[0];
-        let idx: Vec<i64> = (0..plan.args.batch)
-            .map(|_| {
-                if balanced {
-                    let c = &self.by_class[rng.random_range(0..self.by_class.len())];
-                    c[rng.random_range(0..c.len())]
-                } else {
-                    rng.random_range(0..n)
-                }
-            })
-            .collect();
-        let idx = Tensor::from_slice(&idx).to_device(plan.device);
-        (
-            self.images.index_select(0, &idx),
-            self.labels.index_select(0, &idx),
-        )
+        let mut idx = Vec::with_capacity(plan.args.batch as usize);
+        let mut src = Vec::new();
+        for _ in 0..plan.args.batch {
+            let (pos, i) = if balanced {
+                let pos = rng.random_range(0..self.by_class.len());
+                let c = &self.by_class[pos];
+                (pos, c[rng.random_range(0..c.len())])
+            } else {
+                let i = rng.random_range(0..n);
+                (self.class_pos[i as usize], i)
+            };
+            idx.push(i);
+            if model.image_conditioned() {
+                // Another image of the class (dagan's classes have at least two).
+                let c = &self.by_class[pos];
+                let k = c.iter().position(|&j| j == i).expect("in class");
+                let other = (k + 1 + rng.random_range(0..c.len() - 1)) % c.len();
+                src.push(c[other]);
+            }
+        }
+        let take = |ix: &[i64]| {
+            self.images
+                .index_select(0, &Tensor::from_slice(ix).to_device(plan.device))
+        };
+        Batch {
+            x: take(&idx),
+            y: self
+                .labels
+                .index_select(0, &Tensor::from_slice(&idx).to_device(plan.device)),
+            src: model.image_conditioned().then(|| take(&src)),
+        }
+    }
+}
+
+/// The classes a progress grid shows, one row each: the trained ones (one pooled row for
+/// dcgan), and for dagan also every other class with images, the ones it will be applied to.
+fn grid_classes(set: &ImageSet, cfg: &GanConfig) -> Vec<i64> {
+    let trained = &cfg.trained_classes;
+    if cfg.model.image_conditioned() {
+        let counts = set.counts();
+        let mut v = trained.clone();
+        v.extend(
+            (0..counts.len() as i64).filter(|c| !trained.contains(c) && counts[*c as usize] > 0),
+        );
+        v
+    } else if cfg.model.conditional() {
+        trained.clone()
+    } else {
+        vec![trained[0]]
+    }
+}
+
+/// G's images for noise `z`: from labels `y` (the embedding scaled by `cond`), or for dagan
+/// from the source images `src`.
+fn generate(
+    g: &Generator,
+    z: &Tensor,
+    y: &Tensor,
+    src: Option<&Tensor>,
+    cond: f64,
+    train: bool,
+) -> Tensor {
+    match src {
+        Some(x) => g.forward_image(x, z, train),
+        None => g.forward_scaled(z, y, cond, train),
+    }
+}
+
+/// D's input: the image, or for dagan the (source, image) pair stacked along the channels.
+fn d_input(src: Option<&Tensor>, x: &Tensor) -> Tensor {
+    match src {
+        Some(s) => Tensor::cat(&[s.shallow_clone(), x.shallow_clone()], 1),
+        None => x.shallow_clone(),
     }
 }
 
@@ -562,14 +715,21 @@ struct StepOut {
     g_loss: f64,
     d_real: Tensor,
     d_fake: Tensor,
+    /// A warm-up step: no D update.
+    warmup: bool,
 }
 
-/// One training step: `n_d` D (critic) updates, then one G update on the last D step's fakes.
+/// One training step: a warm-up step while `step` ≤ `--warmup-steps`, else `n_d` D (critic)
+/// updates, then one G update on the last D step's fakes.
 fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
     let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
     tch::manual_seed(mix as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(mix);
+    let cond = args.transition.map_or(1.0, |t| t.scale(step));
+    if step <= args.warmup_steps {
+        return warmup_step(plan, nets, real, &mut rng, cond, step);
+    }
     let aug = |x: &Tensor| {
         if plan.policy.is_empty() {
             x.shallow_clone()
@@ -579,52 +739,61 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     };
     let wgan = cfg.model == GanKind::WganGp;
     let seeking = args.mode_seeking > 0.0;
+    // Mode seeking pairs sample i with sample i + b/2: the same label (and source), other noise.
+    let pair_up = |t: &Tensor| {
+        if seeking {
+            let h = b / 2;
+            Tensor::cat(&[t.narrow(0, 0, h), t.narrow(0, 0, b - h)], 0)
+        } else {
+            t.shallow_clone()
+        }
+    };
     let mut last = None;
     for k in 0..plan.n_d {
-        let (xr, yr) = real.batch(plan, &mut rng);
+        let real_b = real.batch(plan, &mut rng);
         let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
-        // Mode seeking pairs sample i with sample i + b/2: the same label, other noise.
-        let yg = if seeking {
-            let h = b / 2;
-            Tensor::cat(&[yr.narrow(0, 0, h), yr.narrow(0, 0, b - h)], 0)
-        } else {
-            yr.shallow_clone()
-        };
+        let yg = pair_up(&real_b.y);
+        let src = real_b.src.as_ref().map(pair_up);
+        let make = || generate(&nets.g, &z, &yg, src.as_ref(), cond, true);
         let fake = if k + 1 == plan.n_d {
-            nets.g.forward_t(&z, &yg, true)
+            make()
         } else {
-            tch::no_grad(|| nets.g.forward_t(&z, &yg, true))
+            tch::no_grad(make)
         };
-        let d_real = nets.d.forward_t(&aug(&xr), &yr, true);
-        let d_fake = nets.d.forward_t(&aug(&fake.detach()), &yg, true);
+        let d_of = |src: Option<&Tensor>, x: &Tensor, y: &Tensor| {
+            nets.d.forward_scaled(&aug(&d_input(src, x)), y, cond, true)
+        };
+        let d_real = d_of(real_b.src.as_ref(), &real_b.x, &real_b.y);
+        let d_fake = d_of(src.as_ref(), &fake.detach(), &yg);
         let (l_real, l_fake, gp) = if wgan {
-            let gp = gradient_penalty(nets, &xr, &fake, &yr, b, device);
+            let gp = gradient_penalty(nets, &real_b.x, &fake, &real_b.y, cond);
             (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
         } else {
-            (
-                bce(&d_real, args.label_smoothing),
-                bce(&d_fake, 0.0),
-                Tensor::zeros([], (Kind::Float, device)),
-            )
+            let zero = Tensor::zeros([], (Kind::Float, device));
+            match args.loss {
+                GanLoss::Bce => (bce(&d_real, args.label_smoothing), bce(&d_fake, 0.0), zero),
+                GanLoss::Hinge => (
+                    (-&d_real + 1.0).relu().mean(Kind::Float),
+                    (&d_fake + 1.0).relu().mean(Kind::Float),
+                    zero,
+                ),
+            }
         };
         let loss = &l_real + &l_fake + &gp * args.gp_lambda;
         nets.opt_d.zero_grad();
         loss.backward();
         nets.opt_d.step();
         last = Some((
-            l_real,
-            l_fake,
-            gp,
-            d_real.detach(),
-            d_fake.detach(),
-            fake,
-            yg,
-            z,
+            (l_real, l_fake, gp),
+            (d_real.detach(), d_fake.detach()),
+            (fake, yg, src, z),
         ));
     }
-    let (l_real, l_fake, gp, d_real, d_fake, fake, y, z) = last.expect("n_d ≥ 1");
-    let d_g = nets.d.forward_t(&aug(&fake), &y, true);
-    let mut g_loss = if wgan {
+    let ((l_real, l_fake, gp), (d_real, d_fake), (fake, y, src, z)) = last.expect("n_d ≥ 1");
+    let d_g = nets
+        .d
+        .forward_scaled(&aug(&d_input(src.as_ref(), &fake)), &y, cond, true);
+    let mut g_loss = if wgan || args.loss == GanLoss::Hinge {
         -d_g.mean(Kind::Float)
     } else {
         bce(&d_g, 1.0)
@@ -632,12 +801,7 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     if seeking {
         g_loss += mode_seeking(&fake, &z, &y, &real.l1_by_label) * args.mode_seeking;
     }
-    nets.opt_g.zero_grad();
-    g_loss.backward();
-    nets.opt_g.step();
-    if args.ema > 0.0 {
-        nets.update_ema(args.ema, step);
-    }
+    g_update(nets, &g_loss, args, step);
     StepOut {
         l_real: l_real.double_value(&[]),
         l_fake: l_fake.double_value(&[]),
@@ -645,22 +809,81 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         g_loss: g_loss.double_value(&[]),
         d_real,
         d_fake,
+        warmup: false,
     }
 }
 
+fn g_update(nets: &mut Nets, g_loss: &Tensor, args: &TrainArgs, step: u64) {
+    nets.opt_g.zero_grad();
+    g_loss.backward();
+    nets.opt_g.step();
+    if args.ema > 0.0 {
+        nets.update_ema(args.ema, step);
+    }
+}
+
+/// The warm-up (`--warmup-steps`): G alone, pulled towards the real images of each class in
+/// the judge's feature space (per-class mean and standard deviation of the penultimate
+/// features). D is not trained; the step logs zeros for D.
+fn warmup_step(
+    plan: &Plan,
+    nets: &mut Nets,
+    real: &Real,
+    rng: &mut ChaCha8Rng,
+    cond: f64,
+    step: u64,
+) -> StepOut {
+    let judge = plan
+        .judge
+        .as_ref()
+        .expect("Plan::resolve loads the judge when --warmup-steps > 0");
+    let (cfg, device) = (&plan.cfg, plan.device);
+    let real_b = real.batch(plan, rng);
+    let z = Tensor::randn([plan.args.batch, cfg.z_dim], (Kind::Float, device));
+    let fake = generate(&nets.g, &z, &real_b.y, real_b.src.as_ref(), cond, true);
+    let f_fake = judge.model.features_t(&fake, false);
+    let f_real = tch::no_grad(|| judge.model.features_t(&real_b.x, false));
+    let k = cfg.classes.len() as i64;
+    let loss = class_moment_distance(&f_fake, &f_real, &real_b.y, k);
+    g_update(nets, &loss, &plan.args, step);
+    let zero = Tensor::zeros([], (Kind::Float, device));
+    StepOut {
+        l_real: 0.0,
+        l_fake: 0.0,
+        gp: zero,
+        g_loss: loss.double_value(&[]),
+        d_real: Tensor::zeros([0], (Kind::Float, device)),
+        d_fake: Tensor::zeros([0], (Kind::Float, device)),
+        warmup: true,
+    }
+}
+
+/// Mean over the classes present in `y` of the squared distance between the per-class mean
+/// and standard deviation of features `a` and `b` (`[N, F]`, rows labelled by `y`).
+pub(crate) fn class_moment_distance(a: &Tensor, b: &Tensor, y: &Tensor, classes: i64) -> Tensor {
+    let onehot = y.one_hot(classes).to_kind(Kind::Float); // [N, K]
+    let counts = onehot.sum_dim_intlist(0, false, Kind::Float); // [K]
+    let present = counts.gt(0.0).to_kind(Kind::Float);
+    let per = counts.clamp_min(1.0).unsqueeze(1);
+    let moments = |f: &Tensor| {
+        let mean = onehot.tr().mm(f) / &per;
+        let sq = onehot.tr().mm(&f.square()) / &per;
+        let std = ((sq - mean.square()).clamp_min(0.0) + 1e-6).sqrt();
+        (mean, std)
+    };
+    let (ma, sa) = moments(a);
+    let (mb, sb) = moments(b);
+    let d = ((ma - mb).square() + (sa - sb).square()).sum_dim_intlist(1, false, Kind::Float);
+    (d * &present).sum(Kind::Float) / present.sum(Kind::Float).clamp_min(1.0)
+}
+
 /// WGAN-GP's penalty: (‖∇D(x̂)‖ − 1)² on random interpolates of real and fake images.
-fn gradient_penalty(
-    nets: &Nets,
-    xr: &Tensor,
-    fake: &Tensor,
-    y: &Tensor,
-    b: i64,
-    device: Device,
-) -> Tensor {
-    let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
+fn gradient_penalty(nets: &Nets, xr: &Tensor, fake: &Tensor, y: &Tensor, cond: f64) -> Tensor {
+    let b = xr.size()[0];
+    let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, xr.device()));
     let x_hat: Tensor = &alpha * xr + (1.0 - &alpha) * fake.detach();
     let x_hat = x_hat.set_requires_grad(true);
-    let d_hat = nets.d.forward_t(&x_hat, y, true);
+    let d_hat = nets.d.forward_scaled(&x_hat, y, cond, true);
     let grads = Tensor::run_backward(&[d_hat.sum(Kind::Float)], &[&x_hat], true, true).remove(0);
     (grads.view([b, -1]).norm_scalaropt_dim(2, [1], false) - 1.0)
         .square()
@@ -694,7 +917,11 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
         let out = train_step(plan, nets, real, step);
         prog.train_time += t0.elapsed().as_secs_f64();
         bar.inc(1);
-        let mut found = prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss);
+        let mut found = if out.warmup {
+            None
+        } else {
+            prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss)
+        };
         if step.is_multiple_of(args.log_every) || step == args.steps {
             let row = log_row(plan, &mut prog, &out);
             bar.set_message(format!(
@@ -702,8 +929,10 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
                 row.g_loss,
                 row.d_loss_real + row.d_loss_fake
             ));
-            let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
-            found = found.or(won);
+            if !out.warmup {
+                let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
+                found = found.or(won);
+            }
             prog.log.push(row)?;
         }
         if step.is_multiple_of(args.sample_every) || step == args.steps {
@@ -751,6 +980,9 @@ fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
         .map_or(prog.steps_at_start, |r| r.step.max(prog.steps_at_start));
     let logged = (prog.step - last) as f64;
     let rate = |t: &Tensor, positive: bool| {
+        if t.numel() == 0 {
+            return 0.0; // a warm-up step: D did not run
+        }
         let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
         hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
     };
@@ -791,8 +1023,14 @@ fn write_samples(
     monitor: &FailureMonitor,
 ) -> Result<Option<Failure>> {
     let samples = tch::no_grad(|| {
-        nets.sampler()
-            .forward_t(&real.fixed_z, &real.fixed_y, false)
+        generate(
+            nets.sampler(),
+            &real.fixed_z,
+            &real.fixed_y,
+            real.fixed_x.as_ref(),
+            1.0,
+            false,
+        )
     });
     let per_row: Vec<f64> = (0..real.grid_rows)
         .filter_map(|r| {
@@ -838,7 +1076,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             CsvLog::create(&log_path)
         },
         monitor: FailureMonitor::new(
-            args.label_smoothing,
+            // Hinge's D loss, like unsmoothed BCE's, can reach 0.
+            if args.loss == GanLoss::Hinge {
+                1.0
+            } else {
+                args.label_smoothing
+            },
             args.model == GanKind::WganGp,
             args.d_zero_patience,
         ),
@@ -955,4 +1198,27 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_moments_match_only_for_the_same_per_class_statistics() {
+        let a = Tensor::from_slice(&[0f32, 0., 2., 2., 10., 10., 12., 12.]).view([4, 2]);
+        let y = Tensor::from_slice(&[0i64, 0, 1, 1]);
+        let d = |b: &Tensor| class_moment_distance(&a, b, &y, 3).double_value(&[]);
+        assert!(d(&a) < 1e-5);
+        // The rows reordered within each class: the same statistics.
+        let swapped = a.index_select(0, &Tensor::from_slice(&[1i64, 0, 3, 2]));
+        assert!(d(&swapped) < 1e-5);
+        // Class 1 collapsed onto its mean: same mean, no spread; costs the std term only.
+        let collapsed = Tensor::from_slice(&[0f32, 0., 2., 2., 11., 11., 11., 11.]).view([4, 2]);
+        let c = d(&collapsed);
+        assert!((c - 1.0).abs() < 1e-2, "{c}");
+        // Shifting class 0 by 3 in both features costs 18, averaged over the 2 classes present.
+        let shifted = &a + Tensor::from_slice(&[3f32, 3., 3., 3., 0., 0., 0., 0.]).view([4, 2]);
+        assert!((d(&shifted) - 9.0).abs() < 1e-3, "{}", d(&shifted));
+    }
 }

@@ -79,7 +79,7 @@ fn losses(out: &Path) -> Vec<Vec<f64>> {
 fn every_model_trains_with_finite_losses() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path(), 16);
-    for model in ["dcgan", "cgan", "wgan-gp"] {
+    for model in ["dcgan", "cgan", "wgan-gp", "dagan"] {
         let out = tmp.path().join(model);
         ok(
             tmp.path(),
@@ -123,6 +123,17 @@ fn every_model_trains_with_finite_losses() {
             serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(m["metrics"]["steps"], 6);
         assert_eq!(m["config"]["model"], model);
+        // dagan learns from pairs of the common classes (a, c), not the rare b.
+        let trained = if model == "dagan" {
+            vec![0, 2]
+        } else {
+            vec![0, 1, 2]
+        };
+        assert_eq!(
+            m["config"]["trained_classes"],
+            serde_json::json!(trained),
+            "{model}"
+        );
         assert!(!tmp.path().join(format!(".{model}.partial")).exists());
     }
 }
@@ -147,10 +158,16 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path(), 16);
     let diverse = ["--minibatch-std", "--mode-seeking", "1"];
+    let stable = ["--spectral-norm", "--loss", "hinge", "--transition", "1,3"];
+    let judge = random_judge(&tmp.path().join("judge"), 16);
+    let warm = ["--warmup-steps", "3", "--judge", s(&judge)];
     for (name, model, flags) in [
         ("cgan", "cgan", &[][..]),
         ("wgan-gp", "wgan-gp", &[][..]),
         ("msgan", "cgan", &diverse[..]),
+        ("sn-hinge-transition", "cgan", &stable[..]),
+        ("warmup", "cgan", &warm[..]),
+        ("dagan", "dagan", &diverse[..]),
     ] {
         let full = tmp.path().join(format!("{name}-full"));
         let split = tmp.path().join(format!("{name}-split"));
@@ -408,6 +425,52 @@ fn bad_configurations_fail_clearly() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("trained on 3 classes pooled"),
+        "{e}"
+    );
+    // The stabilisers' flags are checked against the model and the run length.
+    for (args, says) in [
+        (
+            &["--model", "dcgan", "--transition", "1,2", "--steps", "4"][..],
+            "--transition fades the label in, but dcgan takes no label",
+        ),
+        (
+            &["--transition", "2,9", "--steps", "4"][..],
+            "END is past --steps 4",
+        ),
+        (
+            &["--transition", "3,2"][..],
+            "END (2) must be after START (3)",
+        ),
+        (&["--transition", "3"][..], "is not START,END"),
+        (
+            &["--model", "wgan-gp", "--loss", "hinge"][..],
+            "wgan-gp has its own (Wasserstein) loss",
+        ),
+        (
+            &["--model", "dagan", "--class", "b", "--steps", "2"][..],
+            "",
+        ),
+    ] {
+        if says.is_empty() {
+            ok(
+                tmp.path(),
+                &[args, &["--out", s(&tmp.path().join("db"))]].concat(),
+            );
+        } else {
+            let e = err(tmp.path(), args);
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+    // dagan needs a class with two images to pair.
+    let one = tempfile::tempdir().unwrap();
+    let mut set = ImageSet::empty(vec!["a".into(), "b".into()], 1, 16, 16);
+    set.push(&[0u8; 256], 0);
+    set.push(&[9u8; 256], 1);
+    set.write(&one.path().join("dataset/train.safetensors"))
+        .unwrap();
+    let e = err(one.path(), &["--model", "dagan", "--steps", "2"]);
+    assert!(
+        e.contains("no chosen class has 2 or more training images"),
         "{e}"
     );
 }
@@ -680,6 +743,132 @@ fn mode_seeking_generator_varies_with_z() {
         e.contains("this run is cgan 1x16x16, z 16, G width 8, D width 8 + minibatch std"),
         "{e}"
     );
+}
+
+/// A LeNet-5 judge with its initial random weights, for the warm-up's feature space.
+fn random_judge(dir: &Path, side: i64) -> PathBuf {
+    use rebalance_nn::models::{judge, Classifier, ClassifierConfig, ClassifierKind};
+    let cfg = ClassifierConfig::new(
+        ClassifierKind::Lenet5,
+        1,
+        side,
+        side,
+        vec!["a".into(), "b".into(), "c".into()],
+    )
+    .unwrap();
+    tch::manual_seed(7);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let _model = Classifier::new(&vs.root(), &cfg);
+    std::fs::create_dir_all(dir).unwrap();
+    judge::save(dir, &vs, &cfg).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn warmup_steps_train_g_alone_then_the_gan() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path(), 16);
+    let judge = random_judge(&tmp.path().join("judge"), 16);
+    let out = tmp.path().join("gan");
+    ok(
+        tmp.path(),
+        &[
+            "--steps",
+            "8",
+            "--warmup-steps",
+            "4",
+            "--judge",
+            s(&judge),
+            "--log-every",
+            "2",
+            "--out",
+            s(&out),
+        ],
+    );
+    let rows = losses(&out);
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        assert!(r.iter().all(|v| v.is_finite()), "{r:?}");
+        // Columns: step, D loss real, D loss fake, G loss, D acc real/fake, gp, images/s.
+        let warmup = r[0] <= 4.0;
+        assert_eq!(r[1] == 0.0 && r[2] == 0.0, warmup, "{r:?}");
+        assert!(r[3] > 0.0, "{r:?}");
+    }
+    // The warm-up needs a judge of this dataset's classes and shape.
+    let e = err(tmp.path(), &["--steps", "8", "--warmup-steps", "4"]);
+    assert!(e.contains("--judge"), "{e}");
+    let other = random_judge(&tmp.path().join("judge24"), 24);
+    let e = err(
+        tmp.path(),
+        &["--steps", "8", "--warmup-steps", "4", "--judge", s(&other)],
+    );
+    assert!(e.contains("the judge") && e.contains("24"), "{e}");
+    let e = err(
+        tmp.path(),
+        &["--steps", "4", "--warmup-steps", "4", "--judge", s(&judge)],
+    );
+    assert!(
+        e.contains("--warmup-steps 4 leaves no adversarial step"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dagan_varies_each_rare_image_with_z() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path(), 16);
+    let out = tmp.path().join("gan");
+    ok(
+        tmp.path(),
+        &["--model", "dagan", "--steps", "6", "--out", s(&out)],
+    );
+    let gen = tmp.path().join("generated");
+    let g = Command::new(BIN)
+        .args(["generate", "--from", s(&out), "--per-class", "8", "--quiet"])
+        .args(["--artifacts", s(tmp.path()), "--out", s(&gen)])
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    // By default the rare class b (4 real images), each image varied twice.
+    let set = ImageSet::read(&gen.join("generated.safetensors")).unwrap();
+    assert_eq!(set.labels, vec![1i64; 8]);
+    for i in 0..4 {
+        assert_ne!(
+            set.image(i),
+            set.image(i + 4),
+            "image {i}: the same source with other noise gave the same image"
+        );
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["inputs"].as_array().unwrap().len(),
+        2,
+        "weights and source set"
+    );
+    // Any class with images can be varied; one without is named.
+    let g = Command::new(BIN)
+        .args([
+            "generate",
+            "--from",
+            s(&out),
+            "--per-class",
+            "3",
+            "--classes",
+            "a,b",
+        ])
+        .args([
+            "--artifacts",
+            s(tmp.path()),
+            "--out",
+            s(&tmp.path().join("g2")),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let set = ImageSet::read(&tmp.path().join("g2/generated.safetensors")).unwrap();
+    assert_eq!(set.labels, vec![0, 0, 0, 1, 1, 1]);
 }
 
 fn s(p: &Path) -> &str {

@@ -1,8 +1,24 @@
 //! `ingest`'s manifest fields: what the dataset is.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+/// ingest's default `--rare-below`.
+pub const RARE_BELOW: f64 = 0.5;
+
+/// The rare classes of the real data: those ingest recorded in the manifest of the dataset
+/// folder `dir`, else (no manifest, or one of other classes) computed from `counts` with
+/// ingest's default threshold.
+pub fn rare_classes_of(dir: &Path, classes: &[String], counts: &[usize]) -> Vec<String> {
+    crate::Manifest::read(dir)
+        .ok()
+        .and_then(|m| m.extra_as::<DatasetInfo>().ok())
+        .map(|d| d.rare_classes)
+        .filter(|r| r.iter().all(|c| classes.contains(c)))
+        .unwrap_or_else(|| super::rare_classes(counts, classes, RARE_BELOW))
+}
 
 /// Images per class name.
 pub type ClassCounts = BTreeMap<String, usize>;

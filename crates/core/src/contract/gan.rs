@@ -14,6 +14,12 @@ pub enum GanKind {
     Cgan,
     /// Conditional WGAN with gradient penalty (critic without batch norm).
     WganGp,
+    /// Image-conditioned augmenter after DAGAN (Antoniou et al. 2017, "Data Augmentation
+    /// Generative Adversarial Networks"): G(x, z) encodes a real image and decodes it with
+    /// noise; D tells a real same-class pair (x, x') from (x, G(x, z)). Trained on the common
+    /// classes, it is applied to each rare image, so rare classes borrow the common ones'
+    /// within-class variation.
+    Dagan,
 }
 
 impl std::fmt::Display for GanKind {
@@ -27,8 +33,14 @@ impl std::fmt::Display for GanKind {
 }
 
 impl GanKind {
+    /// Label-conditioned: G embeds the label and D projects it.
     pub fn conditional(self) -> bool {
-        self != GanKind::Dcgan
+        matches!(self, GanKind::Cgan | GanKind::WganGp)
+    }
+
+    /// Image-conditioned (DAGAN): G takes a real image of the class instead of a label.
+    pub fn image_conditioned(self) -> bool {
+        self == GanKind::Dagan
     }
 }
 
@@ -47,6 +59,9 @@ pub struct GanConfig {
     /// A minibatch standard deviation channel in D after its first block.
     #[serde(default)]
     pub minibatch_std: bool,
+    /// Spectral normalisation of D's convolutions and output layer (Miyato et al. 2018).
+    #[serde(default)]
+    pub spectral_norm: bool,
     /// All classes of the dataset (label i = classes[i]).
     pub classes: Vec<String>,
     /// The labels the GAN was trained on.
@@ -80,7 +95,7 @@ impl GanConfig {
     /// A short description of the architecture, for mismatch messages.
     pub fn describe(&self) -> String {
         format!(
-            "{} {}x{}x{}, z {}, G width {}, D width {}{}, {} classes",
+            "{} {}x{}x{}, z {}, G width {}, D width {}{}{}, {} classes",
             self.model,
             self.channels,
             self.height,
@@ -90,6 +105,11 @@ impl GanConfig {
             self.d_width,
             if self.minibatch_std {
                 " + minibatch std"
+            } else {
+                ""
+            },
+            if self.spectral_norm {
+                " + spectral norm"
             } else {
                 ""
             },
@@ -110,6 +130,7 @@ impl GanConfig {
             self.embed_dim,
             self.classes.len(),
             self.minibatch_std,
+            self.spectral_norm,
         ) == (
             other.model,
             other.channels,
@@ -121,6 +142,7 @@ impl GanConfig {
             other.embed_dim,
             other.classes.len(),
             other.minibatch_std,
+            other.spectral_norm,
         )
     }
 }

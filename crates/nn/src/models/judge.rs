@@ -16,7 +16,7 @@ pub struct Judge {
     pub model: Classifier,
     pub dir: PathBuf,
     pub weights: PathBuf,
-    _vs: VarStore,
+    vs: VarStore,
 }
 
 /// Write a classifier's weights (with its config as metadata) and `config.json` into `dir`.
@@ -56,8 +56,13 @@ impl Judge {
             model,
             dir: dir.to_path_buf(),
             weights,
-            _vs: vs,
+            vs,
         })
+    }
+
+    /// Stop gradients at the judge's weights: it scores or guides, and is never trained.
+    pub fn freeze(&mut self) {
+        self.vs.freeze();
     }
 
     /// Refuse an image set whose class list or image shape differs from the judge's.

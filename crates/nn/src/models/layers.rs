@@ -31,6 +31,8 @@ pub enum Op {
     /// batch's mean per-feature standard deviation, so D sees how varied a batch is and a
     /// generator that ignores its noise is easy to tell from real data.
     MinibatchStd,
+    /// A convolution or linear layer whose weight is divided by its largest singular value.
+    SpectralNorm(SpectralNorm),
     Reshape(Vec<i64>),
     Flatten,
 }
@@ -53,13 +55,14 @@ impl Op {
             Op::Resize(s) => x.upsample_bilinear2d([*s, *s], false, None, None),
             Op::Residual(b) => b.forward_t(x, train),
             Op::MinibatchStd => minibatch_std(x),
+            Op::SpectralNorm(l) => l.forward_t(x, train),
             Op::Reshape(s) => x.reshape(s.as_slice()),
             Op::Flatten => x.flatten(1, -1),
         }
     }
 
     /// The layer's type as the summary shows it, and its parameter count.
-    fn describe(&self) -> (String, i64) {
+    pub(crate) fn describe(&self) -> (String, i64) {
         let lin =
             |ws: &Tensor, bs: &Option<Tensor>| ws.numel() + bs.as_ref().map_or(0, |b| b.numel());
         let (kind, params) = match self {
@@ -81,6 +84,10 @@ impl Op {
             Op::Resize(s) => (format!("Resize({s}×{s})"), 0),
             Op::Residual(b) => ("ResidualBlock".into(), b.params() as usize),
             Op::MinibatchStd => ("MinibatchStd".into(), 0),
+            Op::SpectralNorm(l) => (
+                format!("SN({})", if l.conv.is_some() { "Conv2d" } else { "Linear" }),
+                l.ws.numel() + l.bs.numel(),
+            ),
             Op::Reshape(_) => ("Reshape".into(), 0),
             Op::Flatten => ("Flatten".into(), 0),
         };
@@ -99,6 +106,79 @@ fn minibatch_std(x: &Tensor) -> Tensor {
     };
     let channel = s.expand([size[0], 1, size[2], size[3]], false);
     Tensor::cat(&[x.shallow_clone(), channel], 1)
+}
+
+/// Spectral normalisation (Miyato et al. 2018, "Spectral Normalization for Generative
+/// Adversarial Networks"): the layer computes with W / σ(W), σ estimated by one power
+/// iteration per training forward pass. The power-iteration vector `u` is a non-trainable
+/// variable, so it is saved with the weights and a resumed run continues it exactly.
+#[derive(Debug)]
+pub struct SpectralNorm {
+    ws: Tensor,
+    bs: Tensor,
+    u: Tensor,
+    /// (stride, padding) for a convolution; None for a linear layer.
+    conv: Option<(i64, i64)>,
+}
+
+impl SpectralNorm {
+    /// A `k`×`k` convolution, DCGAN-initialised.
+    pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
+        Self::new(p, &[cout, cin, k, k], Some((stride, padding)))
+    }
+
+    pub fn linear(p: nn::Path, cin: i64, cout: i64) -> Self {
+        Self::new(p, &[cout, cin], None)
+    }
+
+    fn new(p: nn::Path, shape: &[i64], conv: Option<(i64, i64)>) -> Self {
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let ws = p.var("weight", shape, init);
+        let bs = p.zeros("bias", &[shape[0]]);
+        let u = p.zeros_no_train("sn_u", &[shape[0]]);
+        tch::no_grad(|| {
+            let r = Tensor::randn([shape[0]], (Kind::Float, u.device()));
+            let _ = u.shallow_clone().copy_(&normalize(&r));
+        });
+        Self { ws, bs, u, conv }
+    }
+
+    /// The weight divided by its spectral norm; a training pass first refines `u`.
+    fn weight(&self, train: bool) -> Tensor {
+        let w = self.ws.reshape([self.ws.size()[0], -1]);
+        let (u, v) = tch::no_grad(|| {
+            let mut u = self.u.shallow_clone();
+            let v = normalize(&w.tr().mv(&u));
+            if train {
+                let _ = u.copy_(&normalize(&w.mv(&v)));
+            }
+            (u.copy(), v)
+        });
+        let sigma = u.dot(&w.mv(&v));
+        &self.ws / sigma
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let w = self.weight(train);
+        match self.conv {
+            Some((stride, padding)) => x.conv2d(
+                &w,
+                Some(&self.bs),
+                [stride, stride],
+                [padding, padding],
+                [1, 1],
+                1,
+            ),
+            None => x.linear(&w, Some(&self.bs)),
+        }
+    }
+}
+
+fn normalize(v: &Tensor) -> Tensor {
+    v / (v.norm() + 1e-12)
 }
 
 /// A residual basic block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)).
@@ -213,6 +293,34 @@ impl Seq {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn spectral_norm_divides_the_weight_by_its_largest_singular_value() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l = SpectralNorm::conv(vs.root() / "c", 3, 5, 4, 2, 1);
+        let _ =
+            l.ws.shallow_clone()
+                .set_requires_grad(false)
+                .normal_(0.0, 1.0);
+        // Power iteration converges: after enough training passes σ(W / σ̂) is 1.
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        for _ in 0..50 {
+            let _ = l.forward_t(&x, true);
+        }
+        let w = tch::no_grad(|| l.weight(false)).reshape([5, -1]);
+        let (_, sv, _) = w.svd(true, false);
+        let top = sv.double_value(&[0]);
+        assert!((top - 1.0).abs() < 1e-3, "largest singular value {top}");
+        // Evaluation passes leave u alone; its state is a saved, non-trainable variable.
+        let u = l.u.copy();
+        let _ = l.forward_t(&x, false);
+        assert!(u.equal(&l.u));
+        assert!(vs.variables().contains_key("c.sn_u"));
+        assert_eq!(vs.trainable_variables().len(), 2);
+        // The output keeps the convolution's shape.
+        assert_eq!(l.forward_t(&x, false).size(), [2, 5, 4, 4]);
+    }
 
     #[test]
     fn minibatch_std_adds_a_channel_that_is_zero_for_identical_samples() {
