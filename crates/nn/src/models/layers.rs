@@ -141,7 +141,7 @@ impl SpectralNorm {
         let u = p.zeros_no_train("sn_u", &[shape[0]]);
         tch::no_grad(|| {
             let r = Tensor::randn([shape[0]], (Kind::Float, u.device()));
-            let _ = u.shallow_clone().copy_(&normalize(&r));
+            u.shallow_clone().copy_(&normalize(&r));
         });
         Self { ws, bs, u, conv }
     }
@@ -153,7 +153,7 @@ impl SpectralNorm {
             let mut u = self.u.shallow_clone();
             let v = normalize(&w.tr().mv(&u));
             if train {
-                let _ = u.copy_(&normalize(&w.mv(&v)));
+                u.copy_(&normalize(&w.mv(&v)));
             }
             (u.copy(), v)
         });
