@@ -15,7 +15,8 @@ use rebalance_core::contract::classify::{mean_std, ClassifierMetrics};
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct CompareArgs {
-    /// classify output folders, as NAME=DIR or DIR (named after the folder).
+    /// classify output folders, as NAME=DIR or DIR (named after the folder). A NAME given
+    /// more than once pools the seeds of its folders (one folder per GAN seed, say).
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<String>,
     /// The run the others are compared with [default: the first].
@@ -71,6 +72,28 @@ impl RunSummary {
     }
 
     /// Per-seed values of a metric; `rare_recall` is the mean recall of `rare`.
+    /// Pool the seeds of another folder of the same run; a seed in both is refused.
+    fn merge(&mut self, other: RunSummary) -> Result<()> {
+        if other.classes != self.classes {
+            bail!(
+                "{} and {} are both `{}` but have other classes",
+                self.dir.display(),
+                other.dir.display(),
+                self.name
+            );
+        }
+        for (seed, m) in other.per_seed {
+            if self.per_seed.insert(seed, m).is_some() {
+                bail!(
+                    "`{}`: seed {seed} is in {} and in another of its folders; give each folder its own seeds",
+                    self.name,
+                    other.dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn values(&self, metric: &str, rare: &[String]) -> BTreeMap<u64, f64> {
         self.per_seed
             .iter()
@@ -128,24 +151,27 @@ struct Plan {
 
 impl Plan {
     fn resolve(args: &CompareArgs) -> Result<Self> {
-        let runs = args
-            .runs
-            .iter()
-            .map(|spec| {
-                let (name, dir) = match spec.split_once('=') {
-                    Some((n, d)) => (n.to_string(), PathBuf::from(d)),
-                    None => {
-                        let d = PathBuf::from(spec);
-                        let n = d
-                            .file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| spec.clone());
-                        (n, d)
-                    }
-                };
-                RunSummary::load(&name, &dir)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // A name given more than once is one run spread over folders (say one per GAN seed):
+        // their seeds are pooled.
+        let mut runs: Vec<RunSummary> = Vec::new();
+        for spec in &args.runs {
+            let (name, dir) = match spec.split_once('=') {
+                Some((n, d)) => (n.to_string(), PathBuf::from(d)),
+                None => {
+                    let d = PathBuf::from(spec);
+                    let n = d
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| spec.clone());
+                    (n, d)
+                }
+            };
+            let r = RunSummary::load(&name, &dir)?;
+            match runs.iter_mut().find(|x| x.name == name) {
+                Some(first) => first.merge(r)?,
+                None => runs.push(r),
+            }
+        }
         let base_name = args
             .baseline
             .clone()

@@ -321,6 +321,54 @@ fn compare_writes_one_table_with_paired_differences() {
         &["compare", s(&a), "--baseline", "nope", "--out", s(&cmp)],
     );
     assert!(err.contains("`nope`"), "{err}");
+    // One run spread over folders (one per GAN seed, say): a name given twice pools its seeds.
+    let a2 = tmp.path().join("a2");
+    let common = ["--data", s(&d), "--epochs", "1", "--quiet"];
+    ok(
+        CLASSIFY,
+        &[
+            &["--train", s(&train), "--out", s(&a2), "--seed", "44"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let b2 = tmp.path().join("b2");
+    ok(
+        CLASSIFY,
+        &[
+            &["--train", s(&train), "--out", s(&b2), "--seed", "44"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let pooled = tmp.path().join("pooled");
+    ok(
+        CLASSIFY,
+        &[
+            "compare",
+            &format!("short={}", s(&a)),
+            &format!("short={}", s(&a2)),
+            &format!("weighted={}", s(&b)),
+            &format!("weighted={}", s(&b2)),
+            "--out",
+            s(&pooled),
+        ],
+    );
+    assert_eq!(
+        json(&pooled.join("comparison.json"))["differences"][0]["n_seeds"],
+        3
+    );
+    let err = fails(
+        CLASSIFY,
+        &[
+            "compare",
+            &format!("x={}", s(&a)),
+            &format!("x={}", s(&a)),
+            "--out",
+            s(&pooled),
+        ],
+    );
+    assert!(err.contains("seed 42 is in"), "{err}");
 }
 
 #[test]
