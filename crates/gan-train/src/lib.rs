@@ -12,7 +12,7 @@ use rebalance_core::CommonArgs;
 use serde::Serialize;
 
 pub use diffaug::Aug;
-pub use rebalance_nn::models::GanKind;
+pub use rebalance_nn::models::{Conditioning, GanKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,6 +111,10 @@ pub struct TrainArgs {
     /// 0 = off.
     #[arg(long, default_value_t = 0.0)]
     pub mode_seeking: f64,
+    /// How G takes the label: `concat` (an embedding concatenated to the noise) or `cbn`
+    /// (class-conditional batch norm, de Vries et al. 2017).
+    #[arg(long, value_enum, default_value_t = Conditioning::Concat)]
+    pub conditioning: Conditioning,
     /// Spectral normalisation of D's convolutions and output layer (Miyato et al. 2018,
     /// "Spectral Normalization for Generative Adversarial Networks").
     #[arg(long)]

@@ -120,6 +120,7 @@ impl Plan {
             g_dropout: args.g_dropout,
             minibatch_std: args.minibatch_std,
             spectral_norm: args.spectral_norm,
+            conditioning: args.conditioning,
             classes: set.classes.clone(),
             trained_classes: trained,
         };

@@ -161,12 +161,14 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let stable = ["--spectral-norm", "--loss", "hinge", "--transition", "1,3"];
     let judge = random_judge(&tmp.path().join("judge"), 16);
     let warm = ["--warmup-steps", "3", "--judge", s(&judge)];
+    let cbn = ["--conditioning", "cbn", "--transition", "1,3"];
     for (name, model, flags) in [
         ("cgan", "cgan", &[][..]),
         ("wgan-gp", "wgan-gp", &[][..]),
         ("msgan", "cgan", &diverse[..]),
         ("sn-hinge-transition", "cgan", &stable[..]),
         ("warmup", "cgan", &warm[..]),
+        ("cbn", "cgan", &cbn[..]),
         ("dagan", "dagan", &diverse[..]),
     ] {
         let full = tmp.path().join(format!("{name}-full"));

@@ -44,6 +44,18 @@ impl GanKind {
     }
 }
 
+/// How a label-conditioned G takes its label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conditioning {
+    /// A label embedding concatenated to the noise (the cGAN of Mirza & Osindero 2014).
+    #[default]
+    Concat,
+    /// Class-conditional batch norm: every batch norm of G takes a per-class scale and shift
+    /// (de Vries et al. 2017; Miyato & Koyama 2018, SNGAN-projection, BigGAN).
+    Cbn,
+}
+
 /// Everything needed to rebuild the networks (written as `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GanConfig {
@@ -62,6 +74,9 @@ pub struct GanConfig {
     /// Spectral normalisation of D's convolutions and output layer (Miyato et al. 2018).
     #[serde(default)]
     pub spectral_norm: bool,
+    /// How G takes the label (label-conditioned models).
+    #[serde(default)]
+    pub conditioning: Conditioning,
     /// All classes of the dataset (label i = classes[i]).
     pub classes: Vec<String>,
     /// The labels the GAN was trained on.
@@ -95,7 +110,7 @@ impl GanConfig {
     /// A short description of the architecture, for mismatch messages.
     pub fn describe(&self) -> String {
         format!(
-            "{} {}x{}x{}, z {}, G width {}, D width {}{}{}, {} classes",
+            "{} {}x{}x{}, z {}, G width {}, D width {}{}{}{}, {} classes",
             self.model,
             self.channels,
             self.height,
@@ -110,6 +125,11 @@ impl GanConfig {
             },
             if self.spectral_norm {
                 " + spectral norm"
+            } else {
+                ""
+            },
+            if self.conditioning == Conditioning::Cbn {
+                ", conditional batch norm"
             } else {
                 ""
             },
@@ -131,6 +151,7 @@ impl GanConfig {
             self.classes.len(),
             self.minibatch_std,
             self.spectral_norm,
+            self.conditioning,
         ) == (
             other.model,
             other.channels,
@@ -143,6 +164,7 @@ impl GanConfig {
             other.classes.len(),
             other.minibatch_std,
             other.spectral_norm,
+            other.conditioning,
         )
     }
 }

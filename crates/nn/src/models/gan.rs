@@ -1,10 +1,10 @@
 //! The GANs' generator and discriminator, sized from the image shape, as [`Seq`] layer lists.
 
 use anyhow::Result;
-pub use rebalance_core::contract::gan::{GanConfig, GanKind};
+pub use rebalance_core::contract::gan::{Conditioning, GanConfig, GanKind};
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use super::layers::{format_summary, probe, Op, Seq, SpectralNorm, SummaryRow};
+use super::layers::{format_summary, probe, CondBatchNorm, Op, Seq, SpectralNorm, SummaryRow};
 use super::Network;
 
 fn dcgan_init() -> (nn::Init, nn::Init) {
@@ -41,7 +41,8 @@ impl Generator {
             ..Default::default()
         };
         let ch = |i: i64| cfg.g_width << (k - 1 - i); // channels after stage i
-        let embed = cfg.model.conditional().then(|| {
+        let cbn = cfg.model.conditional() && cfg.conditioning == Conditioning::Cbn;
+        let embed = (cfg.model.conditional() && !cbn).then(|| {
             nn::embedding(
                 &p / "embed",
                 cfg.classes.len() as i64,
@@ -49,6 +50,15 @@ impl Generator {
                 Default::default(),
             )
         });
+        let n_classes = cfg.classes.len() as i64;
+        // G's batch norms: class-conditional ones under `--conditioning cbn`.
+        let bn = |name: String, c: i64| {
+            if cbn {
+                Op::CondBn(CondBatchNorm::new(&p / name, c, n_classes))
+            } else {
+                Op::Bn(nn::batch_norm2d(&p / name, c, Default::default()))
+            }
+        };
         let z_in = cfg.z_dim + if embed.is_some() { cfg.embed_dim } else { 0 };
         let mut head = Seq::new();
         let fc = nn::linear(&p / "fc", z_in, ch(0) * s0 * s0, Default::default());
@@ -60,17 +70,13 @@ impl Generator {
             .then(|| image_encoder(&p / "enc", cfg, k));
         let c0 = ch(0) * if encoder.is_some() { 2 } else { 1 };
         let mut body = Seq::new();
-        body.push(
-            "bn0",
-            Op::Bn(nn::batch_norm2d(&p / "bn0", c0, Default::default())),
-        )
-        .push("relu0", Op::Relu);
+        body.push("bn0", bn("bn0".into(), c0))
+            .push("relu0", Op::Relu);
         for i in 1..k {
             let c_in = if i == 1 { c0 } else { ch(i - 1) };
             let up = nn::conv_transpose2d(&p / format!("up{i}"), c_in, ch(i), 4, conv);
-            let bn = nn::batch_norm2d(&p / format!("bn{i}"), ch(i), Default::default());
             body.push(format!("up{i}"), Op::ConvT(up))
-                .push(format!("bn{i}"), Op::Bn(bn))
+                .push(format!("bn{i}"), bn(format!("bn{i}"), ch(i)))
                 .push(format!("relu{i}"), Op::Relu);
             if cfg.g_dropout > 0.0 {
                 body.push(format!("drop{i}"), Op::Dropout(cfg.g_dropout));
@@ -101,8 +107,8 @@ impl Generator {
             Some(e) => Tensor::cat(&[z.shallow_clone(), e.forward(labels) * cond], 1),
             None => z.shallow_clone(),
         };
-        self.body
-            .forward_t(&self.head.forward_t(&input, train), train)
+        let h = self.head.forward_t(&input, train);
+        self.body.forward_labelled(&h, labels, cond, train)
     }
 
     /// DAGAN: variations of the real images `x` (in [-1, 1]) drawn by the noise `z`.

@@ -31,6 +31,9 @@ pub enum Op {
     /// batch's mean per-feature standard deviation, so D sees how varied a batch is and a
     /// generator that ignores its noise is easy to tell from real data.
     MinibatchStd,
+    /// Class-conditional batch norm: needs the labels ([`Seq::forward_labelled`]); without
+    /// them (summaries) it only normalises.
+    CondBn(CondBatchNorm),
     /// A convolution or linear layer whose weight is divided by its largest singular value.
     SpectralNorm(SpectralNorm),
     Reshape(Vec<i64>),
@@ -56,6 +59,7 @@ impl Op {
             Op::Residual(b) => b.forward_t(x, train),
             Op::MinibatchStd => minibatch_std(x),
             Op::SpectralNorm(l) => l.forward_t(x, train),
+            Op::CondBn(b) => b.bn.forward_t(x, train),
             Op::Reshape(s) => x.reshape(s.as_slice()),
             Op::Flatten => x.flatten(1, -1),
         }
@@ -84,6 +88,10 @@ impl Op {
             Op::Resize(s) => (format!("Resize({s}×{s})"), 0),
             Op::Residual(b) => ("ResidualBlock".into(), b.params() as usize),
             Op::MinibatchStd => ("MinibatchStd".into(), 0),
+            Op::CondBn(b) => (
+                "CondBatchNorm2d".into(),
+                b.gamma.ws.numel() + b.beta.ws.numel(),
+            ),
             Op::SpectralNorm(l) => (
                 format!("SN({})", if l.conv.is_some() { "Conv2d" } else { "Linear" }),
                 l.ws.numel() + l.bs.numel(),
@@ -106,6 +114,45 @@ fn minibatch_std(x: &Tensor) -> Tensor {
     };
     let channel = s.expand([size[0], 1, size[2], size[3]], false);
     Tensor::cat(&[x.shallow_clone(), channel], 1)
+}
+
+/// Class-conditional batch norm (de Vries et al. 2017): batch norm without its own affine
+/// part, then a per-class scale 1 + γ_y and shift β_y (both start at 0).
+#[derive(Debug)]
+pub struct CondBatchNorm {
+    bn: nn::BatchNorm,
+    gamma: nn::Embedding,
+    beta: nn::Embedding,
+}
+
+impl CondBatchNorm {
+    pub fn new(p: nn::Path, channels: i64, classes: i64) -> Self {
+        let zeros = nn::EmbeddingConfig {
+            ws_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
+        Self {
+            bn: nn::batch_norm2d(
+                &p / "bn",
+                channels,
+                nn::BatchNormConfig {
+                    affine: false,
+                    ..Default::default()
+                },
+            ),
+            gamma: nn::embedding(&p / "gamma", classes, channels, zeros),
+            beta: nn::embedding(&p / "beta", classes, channels, zeros),
+        }
+    }
+
+    /// `cond` scales the class terms (transitional conditioning; 1 = fully conditional).
+    pub fn forward_labelled(&self, x: &Tensor, y: &Tensor, cond: f64, train: bool) -> Tensor {
+        let h = self.bn.forward_t(x, train);
+        let c = x.size()[1];
+        let g = (self.gamma.forward(y) * cond + 1.0).view([-1, c, 1, 1]);
+        let b = (self.beta.forward(y) * cond).view([-1, c, 1, 1]);
+        h * g + b
+    }
 }
 
 /// Spectral normalisation (Miyato et al. 2018, "Spectral Normalization for Generative
@@ -265,6 +312,17 @@ impl Seq {
         self.layers
             .iter()
             .fold(x.shallow_clone(), |x, (_, op)| op.forward_t(&x, train))
+    }
+
+    /// As [`Self::forward_t`], giving the labels `y` (scaled by `cond`) to the class-conditional
+    /// batch norms.
+    pub fn forward_labelled(&self, x: &Tensor, y: &Tensor, cond: f64, train: bool) -> Tensor {
+        self.layers
+            .iter()
+            .fold(x.shallow_clone(), |x, (_, op)| match op {
+                Op::CondBn(b) => b.forward_labelled(&x, y, cond, train),
+                op => op.forward_t(&x, train),
+            })
     }
 
     /// Summary rows for an input batch (evaluation mode, no gradients).

@@ -11,7 +11,7 @@ pub mod judge;
 pub mod layers;
 
 pub use classifier::{Classifier, ClassifierConfig, ClassifierKind};
-pub use gan::{Discriminator, GanConfig, GanKind, Generator};
+pub use gan::{Conditioning, Discriminator, GanConfig, GanKind, Generator};
 pub use judge::Judge;
 pub use layers::{Op, Seq};
 
