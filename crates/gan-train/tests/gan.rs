@@ -197,6 +197,32 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         // The losses log continues where it stopped.
         let steps: Vec<u64> = losses(&split).iter().map(|r| r[0] as u64).collect();
         assert_eq!(steps, vec![2, 4, 6, 8]);
+        // And the trained generator generates (dagan: the rare class b, from its real images).
+        let gen = tmp.path().join(format!("{name}-generated"));
+        let g = Command::new(BIN)
+            .args([
+                "generate",
+                "--from",
+                s(&split),
+                "--per-class",
+                "3",
+                "--quiet",
+            ])
+            .args(["--artifacts", s(tmp.path()), "--out", s(&gen)])
+            .output()
+            .unwrap();
+        assert!(
+            g.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&g.stderr)
+        );
+        let set = ImageSet::read(&gen.join("generated.safetensors")).unwrap();
+        let want = if model == "dagan" {
+            vec![1i64; 3]
+        } else {
+            [[0i64; 3], [1; 3], [2; 3]].concat()
+        };
+        assert_eq!(set.labels, want, "{name}");
     }
 }
 
