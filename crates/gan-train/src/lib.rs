@@ -40,7 +40,8 @@ pub enum Command {
 #[derive(Debug, Clone, ClapArgs, Serialize)]
 pub struct TrainArgs {
     /// Which GAN. `dagan` is image-conditioned (DAGAN, Antoniou et al. 2017): trained on pairs
-    /// of the common classes, `generate` applies it to each real image of the rare classes.
+    /// of the common classes (or of the classes named with --classes/--class/--minority),
+    /// `generate` applies it to each real image of the rare classes.
     #[arg(long, value_enum, default_value_t = GanKind::Cgan)]
     pub model: GanKind,
     /// Training image set [default: <artifacts>/dataset/train.safetensors].
