@@ -58,7 +58,8 @@ pipeline *ARGS: setup build data
 mlproject: build
     ./target/release/pipeline export-mlproject
 
-# Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting (tables in artifacts/experiment).
+# Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting (tables in artifacts/experiment);
+# `just experiment levers` / `levers-second`: issue 12's GAN levers, whole chains per GAN seed (GAN_SEEDS, METHODS).
 experiment *ARGS: build data
     ./scripts/experiment {{ARGS}}
 
