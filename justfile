@@ -58,8 +58,7 @@ pipeline *ARGS: setup build data
 mlproject: build
     ./target/release/pipeline export-mlproject
 
-# Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting (tables in artifacts/experiment);
-# `just experiment levers` / `levers-second`: issue 12's GAN levers, whole chains per GAN seed (GAN_SEEDS, METHODS).
+# Every strategy, 3 seeds, on imbalanced MNIST and the MNIST study setting; `levers`/`levers-second`: the GAN levers (tables in artifacts/experiment).
 experiment *ARGS: build data
     ./scripts/experiment {{ARGS}}
 
