@@ -17,6 +17,18 @@ fn dcgan_init() -> (nn::Init, nn::Init) {
     )
 }
 
+/// A stride-2, 4×4 convolution that halves the side (D and DAGAN's encoder), DCGAN-initialised.
+fn down_conv() -> nn::ConvConfig {
+    let (ws, bs) = dcgan_init();
+    nn::ConvConfig {
+        stride: 2,
+        padding: 1,
+        ws_init: ws,
+        bs_init: bs,
+        ..Default::default()
+    }
+}
+
 pub struct Generator {
     /// Noise (and label embedding) to the first feature map.
     head: Seq,
@@ -125,14 +137,7 @@ impl Generator {
 /// DAGAN's encoder: stride-2 convolutions mirroring G's up-sampling, ending at G's first
 /// feature map (channels and side).
 fn image_encoder(p: nn::Path, cfg: &GanConfig, k: i64) -> Seq {
-    let (ws, bs) = dcgan_init();
-    let conv = nn::ConvConfig {
-        stride: 2,
-        padding: 1,
-        ws_init: ws,
-        bs_init: bs,
-        ..Default::default()
-    };
+    let conv = down_conv();
     let mut enc = Seq::new();
     let mut c_in = cfg.channels;
     // Stage i halves the side; the last stage lands on G's first map, side s0.
@@ -185,14 +190,7 @@ pub struct Discriminator {
 impl Discriminator {
     pub fn new(p: nn::Path, cfg: &GanConfig) -> Result<Self> {
         let (k, s0) = cfg.stages()?;
-        let (ws, bs) = dcgan_init();
-        let conv = nn::ConvConfig {
-            stride: 2,
-            padding: 1,
-            ws_init: ws,
-            bs_init: bs,
-            ..Default::default()
-        };
+        let conv = down_conv();
         let batch_norm = cfg.model != GanKind::WganGp; // the gradient penalty is per sample
         let mut body = Seq::new();
         // DAGAN's D sees a pair: the conditioning image and a real or generated partner.
