@@ -261,14 +261,18 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
         cfg.width as usize,
     );
     let mut grid_rows = Vec::new();
+    // dagan: the source set on the device once, in [-1, 1].
+    let sources = plan.sources.as_ref().map(|(s, _)| {
+        let (imgs, _) = rebalance_nn::imageset_tensors(s, plan.device);
+        (s, rebalance_nn::to_unit_range(&imgs))
+    });
     for &c in &plan.wanted {
         let mut done = 0;
         let mut first = Vec::new();
-        // dagan: the class's real images in [-1, 1], each varied in turn.
-        let src = plan
-            .sources
+        // dagan: the class's real images, each varied in turn.
+        let src = sources
             .as_ref()
-            .map(|(s, _)| class_images(s, c, plan.device));
+            .map(|(s, all)| class_images(s, all, c, plan.device));
         while done < args.per_class {
             let n = args.batch.min(args.per_class - done);
             let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, plan.device));
@@ -298,13 +302,12 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
     (set, grid_rows)
 }
 
-/// The images of class `c` in `set`, on `device`, in [-1, 1].
-fn class_images(set: &ImageSet, c: i64, device: tch::Device) -> Tensor {
-    let (imgs, _) = rebalance_nn::imageset_tensors(set, device);
+/// The rows of `all` (the images of `set` as a tensor) whose label is `c`.
+fn class_images(set: &ImageSet, all: &Tensor, c: i64, device: tch::Device) -> Tensor {
     let ix: Vec<i64> = (0..set.len() as i64)
         .filter(|&i| set.labels[i as usize] == c)
         .collect();
-    rebalance_nn::to_unit_range(&imgs.index_select(0, &Tensor::from_slice(&ix).to_device(device)))
+    all.index_select(0, &Tensor::from_slice(&ix).to_device(device))
 }
 
 /// `--png`: one file per image, `png/<class>/<i>.png`.
