@@ -85,6 +85,21 @@ impl Target {
     }
 }
 
+/// Largest side of an image ingest decodes, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// Most bytes one image's decoder may allocate.
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+
+/// What one decode may use: a crafted header declaring a huge image fails with the image
+/// crate's "limits" error (named with the file) before anything that large is allocated.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
 /// Decode an item: the image and, for files, (sha256, bytes).
 fn decode(item: &Item) -> Result<(DynamicImage, Option<(String, u64)>), String> {
     match &item.payload {
@@ -95,9 +110,11 @@ fn decode(item: &Item) -> Result<(DynamicImage, Option<(String, u64)>), String> 
                 return Err("empty file (0 bytes)".into());
             }
             let digest = hash::sha256_bytes(&bytes);
-            let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
                 .with_guessed_format()
-                .map_err(|e| format!("cannot read: {e}"))?
+                .map_err(|e| format!("cannot read: {e}"))?;
+            reader.limits(decode_limits());
+            let img = reader
                 .decode()
                 .map_err(|e| format!("cannot decode image: {e}"))?;
             let img = match roi {

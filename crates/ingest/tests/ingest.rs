@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use image::{ImageFormat, Rgb, RgbImage};
+use ndarray_npy::WriteNpyExt;
 use rebalance_core::ImageSet;
 use serde_json::Value;
 
@@ -806,4 +807,109 @@ fn pipeline_toml_matches_clap_defaults() {
         "seed, rare_below and artifacts have clap defaults; checked {:?}",
         d.checked
     );
+}
+
+/// Run ingest on hostile input: it must exit with status 1 (an error, not a panic's 101 or a
+/// signal from an abort) and name what it refused; returns stderr.
+fn refused(args: &[&str], expect: &[&str]) -> String {
+    let o = ingest(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "ingest {args:?}: {:?}\n{err}",
+        o.status
+    );
+    for e in expect {
+        assert!(err.contains(e), "ingest {args:?}: no `{e}` in:\n{err}");
+    }
+    err
+}
+
+#[test]
+fn crafted_headers_are_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let out = out.to_str().unwrap();
+    let hostile = |f: &str| fixture("hostile").join(f);
+    // Issue 13's case: an npz whose x.npy declares 10^15 bytes and holds 100.
+    let bomb = hostile("shape-bomb.npz");
+    refused(
+        &[bomb.to_str().unwrap(), "--out", out],
+        &[
+            "shape-bomb.npz:x.npy",
+            "field `shape`",
+            "1000000000000000 bytes",
+            "the file has 100",
+        ],
+    );
+    // A header-length field of 4 GiB in a folder of .npy files.
+    let npy = tmp.path().join("npy");
+    fs::create_dir_all(&npy).unwrap();
+    fs::copy(hostile("header-len.npy"), npy.join("x.npy")).unwrap();
+    fs::copy(fixture("npy/float/y.npy"), npy.join("y.npy")).unwrap();
+    refused(
+        &[npy.to_str().unwrap(), "--out", out],
+        &["x.npy", "field `header_len`", "4294967295"],
+    );
+    // IDX dimensions whose product overflows.
+    let idx = tmp.path().join("idx");
+    fs::create_dir_all(&idx).unwrap();
+    fs::copy(
+        hostile("overflow-images-idx3-ubyte"),
+        idx.join("train-images-idx3-ubyte"),
+    )
+    .unwrap();
+    fs::write(
+        idx.join("train-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 1, 0],
+    )
+    .unwrap();
+    refused(
+        &[idx.to_str().unwrap(), "--out", out],
+        &[
+            "train-images-idx3-ubyte",
+            "4294967295×4294967295×4294967295",
+            "overflow",
+        ],
+    );
+    // A PNG declaring 100000 x 100000 pixels: a per-file problem, skipped and listed; fatal
+    // with --strict. The decoder's limits refuse it before allocating 30 GB.
+    let folder = tmp.path().join("folder");
+    for (class, v) in [("a", 10u8), ("b", 200)] {
+        for i in 0..3 {
+            save(
+                &solid(4, 4, v + i),
+                &folder.join(class).join(format!("{i}.png")),
+                ImageFormat::Png,
+            );
+        }
+    }
+    fs::copy(hostile("huge.png"), folder.join("a/huge.png")).unwrap();
+    let m = ok(&folder, &tmp.path().join("f"), &[]);
+    let skipped = skipped(&m);
+    let huge = skipped
+        .iter()
+        .find(|(f, _)| f.ends_with("huge.png"))
+        .unwrap_or_else(|| panic!("huge.png not listed in {skipped:?}"));
+    assert!(huge.1.contains("cannot decode"), "{huge:?}");
+    refused(
+        &[folder.to_str().unwrap(), "--out", out, "--strict"],
+        &["huge.png", "cannot decode"],
+    );
+    // An integer label that would make 10^12 classes.
+    let labels = tmp.path().join("labels");
+    fs::create_dir_all(&labels).unwrap();
+    ndarray::Array3::<u8>::from_elem((4, 3, 3), 7)
+        .write_npy(fs::File::create(labels.join("x.npy")).unwrap())
+        .unwrap();
+    let mut y = ndarray::Array1::<i64>::zeros(4);
+    y[1] = 1_000_000_000_000;
+    y.write_npy(fs::File::create(labels.join("y.npy")).unwrap())
+        .unwrap();
+    refused(
+        &[labels.to_str().unwrap(), "--out", out],
+        &["x.npy[1]", "label 1000000000000", "at most 100000"],
+    );
+    assert!(!Path::new(out).exists(), "a refused input wrote output");
 }

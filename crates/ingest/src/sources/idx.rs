@@ -81,32 +81,37 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Parse an IDX file of unsigned bytes with `ndims` dimensions: (dims, data).
+/// Parse an IDX file of unsigned bytes with `ndims` dimensions: (dims, data). A gzipped file
+/// is inflated only as far as its header says, so memory follows the declared size checked
+/// against the bytes really there, and a header that overflows is refused.
 pub fn parse(raw: Vec<u8>, path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {
-    let mut bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .with_context(|| format!("{}: corrupt gzip data", path.display()))?;
-        out
+    let gz = raw.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read + '_> = if gz {
+        Box::new(flate2::read::GzDecoder::new(raw.as_slice()))
     } else {
-        raw
+        Box::new(raw.as_slice())
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+    let corrupt = |e: std::io::Error| anyhow::anyhow!("{}: corrupt gzip data: {e}", path.display());
+    let mut head = Vec::with_capacity(4 + 4 * ndims as usize);
+    (&mut reader)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(corrupt)?;
+    if head.len() < 4 || head[0] != 0 || head[1] != 0 {
         bail!("{}: not an IDX file (bad magic number)", path.display());
     }
-    if bytes[2] != 0x08 {
+    if head[2] != 0x08 {
         bail!(
             "{}: IDX data type 0x{:02x} is not unsigned bytes (0x08)",
             path.display(),
-            bytes[2]
+            head[2]
         );
     }
-    if bytes[3] != ndims {
+    if head[3] != ndims {
         bail!(
             "{}: IDX file has {} dimensions, expected {ndims} ({})",
             path.display(),
-            bytes[3],
+            head[3],
             if ndims == 3 {
                 "an images file"
             } else {
@@ -115,24 +120,40 @@ pub fn parse(raw: Vec<u8>, path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8
         );
     }
     let header = 4 + 4 * ndims as usize;
-    if bytes.len() < header {
+    (&mut reader)
+        .take(header as u64 - 4)
+        .read_to_end(&mut head)
+        .map_err(corrupt)?;
+    if head.len() < header {
         bail!("{}: IDX header is truncated", path.display());
     }
     let dims: Vec<usize> = (0..ndims as usize)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .map(|i| u32::from_be_bytes(head[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
-    let found = bytes.len() - header;
+    let shown = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×");
+    let Some(expected) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        bail!("{}: IDX header dimensions {shown} overflow", path.display());
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(expected as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(corrupt)?;
+    let found = bytes.len();
     if found != expected {
         bail!(
-            "{}: IDX header says {} = {expected} bytes of data, the file holds {found}",
+            "{}: IDX header says {shown} = {expected} bytes of data, the file holds {}",
             path.display(),
-            dims.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("×")
+            if found > expected {
+                format!("more than {expected}")
+            } else {
+                found.to_string()
+            }
         );
     }
-    bytes.drain(..header);
     Ok((dims, bytes))
 }

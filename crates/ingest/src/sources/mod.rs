@@ -183,7 +183,7 @@ pub fn resolve_classes(
     } else if let Some(n) = natural {
         n
     } else {
-        derive_names(items)
+        derive_names(items)?
     };
     if names.is_empty() {
         bail!("{}: no classes were found", args.source.display());
@@ -270,14 +270,26 @@ fn read_class_names(file: &Path) -> Result<Vec<String>> {
 
 /// Class names from the labels: `0..=max` for integer labels, sorted names otherwise
 /// (numerically when every name is a number).
-fn derive_names(items: &[Item]) -> Vec<String> {
+/// Most classes integer labels may imply: label i makes classes 0..=i, so one crafted label
+/// must not make billions of names.
+pub const MAX_CLASSES: i64 = 100_000;
+
+fn derive_names(items: &[Item]) -> Result<Vec<String>> {
     let max = items
         .iter()
         .filter_map(|it| match it.label {
-            LabelRef::Index(i) if i >= 0 => Some(i),
+            LabelRef::Index(i) if i >= 0 => Some((i, &it.origin)),
             _ => None,
         })
-        .max();
+        .max_by_key(|(i, _)| *i);
+    if let Some((i, origin)) = max.filter(|(i, _)| *i >= MAX_CLASSES) {
+        bail!(
+            "{origin}: label {i} would make {} classes (at most {MAX_CLASSES}); integer labels \
+             number the classes from 0",
+            i as i128 + 1
+        );
+    }
+    let max = max.map(|(i, _)| i);
     let mut names: Vec<String> = items
         .iter()
         .filter_map(|it| match &it.label {
@@ -293,7 +305,7 @@ fn derive_names(items: &[Item]) -> Vec<String> {
     }
     sort_class_names(&mut names);
     names.dedup();
-    names
+    Ok(names)
 }
 
 /// Sort numerically when every name is a non-negative integer, else lexically.
@@ -371,6 +383,17 @@ pub(crate) struct ImageArray {
 impl ImageArray {
     /// Interpret a shape: N×H×W (grey), N×H×W×C or N×C×H×W (C in 1, 3, 4).
     pub fn from_shape(shape: &[usize], data: Vec<u8>, what: &str) -> Result<Self> {
+        // The shape comes from a header; check it against the bytes before indexing by it.
+        let need = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if need != Some(data.len()) {
+            bail!("{what}: {} bytes do not fill shape {shape:?}", data.len());
+        }
+        if shape.len() >= 3 && shape[1..].contains(&0) {
+            bail!("{what}: images of shape {shape:?} have no pixels");
+        }
+        if shape.len() >= 3 && shape[1..].iter().any(|&d| d > u32::MAX as usize) {
+            bail!("{what}: images of shape {shape:?} are too large");
+        }
         let arr = match *shape {
             [n, h, w] => Self {
                 n,

@@ -2,11 +2,13 @@
 //! `x_train`, `y_train`, `x_test`, `y_test`, and optionally `x_val`/`y_val`), or a folder of
 //! `.npy` files with the same names.
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use ndarray::{ArrayD, IxDyn, OwnedRepr};
-use ndarray_npy::{NpzReader, ReadNpyExt};
+use anyhow::{anyhow, bail, Context, Result};
+use ndarray::ArrayD;
+use ndarray_npy::npy::header::Header;
+use ndarray_npy::ReadNpyExt;
 
 use super::{read_input, ImageArray, Loaded, Split};
 use crate::pickle::pixels_from_values;
@@ -105,6 +107,99 @@ macro_rules! read_any {
     }};
 }
 
+/// Read an array whose bytes [`read_npy_bounded`] has checked, in whichever element type it has.
+fn parse_any(npy: &[u8], what: &str) -> Result<Any> {
+    Ok(read_any!(what, T => ArrayD::<T>::read_npy(npy)))
+}
+
+/// numpy writes headers of a few hundred bytes; anything past this is refused.
+const MAX_HEADER: usize = 1 << 20;
+
+/// Read one `.npy` stream (a file's bytes or an npz member) whole, after checking that its
+/// header's `shape` and `descr` ask for exactly the data bytes present. Memory grows with the
+/// bytes actually read, never with what the header declares, so a crafted header cannot make
+/// the reader allocate more than the input holds.
+fn read_npy_bounded(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 10];
+    r.read_exact(&mut buf)
+        .with_context(|| format!("{what}: shorter than an .npy header"))?;
+    if &buf[..6] != b"\x93NUMPY" {
+        bail!("{what}: not an .npy array (the magic string is missing)");
+    }
+    let header_len = match buf[6] {
+        1 => u16::from_le_bytes([buf[8], buf[9]]) as usize,
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            r.read_exact(&mut more)
+                .with_context(|| format!("{what}: header truncated"))?;
+            buf.extend_from_slice(&more);
+            u32::from_le_bytes([buf[8], buf[9], more[0], more[1]]) as usize
+        }
+        v => bail!(
+            "{what}: field `version` is {v}.{}; numpy writes 1, 2 or 3",
+            buf[7]
+        ),
+    };
+    if header_len > MAX_HEADER {
+        bail!("{what}: field `header_len` is {header_len} bytes; more than the 1 MiB allowed");
+    }
+    let start = buf.len();
+    (&mut r)
+        .take(header_len as u64)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("{what}: reading the header"))?;
+    if buf.len() - start != header_len {
+        bail!(
+            "{what}: field `header_len` says {header_len} bytes, the file has {}",
+            buf.len() - start
+        );
+    }
+    let header = Header::from_reader(&mut &buf[..])
+        .map_err(|e| anyhow!("{what}: the header does not parse: {e}"))?;
+    let descr = header.type_descriptor.to_string();
+    let item = item_size(&descr)
+        .ok_or_else(|| anyhow!("{what}: field `descr` is {descr}; not a plain numeric type"))?;
+    let need = header
+        .shape
+        .iter()
+        .try_fold(item, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| anyhow!("{what}: field `shape` {:?} overflows", header.shape))?;
+    let start = buf.len();
+    (&mut r)
+        .take(need as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("{what}: reading the data"))?;
+    let got = buf.len() - start;
+    if got != need {
+        bail!(
+            "{what}: field `shape` {:?} of {descr} needs {need} bytes of data; the file has {}",
+            header.shape,
+            if got > need {
+                format!("more than {need}")
+            } else {
+                got.to_string()
+            }
+        );
+    }
+    Ok(buf)
+}
+
+/// Bytes per element of a numeric dtype string such as `'<f8'` or `'|u1'`.
+fn item_size(descr: &str) -> Option<usize> {
+    let d = descr.trim_matches(|c| c == '\'' || c == '"');
+    let d = d.strip_prefix(['<', '>', '|', '=']).unwrap_or(d);
+    let mut chars = d.chars();
+    if !matches!(chars.next()?, 'b' | 'i' | 'u' | 'f') {
+        return None;
+    }
+    chars
+        .as_str()
+        .parse()
+        .ok()
+        .filter(|&n| [1, 2, 4, 8].contains(&n))
+}
+
 const SPLITS: [(&str, Option<Split>); 4] = [
     ("", None),
     ("_train", Some(Split::Train)),
@@ -119,30 +214,29 @@ pub fn load(source: &Path) -> Result<Loaded> {
     let is_npz = source.is_file() && source.extension().is_some_and(|e| e == "npz");
     if is_npz {
         let bytes = read_input(source, &mut loaded.inputs)?;
-        let mut npz = NpzReader::new(std::io::Cursor::new(bytes))
-            .with_context(|| format!("{name}: not a valid .npz"))?;
-        let names = npz
-            .names()
-            .with_context(|| format!("{name}: listing arrays"))?;
+        let mut npz = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .with_context(|| format!("{name}: not a valid .npz (zip)"))?;
+        let names: Vec<String> = npz.file_names().map(str::to_string).collect();
         for (suffix, split) in SPLITS {
             let (xn, yn) = (format!("x{suffix}"), format!("y{suffix}"));
-            let has = |n: &str| names.iter().any(|m| m == n || m == &format!("{n}.npy"));
-            if !has(&xn) {
-                continue;
-            }
-            if !has(&yn) {
-                bail!("{name}: has `{xn}` but no `{yn}`");
-            }
             let key = |n: &str| {
                 names
                     .iter()
                     .find(|m| *m == n || **m == format!("{n}.npy"))
-                    .unwrap()
-                    .clone()
+                    .cloned()
             };
-            let (xk, yk) = (key(&xn), key(&yn));
-            let x = read_any!(format!("{name}:{xk}"), T => npz.by_name::<OwnedRepr<T>, IxDyn>(&xk));
-            let y = read_any!(format!("{name}:{yk}"), T => npz.by_name::<OwnedRepr<T>, IxDyn>(&yk));
+            let Some(xk) = key(&xn) else { continue };
+            let Some(yk) = key(&yn) else {
+                bail!("{name}: has `{xn}` but no `{yn}`");
+            };
+            let mut member = |k: &str| -> Result<Any> {
+                let what = format!("{name}:{k}");
+                let file = npz
+                    .by_name(k)
+                    .with_context(|| format!("{what}: cannot open the member"))?;
+                parse_any(&read_npy_bounded(file, &what)?, &what)
+            };
+            let (x, y) = (member(&xk)?, member(&yk)?);
             pairs.push((x, y, format!("{name}:{xn}"), split));
         }
         if pairs.is_empty() {
@@ -170,7 +264,8 @@ pub fn load(source: &Path) -> Result<Loaded> {
             }
             let mut read = |p: &Path| -> Result<Any> {
                 let bytes = read_input(p, &mut loaded.inputs)?;
-                Ok(read_any!(p.display(), T => ArrayD::<T>::read_npy(std::io::Cursor::new(&bytes))))
+                let what = p.display().to_string();
+                parse_any(&read_npy_bounded(&bytes[..], &what)?, &what)
             };
             let (x, y) = (read(&xp)?, read(&yp)?);
             pairs.push((x, y, xp.display().to_string(), split));
