@@ -3,6 +3,7 @@
 //! when `MLFLOW_TRACKING_URI` is set), the HTML report, and `export-mlproject`.
 //! It links no libtorch.
 
+pub mod guard;
 pub mod mlflow;
 pub mod mlproject;
 pub mod plan;

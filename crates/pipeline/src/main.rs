@@ -4,13 +4,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use pipeline::guard::{ArtifactsLock, Interrupted, Stop};
 use pipeline::plan::{plan, Task};
 use pipeline::report::{self, ReportInput};
 use pipeline::runner::{shell_words, Runner};
 use pipeline::spec::{parse_override, Bindings, Param, Spec};
-use pipeline::tracking::Tracker;
+use pipeline::tracking::{self, Tracker};
 use rebalance_core::contract::layout::file;
-use rebalance_core::contract::runs::StageStatus;
+use rebalance_core::contract::runs::{RunStatus, StageStatus};
 
 /// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
 /// whose command, parameters, program and inputs are unchanged (pipeline.lock), with a log per
@@ -87,6 +88,10 @@ struct RunArgs {
     /// Keep stage output in the logs only
     #[arg(short, long)]
     quiet: bool,
+    /// When another run holds the artifacts folder (its `.lock`), wait for it to end instead
+    /// of failing at once
+    #[arg(long)]
+    wait: bool,
 }
 
 fn root_of(file: &Path) -> Result<PathBuf> {
@@ -242,7 +247,13 @@ fn run(args: RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let artifacts = root.join(artifacts_of(&tasks));
+    let shown = artifacts_of(&tasks);
+    let artifacts = root.join(&shown);
+    // One run per artifacts folder: held until this function returns (or exits).
+    let id = tracking::new_run_id();
+    let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, args.wait)?;
+    let stop = Stop::install()?;
+    tracking::close_abandoned(&artifacts)?;
     let params = tasks
         .iter()
         .flat_map(|t| {
@@ -252,7 +263,8 @@ fn run(args: RunArgs) -> Result<()> {
         })
         .collect();
     let mut runner = runner(&args, &root);
-    let mut tracker = Tracker::start(&artifacts, &spec.name, &args.entry, params)?;
+    runner.stop = stop;
+    let mut tracker = Tracker::start(&artifacts, id, &spec.name, &args.entry, params)?;
     eprintln!(
         "run {}: {} stage(s) of `{}`; records in {}",
         tracker.id(),
@@ -273,8 +285,27 @@ fn run(args: RunArgs) -> Result<()> {
     });
     let ok = result.is_ok();
     let upload = uploads(&tasks, &root, &artifacts);
-    tracker.finish(ok, verdict.clone().filter(|_| ok), &upload)?;
-    result?;
+    let status = match &result {
+        Ok(()) => RunStatus::Finished,
+        Err(e) if e.is::<Interrupted>() => RunStatus::Killed,
+        Err(_) => RunStatus::Failed,
+    };
+    tracker.finish(status, verdict.clone().filter(|_| ok), &upload)?;
+    if let Err(e) = result {
+        if let Some(i) = e.downcast_ref::<Interrupted>() {
+            eprintln!(
+                "run {}: {i}; recorded as KILLED in {}. The same command again goes on from \
+                 here: finished stages are cached, and gan-train and classify resume from \
+                 their last checkpoint.",
+                tracker.id(),
+                tracker.dir.join(file::RUN).display()
+            );
+            let code = i.exit_code();
+            drop(lock);
+            std::process::exit(code.into());
+        }
+        return Err(e);
+    }
     let ran = tracker
         .record
         .stages

@@ -42,7 +42,13 @@ impl Mlflow {
             );
             return Ok(None);
         }
-        let auth = if let Ok(token) = std::env::var("MLFLOW_TRACKING_TOKEN") {
+        Ok(Some(Self::new(&uri, Self::auth_from_env())))
+    }
+
+    /// The Authorization header from `MLFLOW_TRACKING_TOKEN` or
+    /// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`.
+    pub fn auth_from_env() -> Option<String> {
+        if let Ok(token) = std::env::var("MLFLOW_TRACKING_TOKEN") {
             Some(format!("Bearer {token}"))
         } else if let Ok(user) = std::env::var("MLFLOW_TRACKING_USERNAME") {
             use base64::Engine;
@@ -54,8 +60,7 @@ impl Mlflow {
             ))
         } else {
             None
-        };
-        Ok(Some(Self::new(&uri, auth)))
+        }
     }
 
     pub fn new(base: &str, auth: Option<String>) -> Self {

@@ -4,16 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rebalance_core::contract::runs::StageStatus;
 use rebalance_core::hash::{sha256_file, sha256_tree};
 use serde::{Deserialize, Serialize};
 
+use crate::guard::{Interrupted, Stop};
 use crate::plan::Task;
 use crate::tracking::Tracker;
 
@@ -108,6 +110,8 @@ pub struct Runner {
     pub echo: bool,
     /// Where sibling stage binaries are looked for first (the runner's own folder).
     pub bin_dir: Option<PathBuf>,
+    /// Set by SIGINT/SIGTERM: the running stage is stopped and the run ends KILLED.
+    pub stop: Stop,
     hashes: HashMap<PathBuf, String>,
 }
 
@@ -122,6 +126,7 @@ impl Runner {
             force,
             echo,
             bin_dir,
+            stop: Stop::never(),
             hashes: HashMap::new(),
         }
     }
@@ -296,6 +301,8 @@ impl Runner {
         let mut lock = Lock::read(&self.lock_path)?;
         lock.version = 1;
         for (i, task) in tasks.iter().enumerate() {
+            self.stop.check()?;
+            self.recover_aside(task)?;
             let program = self.resolve_program(task)?;
             let mut now = self.fingerprint(task, &program)?;
             let head = format!("[{}/{}] {}", i + 1, tasks.len(), task.key);
@@ -343,7 +350,18 @@ impl Runner {
             }
             Err(e) => {
                 restore_aside(&aside)?;
-                tracker.stage(task, StageStatus::Failed, secs, Some(&log))?;
+                let status = if e.is::<Interrupted>() {
+                    let back = if aside.is_empty() {
+                        "it had no earlier outputs"
+                    } else {
+                        "its earlier outputs are back in place"
+                    };
+                    eprintln!("{head}: {e} after {secs:.1} s; {back}");
+                    StageStatus::Killed
+                } else {
+                    StageStatus::Failed
+                };
+                tracker.stage(task, status, secs, Some(&log))?;
                 lock.stages.remove(&task.key);
                 lock.write(&self.lock_path)?;
                 Err(e)
@@ -351,15 +369,43 @@ impl Runner {
         }
     }
 
+    /// Where an output waits while its stage runs: `.<name>.pipeline-prev` beside it.
+    fn aside_of(&self, out: &Path) -> Option<(PathBuf, PathBuf)> {
+        let path = self.abs(out);
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        let backup = path.with_file_name(format!(".{name}.pipeline-prev"));
+        Some((path, backup))
+    }
+
+    /// Outputs a runner killed outright (SIGKILL, power loss) left set aside: stages write
+    /// their outputs atomically, so an output that is missing while its set-aside copy exists
+    /// was never replaced, and the copy goes back. Without this the next run would drop it.
+    fn recover_aside(&self, task: &Task) -> Result<()> {
+        for out in &task.outs {
+            let Some((path, backup)) = self.aside_of(out) else {
+                continue;
+            };
+            if !path.exists() && backup.exists() {
+                std::fs::rename(&backup, &path).with_context(|| {
+                    format!("restoring {} from {}", path.display(), backup.display())
+                })?;
+                eprintln!(
+                    "restored {} from {}, set aside by a run that did not finish",
+                    path.display(),
+                    backup.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Move each existing output to a hidden sibling (`.<name>.pipeline-prev`).
     fn set_aside(&self, task: &Task) -> Result<Vec<(PathBuf, PathBuf)>> {
         let mut moved = Vec::new();
         for out in &task.outs {
-            let path = self.abs(out);
-            let Some(name) = path.file_name() else {
+            let Some((path, backup)) = self.aside_of(out) else {
                 continue;
             };
-            let backup = path.with_file_name(format!(".{}.pipeline-prev", name.to_string_lossy()));
             remove_path(&backup)?;
             if path.exists() {
                 std::fs::rename(&path, &backup).with_context(|| {
@@ -402,13 +448,26 @@ impl Runner {
             .with_context(|| format!("creating log {}", log_path.display()))?;
         writeln!(log, "$ {}", shell_words(&task.argv))?;
         let log = Arc::new(Mutex::new(log));
-        let mut child = Command::new(program)
-            .args(&task.argv[1..])
+        let mut cmd = Command::new(program);
+        cmd.args(&task.argv[1..])
             .current_dir(&self.root)
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: the runner decides what a Ctrl-C does to it, and can
+            // stop it with everything it started.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to the
+        // stage when the runner dies (even by SIGKILL), so no stage outlives its runner.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("stage `{}`: starting {}", task.key, program.display()))?;
         let echo = self.echo;
@@ -434,12 +493,22 @@ impl Runner {
         };
         let out = pump(Box::new(child.stdout.take().expect("piped")), true);
         let err = pump(Box::new(child.stderr.take().expect("piped")), false);
-        let status = child.wait()?;
+        let (status, stopped) = self.wait(&mut child)?;
         let _ = out.join();
         let _ = err.join();
         if let Ok(mut f) = log.lock() {
-            let _ = writeln!(f, "[pipeline] exit: {status}");
+            match &stopped {
+                Some(i) => {
+                    let _ = writeln!(f, "[pipeline] {i}: stage stopped ({status})");
+                }
+                None => {
+                    let _ = writeln!(f, "[pipeline] exit: {status}");
+                }
+            }
             let _ = f.sync_all();
+        }
+        if let Some(i) = stopped {
+            return Err(i.into());
         }
         if !status.success() {
             let tail = last_lines(log_path, 12);
@@ -450,6 +519,33 @@ impl Runner {
             );
         }
         Ok(())
+    }
+
+    /// Wait for a stage; on SIGINT/SIGTERM to the runner, stop its process group (SIGTERM,
+    /// then SIGKILL after 10 s) and say so.
+    fn wait(&self, child: &mut Child) -> Result<(ExitStatus, Option<Interrupted>)> {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, None));
+            }
+            if let Some(i) = self.stop.requested() {
+                eprintln!("{i}: stopping the running stage (pid {})", child.id());
+                let group = -(child.id() as i32);
+                // SAFETY: kill() on the stage's own process group.
+                unsafe { libc::kill(group, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Some(status) = child.try_wait()? {
+                        return Ok((status, Some(i)));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(group, libc::SIGKILL) };
+                return Ok((child.wait()?, Some(i)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -127,13 +127,14 @@ pub fn new_run_id() -> String {
 
 impl Tracker {
     /// Start a run under `artifacts/runs/<id>/`, and on the MLflow server when one is set.
+    /// `id` comes from [`new_run_id`]; the caller holds the artifacts folder's lock under it.
     pub fn start(
         artifacts: &Path,
+        id: String,
         project: &str,
         entry: &str,
         params: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let id = new_run_id();
         let dir = artifacts.join("runs").join(&id);
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
@@ -144,6 +145,7 @@ impl Tracker {
             project: project.to_string(),
             entry: entry.to_string(),
             status: RunStatus::Running,
+            pid: Some(std::process::id()),
             started_unix_ms: now_ms(),
             ended_unix_ms: None,
             params,
@@ -288,15 +290,11 @@ impl Tracker {
     /// `upload`: (local file, artifact path) pairs sent to MLflow besides the run folder.
     pub fn finish(
         &mut self,
-        ok: bool,
+        status: RunStatus,
         verdict: Option<String>,
         upload: &[(PathBuf, String)],
     ) -> Result<()> {
-        self.record.status = if ok {
-            RunStatus::Finished
-        } else {
-            RunStatus::Failed
-        };
+        self.record.status = status;
         self.record.ended_unix_ms = Some(now_ms());
         self.record.verdict = verdict.clone();
         self.save()?;
@@ -337,12 +335,60 @@ impl Tracker {
                 Ok(())
             })();
             if let Err(e) = result {
-                eprintln!("tracking: MLflow: {e:#}");
                 eprintln!("tracking: MLflow logging failed at the end of the run: {e:#}");
             }
         }
         Ok(())
     }
+}
+
+/// Mark every run record under `<artifacts>/runs` still RUNNING as KILLED, and end its MLflow
+/// run (when the record names one and its server answers). Call it holding the folder's lock:
+/// then no live run can own such a record, since every run holds that lock while it runs.
+/// Returns the ids marked.
+pub fn close_abandoned(artifacts: &Path) -> Result<Vec<String>> {
+    let runs = artifacts.join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(Vec::new());
+    };
+    let mut marked = Vec::new();
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let path = dir.join(file::RUN);
+        let Ok(mut record) = read_json::<RunRecord>(&path) else {
+            continue;
+        };
+        if record.status != RunStatus::Running {
+            continue;
+        }
+        let ended = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis())
+            .unwrap_or_else(now_ms);
+        record.status = RunStatus::Killed;
+        record.ended_unix_ms = Some(ended);
+        rebalance_core::contract::write_json(&path, &record)?;
+        let pid = record
+            .pid
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        eprintln!(
+            "run {}{pid} was left RUNNING by a runner that is gone; marked KILLED",
+            record.id
+        );
+        if let Some(m) = &record.mlflow {
+            let client = Mlflow::new(&m.tracking_uri, Mlflow::auth_from_env());
+            match client.set_terminated(&m.run_id, RunStatus::Killed.as_str()) {
+                Ok(()) => eprintln!("  its MLflow run {} is ended as KILLED", m.run_id),
+                Err(e) => eprintln!("  its MLflow run {} could not be ended: {e:#}", m.run_id),
+            }
+        }
+        marked.push(record.id);
+    }
+    Ok(marked)
 }
 
 fn flatten(prefix: &str, v: &Value, step: i64, out: &mut Vec<Metric>) {

@@ -12,6 +12,8 @@ pub enum RunStatus {
     Running,
     Finished,
     Failed,
+    /// Stopped by SIGINT/SIGTERM, or found RUNNING after its runner died.
+    Killed,
 }
 
 impl RunStatus {
@@ -20,6 +22,7 @@ impl RunStatus {
             RunStatus::Running => "RUNNING",
             RunStatus::Finished => "FINISHED",
             RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
         }
     }
 }
@@ -33,6 +36,8 @@ pub enum StageStatus {
     /// Skipped: `pipeline.lock` said its command, parameters, program and inputs are unchanged.
     Cached,
     Failed,
+    /// Stopped by a signal to the runner; its previous outputs were put back.
+    Killed,
 }
 
 impl StageStatus {
@@ -41,6 +46,7 @@ impl StageStatus {
             StageStatus::Ran => "ran",
             StageStatus::Cached => "cached",
             StageStatus::Failed => "failed",
+            StageStatus::Killed => "killed",
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct RunRecord {
     pub project: String,
     pub entry: String,
     pub status: RunStatus,
+    /// The runner's process id (a RUNNING record whose runner is gone is marked KILLED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     pub started_unix_ms: u128,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_unix_ms: Option<u128>,

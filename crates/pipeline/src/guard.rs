@@ -1,0 +1,254 @@
+//! One run per artifacts folder, and runs that are stopped.
+//!
+//! [`ArtifactsLock`] holds an exclusive `flock` on `<artifacts>/.lock` for the whole run and
+//! writes its holder (run id, pid) into it. The kernel lets go of the lock when its process
+//! dies however it dies, so a second run either finds the lock held by a live run (refused,
+//! or it waits with `--wait`), or takes it; a holder record still in the file then belongs to
+//! a run that died without letting go, and the takeover is logged.
+//!
+//! [`Stop`] turns SIGINT and SIGTERM into a flag the runner polls: it stops the running
+//! stage's process group, puts the stage's previous outputs back and marks the run KILLED.
+//! A second signal of the same kind ends the runner at once.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Who holds an artifacts folder; the content of `<artifacts>/.lock` while a run holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub run_id: String,
+    pub pid: u32,
+    pub started_unix_ms: u128,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run {} (pid {})", self.run_id, self.pid)
+    }
+}
+
+/// The exclusive lock of one artifacts folder, held until dropped.
+#[derive(Debug)]
+pub struct ArtifactsLock {
+    file: File,
+    path: PathBuf,
+    /// The holder of a lock that was found abandoned and taken over.
+    pub took_over: Option<Holder>,
+}
+
+impl ArtifactsLock {
+    /// Take the lock of `artifacts` for `run_id`. `shown` is the folder as the user named it,
+    /// for messages. Without `wait`, a folder in use is an error naming its run and pid.
+    pub fn acquire(artifacts: &Path, shown: &str, run_id: &str, wait: bool) -> Result<Self> {
+        std::fs::create_dir_all(artifacts)
+            .with_context(|| format!("creating {}", artifacts.display()))?;
+        let path = artifacts.join(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let who = read_holder(&mut file)
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "another run".to_string());
+                let shown = shown.trim_end_matches('/');
+                if !wait {
+                    bail!(
+                        "{shown}/ is in use by {who}; wait for it to end, rerun with --wait, or \
+                         give this run its own folder with -P artifacts=DIR"
+                    );
+                }
+                eprintln!("{shown}/ is in use by {who}; waiting for it to end (--wait)");
+                file.lock()
+                    .with_context(|| format!("waiting for the lock {}", path.display()))?;
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        // Held. A holder still recorded is a run that died without letting go.
+        let took_over = read_holder(&mut file);
+        if let Some(h) = &took_over {
+            eprintln!(
+                "took over {}: its holder, {h}, ended without releasing it",
+                path.display()
+            );
+        }
+        let me = Holder {
+            run_id: run_id.to_string(),
+            pid: std::process::id(),
+            started_unix_ms: crate::tracking::now_ms(),
+        };
+        let json = serde_json::to_vec(&me).expect("holder serialises");
+        (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&json)?;
+            file.sync_data()
+        })()
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self {
+            file,
+            path,
+            took_over,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ArtifactsLock {
+    /// Clear the holder record, then let go: an empty file means a clean release.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+fn read_holder(file: &mut File) -> Option<Holder> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.take(4096).read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether process `pid` exists (signal 0 probes without sending anything).
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// SIGINT/SIGTERM turned into a flag the runner polls.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+/// A run stopped by a signal; the error `run` returns so `main` can mark the run KILLED.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub signal: i32,
+}
+
+impl Interrupted {
+    pub fn name(&self) -> &'static str {
+        match self.signal {
+            libc::SIGINT => "SIGINT",
+            libc::SIGTERM => "SIGTERM",
+            _ => "a signal",
+        }
+    }
+    /// The shell's exit status for death by this signal.
+    pub fn exit_code(&self) -> u8 {
+        (128 + self.signal).clamp(0, 255) as u8
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by {}", self.name())
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+impl Stop {
+    /// Catch SIGINT and SIGTERM from now on; a second one of either ends the process at once.
+    pub fn install() -> Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&flag))
+                .context("installing the signal handlers")?;
+            signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
+                .context("installing the signal handlers")?;
+            signal_hook::flag::register(sig, Arc::clone(&flag))
+                .context("installing the signal handlers")?;
+        }
+        Ok(Self { flag, signal })
+    }
+
+    /// A flag nothing sets (library use and tests).
+    pub fn never() -> Self {
+        Self {
+            flag: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The signal received, if any.
+    pub fn requested(&self) -> Option<Interrupted> {
+        self.flag.load(Ordering::SeqCst).then(|| Interrupted {
+            signal: self.signal.load(Ordering::SeqCst) as i32,
+        })
+    }
+
+    /// Fail with [`Interrupted`] once a signal came.
+    pub fn check(&self) -> Result<()> {
+        match self.requested() {
+            Some(i) => Err(i.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_refuses_names_its_holder_and_a_dead_holder_is_taken_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("artifacts");
+        let first = ArtifactsLock::acquire(&dir, "artifacts", "run-a", false).unwrap();
+        assert_eq!(first.took_over, None);
+        let err = ArtifactsLock::acquire(&dir, "artifacts", "run-b", false)
+            .unwrap_err()
+            .to_string();
+        let pid = std::process::id();
+        assert!(
+            err.starts_with(&format!("artifacts/ is in use by run run-a (pid {pid})")),
+            "{err}"
+        );
+        drop(first);
+        // A clean release leaves no holder behind.
+        let second = ArtifactsLock::acquire(&dir, "artifacts", "run-b", false).unwrap();
+        assert_eq!(second.took_over, None);
+        drop(second);
+        // A holder record left by a run that died: taken over and reported.
+        let dead = Holder {
+            run_id: "run-dead".into(),
+            pid: 999_999_999,
+            started_unix_ms: 1,
+        };
+        std::fs::write(dir.join(".lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        let third = ArtifactsLock::acquire(&dir, "artifacts", "run-c", false).unwrap();
+        assert_eq!(third.took_over, Some(dead));
+        let held: Holder = serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
+        assert_eq!((held.run_id.as_str(), held.pid), ("run-c", pid));
+    }
+
+    #[test]
+    fn alive_tells_this_process_from_a_missing_one() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(999_999_999));
+    }
+}
