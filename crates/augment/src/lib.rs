@@ -117,6 +117,11 @@ pub struct Args {
     /// images are new).
     #[arg(long, value_enum, default_value_t = ClassicalFrom::Real)]
     pub classical_from: ClassicalFrom,
+    /// Under a synthetic strategy, leave a class the synthetic set has no image of short,
+    /// instead of filling it by classical transforms (refinement rounds use this: the GAN's
+    /// training set takes only real and kept images).
+    #[arg(long)]
+    pub no_fallback: bool,
     /// Only fill these classes (names) [default: every class below the target].
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
@@ -153,6 +158,20 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
             };
             let from_synth = args.classical_from == ClassicalFrom::RealSynthetic;
             let can_transform = r > 0 || (from_synth && s > 0);
+            // No synthetic image of a class to fill (the filter kept none): the class is
+            // filled by classical transforms rather than left short, and says so.
+            // (--add fills only the classes the synthetic set has.)
+            if args.strategy.uses_synthetic()
+                && s == 0
+                && gap > 0
+                && args.add.is_none()
+                && !args.no_fallback
+                && can_transform
+            {
+                c.classical_fallback = true;
+                c.classical = gap;
+                return c;
+            }
             match args.strategy {
                 Strategy::None => {}
                 Strategy::Oversample if can_transform => c.repeated = gap,
@@ -259,8 +278,8 @@ fn read_synthetic(path: &Path, train: &ImageSet, train_path: &Path) -> Result<Im
     )?;
     s.ensure_matches(path, train, train_path)?;
     if s.is_empty() {
-        bail!(
-            "{}: the synthetic set is empty (did the filter keep nothing? see its acceptance.csv; lower --threshold)",
+        warn!(
+            "{}: the synthetic set is empty (the filter kept nothing? see its acceptance.csv, or lower --threshold); the classes to fill get classical transforms instead",
             path.display()
         );
     }
@@ -362,6 +381,12 @@ impl Built {
 
 /// Warn when a class to fill cannot reach the target.
 fn warn_short(plan: &Plan, c: usize, plan_c: &Composition) {
+    if plan_c.classical_fallback {
+        warn!(
+            "class `{}`: no synthetic image to use (the filter kept none); filled with {} classical images instead",
+            plan.train.classes[c], plan_c.classical
+        );
+    }
     let target = plan.target;
     if plan.fill[c]
         && target > plan_c.real
@@ -594,5 +619,28 @@ mod tests {
             &[false, true, false, false],
         );
         assert_eq!((p[1].classical, p[0].classical), (290, 0));
+    }
+
+    #[test]
+    fn a_class_with_no_synthetic_image_is_filled_classically_and_marked() {
+        let real = [300, 10, 10, 0];
+        let synth = [0, 0, 50, 0];
+        let fill = [true; 4];
+        for strategy in ["synthetic", "synthetic+classical"] {
+            let p = plan(&args(strategy, &[]), &real, &synth, &fill);
+            assert_eq!(
+                (p[1].synthetic, p[1].classical, p[1].classical_fallback),
+                (0, 290, true),
+                "{strategy}"
+            );
+            assert!(!p[2].classical_fallback && p[2].synthetic > 0, "{strategy}");
+            assert!(!p[0].classical_fallback, "no gap, nothing to fill");
+            assert_eq!(p[3].total(), 0, "nothing to transform in an empty class");
+        }
+        let p = plan(&args("synthetic", &["--no-fallback"]), &real, &synth, &fill);
+        assert_eq!((p[1].total(), p[1].classical_fallback), (10, false));
+        // --add fills only the classes the synthetic set has.
+        let p = plan(&args("synthetic", &["--add", "5"]), &real, &synth, &fill);
+        assert_eq!((p[1].total(), p[1].classical_fallback), (10, false));
     }
 }

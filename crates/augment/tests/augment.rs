@@ -96,7 +96,7 @@ fn bad_synthetic_input_fails_clearly() {
             "--synthetic",
             s(synth),
         ]);
-        assert!(!o.status.success());
+        assert_eq!(o.status.code(), Some(1), "an error exit, not a crash");
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let other = art.join("other.safetensors");
@@ -109,9 +109,6 @@ fn bad_synthetic_input_fails_clearly() {
     let big = art.join("big.safetensors");
     bar_set(&[1, 1, 1], 28, 0).write(&big).unwrap();
     assert!(fails(&big).contains("28×28"));
-    let empty = art.join("empty.safetensors");
-    bar_set(&[0, 0, 0], 16, 0).write(&empty).unwrap();
-    assert!(fails(&empty).contains("empty"));
     let err = fails(&art.join("missing.safetensors"));
     assert!(
         err.contains("missing.safetensors") && err.contains("filter"),
@@ -126,6 +123,47 @@ fn bad_synthetic_input_fails_clearly() {
         "nope",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
+}
+
+#[test]
+fn classes_the_filter_kept_nothing_of_are_filled_classically_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let art = tmp.path();
+    bar_splits(&art.join("dataset"), &[12, 3, 8], 2, 2, 16).unwrap();
+    // Class 1 has kept images, class 2 none; then a set with nothing at all.
+    let some = art.join("some.safetensors");
+    bar_set(&[0, 20, 0], 16, 300).write(&some).unwrap();
+    let empty = art.join("empty.safetensors");
+    bar_set(&[0, 0, 0], 16, 0).write(&empty).unwrap();
+    for (synth, fallback) in [(&some, vec!["class2"]), (&empty, vec!["class1", "class2"])] {
+        let o = augment(&[
+            "--strategy",
+            "synthetic+classical",
+            "--artifacts",
+            s(art),
+            "--synthetic",
+            s(synth),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        let out = ImageSet::read(&art.join("augmented/train.safetensors")).unwrap();
+        assert_eq!(out.counts(), [12, 12, 12], "every class reaches the target");
+        let comp: Value =
+            serde_json::from_slice(&std::fs::read(art.join("augmented/composition.json")).unwrap())
+                .unwrap();
+        for name in ["class0", "class1", "class2"] {
+            let k = &comp["classes"][name];
+            let marked = k["classical_fallback"].as_bool().unwrap_or(false);
+            assert_eq!(marked, fallback.contains(&name), "{name}: {k}");
+            if marked {
+                assert_eq!(k["synthetic"], 0);
+                assert!(
+                    err.contains(&format!("class `{name}`: no synthetic image")),
+                    "{err}"
+                );
+            }
+        }
+    }
 }
 
 /// `pipeline.toml`'s augment entries (judge-train, augment, refine rounds) must use real flags

@@ -14,6 +14,10 @@ pub struct ClassComposition {
     pub synthetic: usize,
     /// Synthetic images of this class that were available.
     pub synthetic_available: usize,
+    /// A synthetic strategy found no synthetic image of this class (the filter kept none),
+    /// so the share meant for synthetic images was filled by classical transforms instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub classical_fallback: bool,
 }
 
 impl ClassComposition {
