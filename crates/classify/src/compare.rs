@@ -9,9 +9,8 @@ use clap::Args;
 use rebalance_core::write_atomic;
 use serde::Serialize;
 use serde_json::{json, Value};
-use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use rebalance_core::contract::classify::{mean_std, ClassifierMetrics};
+use rebalance_core::contract::classify::{mean_std, paired, ClassifierMetrics};
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct CompareArgs {
@@ -110,26 +109,6 @@ impl RunSummary {
             })
             .collect()
     }
-}
-
-/// Paired difference `b - a` over shared seeds: (mean, std, n, two-sided p of a paired t-test).
-pub fn paired(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> (f64, f64, usize, Option<f64>) {
-    let d: Vec<f64> = a
-        .iter()
-        .filter_map(|(s, va)| b.get(s).map(|vb| vb - va))
-        .collect();
-    let (mean, std) = mean_std(&d);
-    let n = d.len();
-    let p = if n < 2 {
-        None
-    } else if std == 0.0 {
-        Some(if mean == 0.0 { 1.0 } else { 0.0 })
-    } else {
-        let t = mean / (std / (n as f64).sqrt());
-        let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).expect("valid t distribution");
-        Some(2.0 * (1.0 - dist.cdf(t.abs())))
-    };
-    (mean, std, n, p)
 }
 
 fn fmt_pm(vals: &BTreeMap<u64, f64>) -> String {

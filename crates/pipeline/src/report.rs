@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use rebalance_core::contract::augment::Composition;
-use rebalance_core::contract::classify::ClassifierMetrics;
+use rebalance_core::contract::classify::{paired, ClassifierMetrics};
 use rebalance_core::contract::dataset::DatasetInfo;
 use rebalance_core::contract::filter::{AcceptanceRow, FilterMetrics};
 use rebalance_core::contract::gan::{GanInfo, GanMetrics};
@@ -75,39 +75,94 @@ impl Classifier {
     }
 }
 
-/// The verdict: what the synthetic data did to macro-F1 and to the rare classes' recall, and
-/// how that compares with classical augmentation alone.
-pub fn verdict(
-    baseline: Option<&ClassifierMetrics>,
-    augmented: Option<&ClassifierMetrics>,
-    classical: Option<&ClassifierMetrics>,
-    strategy: &str,
-    rare: &[String],
-) -> String {
-    let (Some(b), Some(a)) = (baseline, augmented) else {
+/// A class the filter kept no synthetic image of, filled by classical transforms instead
+/// (`classical_fallback` in `composition.json`), with its filter acceptance when known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub class: String,
+    /// (kept, generated) from `filtered/acceptance.csv`.
+    pub acceptance: Option<(usize, usize)>,
+}
+
+/// What the verdict compares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerdictInput<'a> {
+    /// The classifier on the real training split alone.
+    pub baseline: Option<&'a ClassifierMetrics>,
+    /// The classifier on the augmented set.
+    pub augmented: Option<&'a ClassifierMetrics>,
+    /// Classical augmentation alone (the judge).
+    pub classical: Option<&'a ClassifierMetrics>,
+    /// What augment actually added (`composition.json`); without it only the strategy name is
+    /// known.
+    pub composition: Option<&'a Composition>,
+    pub strategy: &'a str,
+    pub rare: &'a [String],
+    pub fallbacks: &'a [Fallback],
+}
+
+/// Per-seed macro-F1 on the real test split.
+fn per_seed_f1(m: &ClassifierMetrics) -> std::collections::BTreeMap<u64, f64> {
+    m.runs.iter().map(|r| (r.seed, r.test.macro_f1)).collect()
+}
+
+/// "435 synthetic and 435 classical images": the images augment added, by kind.
+fn added_images(c: &Composition) -> String {
+    let t = &c.totals;
+    let parts: Vec<String> = [
+        (t.synthetic, "synthetic"),
+        (t.classical, "classical"),
+        (t.repeated, "repeated real"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, k)| format!("{n} {k}"))
+    .collect();
+    match parts.len() {
+        0 => "no image".into(),
+        1 => format!("{} images", parts[0]),
+        _ => format!(
+            "{} and {} images",
+            parts[..parts.len() - 1].join(", "),
+            parts[parts.len() - 1]
+        ),
+    }
+}
+
+/// The verdict: what the augmented set added and what that did to macro-F1 and the rare
+/// classes' recall; how it compares with classical augmentation alone (credited to synthetic
+/// images only when the set holds some); classes the filter left empty; and how many seeds
+/// stand behind it, with a paired t-test when there are two or more.
+pub fn verdict(v: &VerdictInput) -> String {
+    let (Some(b), Some(a)) = (v.baseline, v.augmented) else {
         return "No verdict: the baseline (real data only) or the augmented classifier has no metrics.json.".into();
     };
     let (Some((bf, _)), Some((af, _))) = (metric(b, "macro_f1"), metric(a, "macro_f1")) else {
         return "No verdict: macro-F1 missing from metrics.json.".into();
     };
-    let verb = if af > bf + 0.0005 {
-        "raised"
+    let synthetic = match v.composition {
+        Some(c) => c.totals.synthetic,
+        // A swapped-in augment without a composition: trust the strategy's name.
+        None => usize::from(v.strategy.contains("synthetic")),
+    };
+    let what = match v.composition {
+        Some(c) if synthetic == 0 => format!(
+            "Adding {} (no synthetic image; {})",
+            added_images(c),
+            c.strategy
+        ),
+        Some(c) => format!("Adding {} ({})", added_images(c), c.strategy),
+        None => format!("The augmented set ({})", v.strategy),
+    };
+    let mut s = if af > bf + 0.0005 {
+        format!("{what} raised macro-F1 from {bf:.3} to {af:.3}")
     } else if af < bf - 0.0005 {
-        "lowered"
+        format!("{what} lowered macro-F1 from {bf:.3} to {af:.3}")
     } else {
-        "left"
-    };
-    let what = if strategy.contains("synthetic") {
-        format!("Synthetic data ({strategy})")
-    } else {
-        format!("Augmentation ({strategy})")
-    };
-    let mut s = if verb == "left" {
         format!("{what} left macro-F1 unchanged at {af:.3}")
-    } else {
-        format!("{what} {verb} macro-F1 from {bf:.3} to {af:.3}")
     };
-    let recalls: Vec<String> = rare
+    let recalls: Vec<String> = v
+        .rare
         .iter()
         .filter_map(|c| {
             let k = format!("recall/{c}");
@@ -122,23 +177,58 @@ pub fn verdict(
         let _ = write!(s, "; recall of {}", recalls.join(", "));
     }
     s.push('.');
-    if let Some((cf, _)) = classical.and_then(|c| metric(c, "macro_f1")) {
+    if let Some((cf, _)) = v.classical.and_then(|c| metric(c, "macro_f1")) {
         let d = af - cf;
-        let cmp = if d > 0.0005 {
-            format!("so the synthetic images added {d:+.3} on top of it")
+        let cmp = if synthetic == 0 {
+            format!(
+                "; this set holds no synthetic image, so its {d:+.3} against it says nothing about synthetic data"
+            )
+        } else if d > 0.0005 {
+            format!(", so the synthetic images added {d:+.3} on top of it")
         } else if d < -0.0005 {
-            format!("so the synthetic images did not beat it ({d:+.3})")
+            format!(", so the synthetic images did not beat it ({d:+.3})")
         } else {
-            "the same as with synthetic images".to_string()
+            ", the same as with synthetic images".to_string()
         };
-        let _ = write!(s, " Classical augmentation alone reached {cf:.3}, {cmp}.");
+        let _ = write!(s, " Classical augmentation alone reached {cf:.3}{cmp}.");
     }
-    let n = a.seeds.len().min(b.seeds.len()).max(1);
-    let _ = write!(
-        s,
-        " Measured on the real test split, {n} seed{}.",
-        if n == 1 { "" } else { "s" }
-    );
+    for f in v.fallbacks {
+        let acc = f
+            .acceptance
+            .map(|(k, g)| format!(" (acceptance {k}/{g})"))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            " The filter kept no synthetic image of class {c}{acc}; class {c} was filled by classical augmentation.",
+            c = f.class
+        );
+    }
+    let (fa, fb) = (per_seed_f1(a), per_seed_f1(b));
+    let (_, _, n, p) = paired(&fb, &fa);
+    if n < 2 {
+        let _ = write!(
+            s,
+            " Measured on the real test split with 1 seed, so no significance test was possible; -P seeds=3 trains 3 classifier seeds and adds a paired t-test."
+        );
+    } else {
+        let p = p.unwrap_or(f64::NAN);
+        let _ = write!(
+            s,
+            " Measured on the real test split over {n} classifier seeds: paired t-test against real data only p = {p:.3}"
+        );
+        let fc = v.classical.map(per_seed_f1).unwrap_or_default();
+        match paired(&fc, &fa) {
+            (_, _, m, Some(pc)) if m >= 2 => {
+                let _ = write!(s, ", against classical alone p = {pc:.3} ({m} seeds).");
+            }
+            _ if v.classical.is_some() => {
+                s.push_str(
+                    "; classical alone has fewer than 2 of these seeds, so no test against it.",
+                );
+            }
+            _ => s.push('.'),
+        }
+    }
     s
 }
 
@@ -285,6 +375,26 @@ impl Inputs {
             .map(|c| &c.metrics)
     }
 
+    /// The classes augment filled classically because the filter kept none of them.
+    fn fallbacks(&self) -> Vec<Fallback> {
+        let Some(c) = &self.composition else {
+            return Vec::new();
+        };
+        let acceptance: Vec<AcceptanceRow> =
+            read_csv(&self.layout.file(layout::FILTERED, file::ACCEPTANCE)).unwrap_or_default();
+        c.classes
+            .iter()
+            .filter(|(_, k)| k.classical_fallback)
+            .map(|(name, _)| Fallback {
+                class: name.clone(),
+                acceptance: acceptance
+                    .iter()
+                    .find(|r| &r.class == name)
+                    .map(|r| (r.kept, r.generated)),
+            })
+            .collect()
+    }
+
     fn is_rare(&self, c: &str) -> bool {
         self.rare.iter().any(|r| r == c)
     }
@@ -296,13 +406,16 @@ impl Inputs {
 
 /// The verdict, with the last refinement round's macro-F1 when there are rounds.
 fn full_verdict(inp: &Inputs) -> String {
-    let mut v = verdict(
-        inp.classifier(layout::BASELINE),
-        inp.classifier(layout::CLASSIFY),
-        inp.classifier(layout::JUDGE),
-        &inp.strategy,
-        &inp.rare,
-    );
+    let fallbacks = inp.fallbacks();
+    let mut v = verdict(&VerdictInput {
+        baseline: inp.classifier(layout::BASELINE),
+        augmented: inp.classifier(layout::CLASSIFY),
+        classical: inp.classifier(layout::JUDGE),
+        composition: inp.composition.as_ref(),
+        strategy: &inp.strategy,
+        rare: &inp.rare,
+        fallbacks: &fallbacks,
+    });
     if inp.rounds > 1 {
         let last: Option<ClassifierMetrics> = read_json(
             &inp.layout
@@ -729,4 +842,233 @@ pub fn write(input: &ReportInput, out: &Path) -> Result<Report> {
         format!("{}\n", report.verdict).as_bytes(),
     )?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rebalance_core::contract::augment::{ClassComposition, Totals};
+    use rebalance_core::contract::classify::{
+        ClassMetrics, ClassifierKind, MeanStd, Metrics, SeedRun,
+    };
+
+    /// A classifier's metrics over seeds: (seed, macro-F1, recall of the rare class `b`).
+    fn clf(seeds: &[(u64, f64, f64)]) -> ClassifierMetrics {
+        let runs: Vec<SeedRun> = seeds
+            .iter()
+            .map(|&(seed, f1, recall_b)| {
+                let class = |c: &str, recall| ClassMetrics {
+                    class: c.into(),
+                    precision: 0.9,
+                    recall,
+                    f1: 0.9,
+                    support: 100,
+                };
+                let m = Metrics {
+                    accuracy: f1,
+                    balanced_accuracy: f1,
+                    macro_f1: f1,
+                    loss: 0.1,
+                    n: 200,
+                    per_class: vec![class("a", 0.95), class("b", recall_b)],
+                    confusion: vec![vec![95, 5], vec![10, 90]],
+                };
+                SeedRun {
+                    seed,
+                    best_epoch: 1,
+                    epochs_run: 1,
+                    train_s: 0.0,
+                    val: m.clone(),
+                    test: m,
+                }
+            })
+            .collect();
+        let refs: Vec<&Metrics> = runs.iter().map(|r| &r.test).collect();
+        ClassifierMetrics {
+            classes: vec!["a".into(), "b".into()],
+            model: ClassifierKind::Lenet5,
+            train: "train.safetensors".into(),
+            train_counts: Default::default(),
+            rare_classes: vec!["b".into()],
+            seeds: seeds.iter().map(|s| s.0).collect(),
+            test: MeanStd::of(&refs),
+            runs,
+        }
+    }
+
+    fn comp(strategy: &str, synthetic: usize, classical: usize, repeated: usize) -> Composition {
+        Composition {
+            strategy: strategy.into(),
+            totals: Totals {
+                synthetic,
+                classical,
+                repeated,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn say(
+        b: &ClassifierMetrics,
+        a: &ClassifierMetrics,
+        c: Option<&ClassifierMetrics>,
+        composition: &Composition,
+        fallbacks: &[Fallback],
+    ) -> String {
+        verdict(&VerdictInput {
+            baseline: Some(b),
+            augmented: Some(a),
+            classical: c,
+            composition: Some(composition),
+            strategy: &composition.strategy,
+            rare: &["b".to_string()],
+            fallbacks,
+        })
+    }
+
+    #[test]
+    fn raised_and_beats_classical_with_one_seed() {
+        let v = say(
+            &clf(&[(42, 0.8, 0.5)]),
+            &clf(&[(42, 0.9, 0.8)]),
+            Some(&clf(&[(42, 0.85, 0.7)])),
+            &comp("synthetic+classical", 20, 10, 0),
+            &[],
+        );
+        assert_eq!(
+            v,
+            "Adding 20 synthetic and 10 classical images (synthetic+classical) raised macro-F1 \
+             from 0.800 to 0.900; recall of class b from 0.500 to 0.800. Classical augmentation \
+             alone reached 0.850, so the synthetic images added +0.050 on top of it. Measured on \
+             the real test split with 1 seed, so no significance test was possible; -P seeds=3 \
+             trains 3 classifier seeds and adds a paired t-test."
+        );
+    }
+
+    #[test]
+    fn lowered_and_does_not_beat_classical() {
+        let v = say(
+            &clf(&[(42, 0.8, 0.5)]),
+            &clf(&[(42, 0.7, 0.4)]),
+            Some(&clf(&[(42, 0.85, 0.7)])),
+            &comp("synthetic", 30, 0, 0),
+            &[],
+        );
+        assert!(
+            v.starts_with(
+                "Adding 30 synthetic images (synthetic) lowered macro-F1 from 0.800 to 0.700; \
+                 recall of class b from 0.500 to 0.400."
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains("so the synthetic images did not beat it (-0.150)"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn unchanged_and_level_with_classical() {
+        let v = say(
+            &clf(&[(42, 0.8, 0.5)]),
+            &clf(&[(42, 0.8002, 0.5)]),
+            Some(&clf(&[(42, 0.8001, 0.5)])),
+            &comp("synthetic", 30, 0, 0),
+            &[],
+        );
+        assert!(v.contains("left macro-F1 unchanged at 0.800"), "{v}");
+        assert!(v.contains("the same as with synthetic images"), "{v}");
+    }
+
+    #[test]
+    fn a_set_without_synthetic_images_gets_no_credit_for_them() {
+        // Issue 13: plain oversampling swapped in for augment was credited to synthetic images.
+        let v = say(
+            &clf(&[(42, 0.8, 0.5)]),
+            &clf(&[(42, 0.86, 0.7)]),
+            Some(&clf(&[(42, 0.855, 0.7)])),
+            &comp("oversample", 0, 0, 290),
+            &[],
+        );
+        assert!(
+            v.starts_with(
+                "Adding 290 repeated real images (no synthetic image; oversample) raised macro-F1"
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains("this set holds no synthetic image, so its +0.005 against it says nothing about synthetic data"),
+            "{v}"
+        );
+        assert!(!v.contains("synthetic images added"), "{v}");
+    }
+
+    #[test]
+    fn several_seeds_get_a_paired_test() {
+        // Differences 0.1, 0.2, 0.3 against the baseline: t = 3.464 on 2 df, p = 0.074.
+        let b = clf(&[(1, 0.6, 0.5), (2, 0.6, 0.5), (3, 0.6, 0.5)]);
+        let a = clf(&[(1, 0.7, 0.6), (2, 0.8, 0.6), (3, 0.9, 0.6)]);
+        let c = clf(&[(1, 0.75, 0.6)]);
+        let v = say(&b, &a, Some(&c), &comp("synthetic", 9, 0, 0), &[]);
+        assert!(
+            v.contains("over 3 classifier seeds: paired t-test against real data only p = 0.074"),
+            "{v}"
+        );
+        assert!(
+            v.ends_with("classical alone has fewer than 2 of these seeds, so no test against it."),
+            "{v}"
+        );
+        let c3 = clf(&[(1, 0.7, 0.6), (2, 0.7, 0.6), (3, 0.7, 0.6)]);
+        let v = say(&b, &a, Some(&c3), &comp("synthetic", 9, 0, 0), &[]);
+        // Against classical: differences 0, 0.1, 0.2, t = 1.732 on 2 df, p = 0.225.
+        assert!(
+            v.ends_with(", against classical alone p = 0.225 (3 seeds)."),
+            "{v}"
+        );
+        assert!(!v.contains("no significance test"), "{v}");
+    }
+
+    #[test]
+    fn classes_the_filter_left_empty_are_named() {
+        let mut c = comp("synthetic+classical", 0, 580, 0);
+        c.classes.insert(
+            "b".into(),
+            ClassComposition {
+                classical: 290,
+                classical_fallback: true,
+                ..Default::default()
+            },
+        );
+        let v = say(
+            &clf(&[(42, 0.8, 0.5)]),
+            &clf(&[(42, 0.85, 0.7)]),
+            Some(&clf(&[(42, 0.85, 0.7)])),
+            &c,
+            &[Fallback {
+                class: "b".into(),
+                acceptance: Some((0, 300)),
+            }],
+        );
+        assert!(
+            v.contains(
+                "The filter kept no synthetic image of class b (acceptance 0/300); class b was \
+                 filled by classical augmentation."
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains("(no synthetic image; synthetic+classical)"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn missing_metrics_give_no_verdict() {
+        let v = verdict(&VerdictInput {
+            baseline: Some(&clf(&[(42, 0.8, 0.5)])),
+            ..Default::default()
+        });
+        assert!(v.starts_with("No verdict"), "{v}");
+    }
 }

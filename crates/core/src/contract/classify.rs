@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-pub use super::metrics::{confusion, mean_std, ClassMetrics, Metrics};
+pub use super::metrics::{confusion, mean_std, paired, ClassMetrics, Metrics};
 
 /// Which classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]

@@ -130,6 +130,31 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Paired difference `b - a` over the seeds both have: (mean, std, n, two-sided p of a paired
+/// t-test; None below 2 pairs).
+pub fn paired(
+    a: &std::collections::BTreeMap<u64, f64>,
+    b: &std::collections::BTreeMap<u64, f64>,
+) -> (f64, f64, usize, Option<f64>) {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let d: Vec<f64> = a
+        .iter()
+        .filter_map(|(s, va)| b.get(s).map(|vb| vb - va))
+        .collect();
+    let (mean, std) = mean_std(&d);
+    let n = d.len();
+    let p = if n < 2 {
+        None
+    } else if std == 0.0 {
+        Some(if mean == 0.0 { 1.0 } else { 0.0 })
+    } else {
+        let t = mean / (std / (n as f64).sqrt());
+        let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).expect("valid t distribution");
+        Some(2.0 * (1.0 - dist.cdf(t.abs())))
+    };
+    (mean, std, n, p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
