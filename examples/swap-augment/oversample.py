@@ -4,7 +4,7 @@
 It honours the artifact contract (docs/artifacts.md): it reads the real training image set
 (safetensors: `images` u8 [N,C,H,W], `labels` i64 [N], metadata `classes` and
 `contract_version`) and writes `<out>/train.safetensors` in the same format, with every class
-repeated up to the largest one (random oversampling), plus `<out>/manifest.json`.
+repeated up to the largest one (random oversampling), plus `<out>/composition.json` (what it added) and `<out>/manifest.json`.
 
 Swap it in for `augment` in pipeline.toml:
 
@@ -84,6 +84,12 @@ def main():
         counts[classes[k]] = {"real": len(idx), "repeated": len(extra)}
     os.makedirs(args.out, exist_ok=True)
     write_set(os.path.join(args.out, "train.safetensors"), meta, shape, out_x, out_y)
+    totals = {"real": len(ys), "repeated": len(out_y) - len(ys), "classical": 0,
+              "synthetic": 0, "images": len(out_y)}
+    composition = {"strategy": "oversample", "target": target, "train": args.train,
+                   "synthetic": None, "classes": counts, "totals": totals}
+    atomic_write(os.path.join(args.out, "composition.json"),
+                 json.dumps(composition, indent=2).encode())
     manifest = {"stage": "augment", "implementation": "examples/swap-augment/oversample.py",
                 "contract_version": meta.get("contract_version", "1.0"),
                 "metrics": {"n_images": len(out_y)}, "composition": counts}

@@ -253,6 +253,16 @@ impl Plan {
             .as_ref()
             .map(|s| s.counts())
             .unwrap_or_else(|| vec![0; train.classes.len()]);
+        // A class to fill needs images to start from: real ones, or synthetic ones under a
+        // synthetic strategy.
+        if args.strategy != Strategy::None {
+            let to_fill = (0..fill.len()).filter(|&c| fill[c] && synth_counts[c] == 0);
+            train.ensure_classes_have_images(
+                &train_path,
+                to_fill,
+                "leave it out with --classes (the classes to fill)",
+            )?;
+        }
         Ok(Self {
             comp: plan(args, &real_counts, &synth_counts, &fill),
             target: args

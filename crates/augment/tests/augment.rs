@@ -123,6 +123,28 @@ fn bad_synthetic_input_fails_clearly() {
         "nope",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
+    assert_eq!(o.status.code(), Some(1));
+    // A class with no real image and nothing synthetic to start from: refused, unless it is
+    // left out of the classes to fill.
+    let d2 = art.join("d2");
+    bar_splits(&d2.join("dataset"), &[12, 0, 8], 2, 2, 16).unwrap();
+    let o = augment(&["--strategy", "classical", "--artifacts", s(&d2)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("class `class1` has no training image")
+            && err.contains("leave it out with --classes"),
+        "{err}"
+    );
+    let o = augment(&[
+        "--strategy",
+        "classical",
+        "--artifacts",
+        s(&d2),
+        "--classes",
+        "class2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

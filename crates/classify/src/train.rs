@@ -59,6 +59,12 @@ impl Data {
         if train.is_empty() {
             bail!("{}: the training set is empty", train_path.display());
         }
+        train.ensure_classes_have_images(
+            &train_path,
+            0..train.classes.len(),
+            "a classifier cannot learn a class it never sees: fill it with augment from \
+             synthetic images",
+        )?;
         Ok(Self {
             train,
             val,
@@ -117,14 +123,6 @@ impl Plan {
             t.width as i64,
             t.classes.clone(),
         )?;
-        for (c, n) in t.classes.iter().zip(t.counts()) {
-            if n == 0 {
-                warn!(
-                    "class `{c}` has no training images in {}",
-                    data.train_path.display()
-                );
-            }
-        }
         // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
         let rare = rare_classes_of(&data_dir, &cfg.classes, &t.counts());
         let inputs = [&data.train_path, &data.val_path, &data.test_path]

@@ -34,7 +34,12 @@ fn ok(bin: &str, args: &[&str]) -> String {
 
 fn fails(bin: &str, args: &[&str]) -> String {
     let o = run(bin, args);
-    assert!(!o.status.success(), "{bin} {args:?} should fail");
+    // An error exit (1), not a panic (101) or a signal.
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{bin} {args:?} should fail cleanly: {o:?}"
+    );
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -394,6 +399,17 @@ fn bad_input_fails_clearly() {
     std::fs::write(&zero, b"").unwrap();
     let err = fails(CLASSIFY, &["--train", s(&zero), "--data", s(&d)]);
     assert!(err.contains("zero.safetensors"), "{err}");
+    // A class with no training image (issue 13): refused, naming the class and the way out.
+    let empty = tmp.path().join("empty-class.safetensors");
+    rebalance_core::fixtures::bar_set(&[5, 0, 5], 28, 0)
+        .write(&empty)
+        .unwrap();
+    let err = fails(CLASSIFY, &["--train", s(&empty), "--data", s(&d)]);
+    assert!(
+        err.contains("empty-class.safetensors: class `class1` has no training image")
+            && err.contains("--classes"),
+        "{err}"
+    );
 }
 
 #[test]

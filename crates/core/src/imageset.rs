@@ -183,6 +183,33 @@ impl ImageSet {
         Ok(Self::read(path)?)
     }
 
+    /// Refuse a training set (read from `path`) in which one of `classes` (indices) has no
+    /// image; `remedy` says how the stage can leave the class out.
+    pub fn ensure_classes_have_images(
+        &self,
+        path: &Path,
+        classes: impl IntoIterator<Item = usize>,
+        remedy: &str,
+    ) -> anyhow::Result<()> {
+        let counts = self.counts();
+        let empty: Vec<&str> = classes
+            .into_iter()
+            .filter(|&c| counts.get(c) == Some(&0))
+            .map(|c| self.classes[c].as_str())
+            .collect();
+        if !empty.is_empty() {
+            anyhow::bail!(
+                "{}: class{} `{}` {} no training image; {remedy}, or ingest the data again with \
+                 --classes listing only the classes to keep",
+                path.display(),
+                if empty.len() > 1 { "es" } else { "" },
+                empty.join("`, `"),
+                if empty.len() > 1 { "have" } else { "has" },
+            );
+        }
+        Ok(())
+    }
+
     /// Refuse a set (read from `path`) whose classes or image shape differ from `reference`'s
     /// (read from `reference_path`).
     pub fn ensure_matches(

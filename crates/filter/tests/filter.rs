@@ -272,7 +272,8 @@ fn bad_input_fails_clearly() {
             "--out",
             s(&st.root.join("f")),
         ]);
-        assert!(!o.status.success());
+        // An error exit (1), not a panic (101) or a signal.
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let other_classes = fixed_judge(&st.root.join("j1"), &["a", "b", "c"], 28, &[0.5, 0.3, 0.2]);

@@ -225,11 +225,11 @@ fn choose_classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i
     } else {
         (0..counts.len() as i64).collect()
     };
-    for &c in &chosen {
-        if counts[c as usize] == 0 {
-            bail!("class `{}` has no training images", set.classes[c as usize]);
-        }
-    }
+    set.ensure_classes_have_images(
+        data,
+        chosen.iter().map(|&c| c as usize),
+        "leave it out with --classes (the classes to train on)",
+    )?;
     if args.model.image_conditioned() {
         return dagan_classes(set, data, args, chosen);
     }

@@ -246,7 +246,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
     }
     let assignment = split::assign(&d.samples, &d.classes, args)?;
     let sets = split::build_sets(&d.samples, &assignment, &d.classes, &d.target);
-    write_outputs(args, &d, &sets, &assignment.notes, &out, started)
+    write_outputs(args, &d, &sets, &assignment, &out, started)
 }
 
 /// Detect the format, load the items, resolve their labels and decode the images.
@@ -321,7 +321,7 @@ fn write_outputs(
     args: &Args,
     d: &Decoded,
     sets: &[ImageSet; 3],
-    notes: &[String],
+    assignment: &split::Assignment,
     out: &Path,
     started: Instant,
 ) -> Result<Outcome> {
@@ -333,6 +333,7 @@ fn write_outputs(
     let rep = report::Report::new(&d.classes, sets, args.rare_below);
     staged.write("samples.png", &rep.samples_png(sets)?)?;
     staged.write("class_counts.svg", rep.chart_svg()?.as_bytes())?;
+    let notes = &assignment.notes;
     let summary = rep.summary_text(&d.problems, notes, out, d.format);
     staged.write("summary.txt", summary.as_bytes())?;
     let mut manifest = Manifest::new(
@@ -348,6 +349,7 @@ fn write_outputs(
         &mut manifest,
         &d.problems,
         notes,
+        &assignment.carved,
         d.format,
         &d.target,
         round3(d.decode_s),

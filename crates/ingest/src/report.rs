@@ -12,7 +12,7 @@ use rebalance_core::contract::rare_classes;
 use rebalance_core::{grid, ImageSet, Manifest};
 
 use crate::prepare::Target;
-use crate::sources::Problem;
+use crate::sources::{Problem, Split};
 use crate::Format;
 
 /// Problems listed in the terminal summary; the manifest lists all of them.
@@ -159,6 +159,7 @@ impl Report {
         m: &mut Manifest,
         problems: &[Problem],
         notes: &[String],
+        carved: &[Split],
         format: Format,
         t: &Target,
         decode_s: f64,
@@ -202,6 +203,7 @@ impl Report {
                 })
                 .collect(),
             notes: notes.to_vec(),
+            carved_splits: carved.iter().map(|s| s.name().to_string()).collect(),
         })?;
         let total = |i: usize| self.counts[i].iter().sum::<usize>();
         m.set_metrics(&DatasetMetrics {

@@ -58,6 +58,8 @@ pub fn drop_empty_classes(
 /// Where every sample goes: `Some(split)`, or `None` when a cap left it out.
 pub struct Assignment {
     pub split: Vec<Option<Split>>,
+    /// Splits made from the source's training images because it has none of its own.
+    pub carved: Vec<Split>,
     /// Things the user should know (shortfalls, ignored options), shown in the summary.
     pub notes: Vec<String>,
 }
@@ -77,9 +79,26 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
     let mut notes = Vec::new();
     let (f_train, f_val, _) = args.split;
     let use_source = !args.resplit && samples.iter().any(|s| s.source_split.is_some());
-    let source_has_val = use_source && samples.iter().any(|s| s.source_split == Some(Split::Val));
-    if use_source && args.test_per_class.is_some() {
+    let source_has = |split| use_source && samples.iter().any(|s| s.source_split == Some(split));
+    let (source_has_val, source_has_test) = (source_has(Split::Val), source_has(Split::Test));
+    let mut carved = Vec::new();
+    if use_source && source_has_test && args.test_per_class.is_some() {
         notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
+    }
+    if use_source && !source_has_test {
+        // A training-only source (GTSRB without Final_Test, an IDX or pickle train file
+        // alone): without a test split every metric downstream would be meaningless.
+        carved.push(Split::Test);
+        notes.push(format!(
+            "the source has no test split of its own: a stratified test split was carved from its training images ({} per class)",
+            match args.test_per_class {
+                Some(n) => n.to_string(),
+                None => format!("{:.0}%", 100.0 * args.split.2),
+            }
+        ));
+    }
+    if use_source && !source_has_val {
+        carved.push(Split::Val);
     }
 
     for (c, name) in names.iter().enumerate() {
@@ -98,8 +117,16 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
                 own_train.push(i);
             }
         }
-        if !source_has_val && !own_train.is_empty() {
+        if (!source_has_test || !source_has_val) && !own_train.is_empty() {
             own_train.shuffle(&mut rng);
+        }
+        if !source_has_test && !own_train.is_empty() {
+            let n_test = count(own_train.len(), args.test_per_class, args.split.2);
+            for i in own_train.drain(..n_test) {
+                split[i] = Some(Split::Test);
+            }
+        }
+        if !source_has_val && !own_train.is_empty() {
             let n_val = count(
                 own_train.len(),
                 args.val_per_class,
@@ -115,8 +142,20 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
             split_free(&free, name, args, &mut split, &mut notes);
         }
         cap_train(&of_class, name, args, &mut split, &mut notes, &mut rng);
+        if !of_class.iter().any(|&i| split[i] == Some(Split::Train)) {
+            let msg = format!(
+                "class `{name}` has no training image (none of its {} images is left in train); gan-train, augment and classify refuse it unless it is left out with --classes",
+                of_class.len()
+            );
+            tracing::warn!("{msg}");
+            notes.push(msg);
+        }
     }
-    Ok(Assignment { split, notes })
+    Ok(Assignment {
+        split,
+        carved,
+        notes,
+    })
 }
 
 /// Shuffled items of one class without a split of their own: test first, then validation, the

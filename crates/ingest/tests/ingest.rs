@@ -913,3 +913,88 @@ fn crafted_headers_are_refused_before_allocating() {
     );
     assert!(!Path::new(out).exists(), "a refused input wrote output");
 }
+
+#[test]
+fn a_training_only_source_gets_a_carved_test_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("GTSRB");
+    gtsrb_fixture(&root);
+    // GTSRB as most people download it: Final_Training only.
+    fs::remove_dir_all(root.join("Final_Test")).unwrap();
+    let out = tmp.path().join("out");
+    let o = ingest(&[
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "10",
+        "--test-per-class",
+        "1",
+        "--val-per-class",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = manifest(&out);
+    assert_eq!(counts(&m, "test"), vec![1, 1]);
+    assert_eq!(counts(&m, "val"), vec![1, 1]);
+    assert_eq!(counts(&m, "train"), vec![3, 3]);
+    assert_eq!(m["carved_splits"], serde_json::json!(["test", "val"]));
+    let note = "the source has no test split of its own: a stratified test split was carved \
+                from its training images (1 per class)";
+    assert!(
+        m["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str() == Some(note)),
+        "{}",
+        m["notes"]
+    );
+    let summary = fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(summary.contains(note), "{summary}");
+    // No split from the test folder is mixed into the carved one: the sets are disjoint and
+    // hold every image once.
+    let (tr, va, te) = (set(&out, "train"), set(&out, "val"), set(&out, "test"));
+    assert_eq!(tr.len() + va.len() + te.len(), 10);
+    // The default fraction when no count is given: 10% (rounded) of each class's 5 images.
+    let m = ok(&root, &tmp.path().join("frac"), &["--size", "10"]);
+    assert_eq!(counts(&m, "test"), vec![1, 1]);
+    // A source with its own test split carves nothing.
+    gtsrb_fixture(&root);
+    let m = ok(&root, &tmp.path().join("own"), &["--size", "10"]);
+    assert_eq!(m["carved_splits"], serde_json::json!(["val"]));
+}
+
+#[test]
+fn a_class_left_without_training_images_is_named() {
+    // IDX pair of training images (classes 0, 1) and a test pair that also has class 2.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    fs::create_dir_all(&dir).unwrap();
+    let write = |prefix: &str, labels: &[u8]| {
+        let n = labels.len() as u8;
+        let mut images = vec![0, 0, 8, 3, 0, 0, 0, n, 0, 0, 0, 2, 0, 0, 0, 2];
+        images.extend(labels.iter().flat_map(|&l| [l * 50; 4]));
+        fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        let mut lab = vec![0, 0, 8, 1, 0, 0, 0, n];
+        lab.extend_from_slice(labels);
+        fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    };
+    write("train", &[0, 0, 0, 1, 1, 1, 0, 1]);
+    write("t10k", &[0, 1, 2, 2]);
+    let out = tmp.path().join("out");
+    let o = ingest(&[
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--val-per-class",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warning = "class `2` has no training image (none of its 2 images is left in train)";
+    assert!(err.contains(warning), "{err}");
+    let m = manifest(&out);
+    assert_eq!(counts(&m, "train"), vec![3, 3, 0]);
+    assert!(m["notes"].to_string().contains(warning), "{}", m["notes"]);
+}

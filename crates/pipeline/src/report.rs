@@ -140,19 +140,17 @@ pub fn verdict(v: &VerdictInput) -> String {
     let (Some((bf, _)), Some((af, _))) = (metric(b, "macro_f1"), metric(a, "macro_f1")) else {
         return "No verdict: macro-F1 missing from metrics.json.".into();
     };
-    let synthetic = match v.composition {
-        Some(c) => c.totals.synthetic,
-        // A swapped-in augment without a composition: trust the strategy's name.
-        None => usize::from(v.strategy.contains("synthetic")),
-    };
+    // None: a swapped-in augment wrote no composition.json, so what it added is unknown.
+    let synthetic = v.composition.map(|c| c.totals.synthetic);
     let what = match v.composition {
-        Some(c) if synthetic == 0 => format!(
+        Some(c) if c.totals.synthetic == 0 => format!(
             "Adding {} (no synthetic image; {})",
             added_images(c),
             c.strategy
         ),
         Some(c) => format!("Adding {} ({})", added_images(c), c.strategy),
-        None => format!("The augmented set ({})", v.strategy),
+        None => "The augmented set (it has no composition.json, so what was added is unknown)"
+            .to_string(),
     };
     let mut s = if af > bf + 0.0005 {
         format!("{what} raised macro-F1 from {bf:.3} to {af:.3}")
@@ -179,7 +177,9 @@ pub fn verdict(v: &VerdictInput) -> String {
     s.push('.');
     if let Some((cf, _)) = v.classical.and_then(|c| metric(c, "macro_f1")) {
         let d = af - cf;
-        let cmp = if synthetic == 0 {
+        let cmp = if synthetic.is_none() {
+            format!("; the augmented set is {d:+.3} against it")
+        } else if synthetic == Some(0) {
             format!(
                 "; this set holds no synthetic image, so its {d:+.3} against it says nothing about synthetic data"
             )
@@ -1061,6 +1061,24 @@ mod tests {
             v.contains("(no synthetic image; synthetic+classical)"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn a_set_without_composition_is_not_credited_to_synthetic_images() {
+        let v = verdict(&VerdictInput {
+            baseline: Some(&clf(&[(42, 0.8, 0.5)])),
+            augmented: Some(&clf(&[(42, 0.86, 0.7)])),
+            classical: Some(&clf(&[(42, 0.855, 0.7)])),
+            strategy: "synthetic",
+            rare: &["b".to_string()],
+            ..Default::default()
+        });
+        assert!(
+            v.starts_with("The augmented set (it has no composition.json, so what was added is unknown) raised"),
+            "{v}"
+        );
+        assert!(v.contains("the augmented set is +0.005 against it"), "{v}");
+        assert!(!v.contains("synthetic images added"), "{v}");
     }
 
     #[test]

@@ -73,6 +73,10 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         "{verdict}"
     );
     assert!(
+        verdict.contains("with 1 seed, so no significance test was possible; -P seeds=3"),
+        "{verdict}"
+    );
+    assert!(
         verdict.contains("After 2 rounds of refinement"),
         "{verdict}"
     );
@@ -224,10 +228,22 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         manifest["implementation"],
         "examples/swap-augment/oversample.py"
     );
+    // Its composition.json replaces the real augment's: nothing stale survives in the folder.
+    let comp = json(&art.join("augmented/composition.json"));
+    assert_eq!(comp["strategy"], "oversample");
+    assert_eq!(comp["totals"]["synthetic"], 0);
+    assert!(comp["classes"]["c"].get("synthetic_available").is_none());
+    // The verdict names what was added and gives synthetic images no credit (issue 13).
+    let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
     assert!(
-        !art.join("augmented/composition.json").exists(),
-        "nothing stale from the real augment survives in its output folder"
+        verdict.contains("repeated real images (no synthetic image; oversample)"),
+        "{verdict}"
     );
+    assert!(
+        verdict.contains("this set holds no synthetic image"),
+        "{verdict}"
+    );
+    assert!(!verdict.contains("synthetic images added"), "{verdict}");
     assert!(!art.join(".augmented.pipeline-prev").exists());
 
     // 5. A failing stage stops the run, names its log, and keeps earlier outputs.

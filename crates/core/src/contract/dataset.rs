@@ -59,6 +59,10 @@ pub struct DatasetInfo {
     pub rare_classes: Vec<String>,
     pub skipped: Vec<Skipped>,
     pub notes: Vec<String>,
+    /// Splits ingest carved from the source's training images because the source has none of
+    /// its own (`test`, `val`); empty when the source's splits were used or everything was split
+    /// anew.
+    pub carved_splits: Vec<String>,
 }
 
 /// `dataset/manifest.json` metrics.
