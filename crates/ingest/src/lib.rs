@@ -348,8 +348,7 @@ fn write_outputs(
     rep.fill_manifest(
         &mut manifest,
         &d.problems,
-        notes,
-        &assignment.carved,
+        assignment,
         d.format,
         &d.target,
         round3(d.decode_s),

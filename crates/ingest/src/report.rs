@@ -12,7 +12,8 @@ use rebalance_core::contract::rare_classes;
 use rebalance_core::{grid, ImageSet, Manifest};
 
 use crate::prepare::Target;
-use crate::sources::{Problem, Split};
+use crate::sources::Problem;
+use crate::split::Assignment;
 use crate::Format;
 
 /// Problems listed in the terminal summary; the manifest lists all of them.
@@ -158,8 +159,7 @@ impl Report {
         &self,
         m: &mut Manifest,
         problems: &[Problem],
-        notes: &[String],
-        carved: &[Split],
+        assignment: &Assignment,
         format: Format,
         t: &Target,
         decode_s: f64,
@@ -202,8 +202,12 @@ impl Report {
                     reason: p.reason.clone(),
                 })
                 .collect(),
-            notes: notes.to_vec(),
-            carved_splits: carved.iter().map(|s| s.name().to_string()).collect(),
+            notes: assignment.notes.clone(),
+            carved_splits: assignment
+                .carved
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
         })?;
         let total = |i: usize| self.counts[i].iter().sum::<usize>();
         m.set_metrics(&DatasetMetrics {
