@@ -24,7 +24,7 @@ use rebalance_nn::train::EarlyStopping;
 use rebalance_nn::{adam::Adam, device_name, imageset_tensors, resolve_device};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::TrainArgs;
 
