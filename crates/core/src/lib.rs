@@ -27,6 +27,13 @@ pub fn main_wrapper<F: FnOnce() -> anyhow::Result<()>>(
     stage: &str,
     run: F,
 ) -> std::process::ExitCode {
+    // A file-size limit (`ulimit -f`) would otherwise kill the process with SIGXFSZ midway
+    // through a write; ignored, the write fails with EFBIG and the error names the file.
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -998,3 +998,66 @@ fn a_class_left_without_training_images_is_named() {
     assert_eq!(counts(&m, "train"), vec![3, 3, 0]);
     assert!(m["notes"].to_string().contains(warning), "{}", m["notes"]);
 }
+
+/// Every file of a folder with its bytes, sorted by name.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_full_disk_fails_with_the_path_and_keeps_the_previous_output() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let src = fixture("mnist-300");
+    ok(&src, &out, &[]);
+    let before = snapshot(&out);
+    // A 20 KiB file-size limit stands in for a full disk: the first split is larger.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
+    cmd.args([
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+    .args(["--seed", "7"]);
+    // SAFETY: setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 20 * 1024,
+                rlim_max: 20 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "an error, not SIGXFSZ: {err}");
+    assert!(
+        err.contains("train.safetensors") && err.contains("File too large"),
+        "{err}"
+    );
+    let after = snapshot(&out);
+    assert!(before == after, "the previous output changed");
+    let left: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["out"], "no staging folder is left behind");
+}
