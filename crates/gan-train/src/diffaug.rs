@@ -72,12 +72,15 @@ fn cutout(x: &Tensor, ratio: f64) -> Tensor {
     let dev = x.device();
     let cy = Tensor::randint_low(0, h + (1 - ch % 2), [n, 1, 1], (Kind::Int64, dev));
     let cx = Tensor::randint_low(0, w + (1 - cw % 2), [n, 1, 1], (Kind::Int64, dev));
-    let ys = Tensor::arange(h, (Kind::Int64, dev)).view([1, h, 1]);
-    let xs = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, w]);
-    let inside = (ys - cy)
-        .abs()
-        .le(ch / 2)
-        .logical_and(&(xs - cx).abs().le(cw / 2));
+    // Rows cy - ch/2 .. cy - ch/2 + ch (ch of them), clipped at the border, as in the
+    // reference implementation; the same for columns.
+    let ys = Tensor::arange(h, (Kind::Int64, dev)).view([1, h, 1]) - cy + ch / 2;
+    let xs = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, w]) - cx + cw / 2;
+    let inside = ys
+        .ge(0)
+        .logical_and(&ys.lt(ch))
+        .logical_and(&xs.ge(0))
+        .logical_and(&xs.lt(cw));
     x * inside.logical_not().to_kind(Kind::Float).unsqueeze(1)
 }
 
@@ -94,20 +97,50 @@ mod tests {
         assert_eq!(y.size(), vec![4, 1, 16, 16]);
         y.sum(Kind::Float).backward();
         assert!(x.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
-        // Cutout zeroes a square of about half the side in every image.
+    }
+
+    #[test]
+    fn cutout_zeroes_a_square_of_half_the_side_clipped_at_the_border() {
+        tch::manual_seed(2);
         let c = cutout(
-            &Tensor::ones([3, 1, 16, 16], (Kind::Float, tch::Device::Cpu)),
+            &Tensor::ones([200, 1, 16, 16], (Kind::Float, tch::Device::Cpu)),
             0.5,
         );
-        for i in 0..3 {
-            let zeros = c.get(i).eq(0.0).sum(Kind::Int64).int64_value(&[]);
-            assert!((16..=81).contains(&zeros), "{zeros} zeroed pixels");
+        let zero = c.eq(0.0);
+        let mut full = 0;
+        for i in 0..200 {
+            let z = zero.get(i).get(0);
+            let n = z.sum(Kind::Int64).int64_value(&[]);
+            // The zeroed pixels are a rectangle of at most 8×8.
+            let rows = z.any_dim(1, false).sum(Kind::Int64).int64_value(&[]);
+            let cols = z.any_dim(0, false).sum(Kind::Int64).int64_value(&[]);
+            assert!(rows <= 8 && cols <= 8, "image {i}: {rows}×{cols}");
+            assert_eq!(n, rows * cols, "image {i}: not a rectangle");
+            full += (n == 64) as usize;
         }
-        // A translation moves content but keeps the sum of a shifted-in-bounds image.
-        let t = translation(
-            &Tensor::ones([2, 1, 16, 16], (Kind::Float, tch::Device::Cpu)),
-            0.0,
-        );
-        assert!(t.eq(1.0).all().int64_value(&[]) == 1);
+        assert!(full > 50, "only {full} of 200 squares lie fully inside");
+    }
+
+    #[test]
+    fn translation_moves_by_whole_pixels_up_to_an_eighth_of_the_side() {
+        tch::manual_seed(3);
+        let n = 64;
+        let x = Tensor::zeros([n, 1, 16, 16], (Kind::Float, tch::Device::Cpu));
+        let _ = x.narrow(2, 8, 1).narrow(3, 8, 1).fill_(1.0);
+        let t = translation(&x, 0.125);
+        let mut shifts = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let img = t.get(i).get(0);
+            // One pixel of value 1 moved, nothing blurred (nearest sampling, whole pixels).
+            assert_eq!(img.sum(Kind::Float).double_value(&[]), 1.0, "image {i}");
+            let at = img.flatten(0, 1).argmax(0, false).int64_value(&[]);
+            let (dy, dx) = (at / 16 - 8, at % 16 - 8);
+            assert!(
+                dy.abs() <= 2 && dx.abs() <= 2,
+                "image {i}: shift ({dy}, {dx})"
+            );
+            shifts.insert((dy, dx));
+        }
+        assert!(shifts.len() >= 10, "only {} distinct shifts", shifts.len());
     }
 }

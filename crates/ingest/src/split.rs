@@ -321,11 +321,33 @@ mod tests {
         other.extend(["--seed", "7"]);
         let c = assign(&s, &names, &args(&other)).unwrap();
         assert_ne!(a.split, c.split);
-        // Test and val never overlap with train: each sample has one split.
-        assert_eq!(
-            a.split.iter().filter(|x| x.is_some()).count(),
-            3 * 150 + 610
-        );
+        // The built sets are disjoint: no image of test or val is also in train (every
+        // sample's pixels are unique here), and together they hold every sample not capped.
+        let unique: Vec<Sample> = s
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Sample {
+                origin: x.origin.clone(),
+                label: x.label,
+                source_split: None,
+                pixels: (i as u16).to_le_bytes().to_vec(),
+            })
+            .collect();
+        let t = Target {
+            channels: 1,
+            height: 1,
+            width: 2,
+            resize: false,
+        };
+        let sets = build_sets(&unique, &a, &names, &t);
+        let images = |k: usize| -> std::collections::BTreeSet<Vec<u8>> {
+            (0..sets[k].len())
+                .map(|i| sets[k].image(i).to_vec())
+                .collect()
+        };
+        let (tr, va, te) = (images(0), images(1), images(2));
+        assert_eq!((tr.len(), va.len(), te.len()), (610, 150, 300));
+        assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
     }
 
     #[test]
