@@ -479,3 +479,78 @@ fn pipeline_toml_matches_clap_defaults() {
         d.checked
     );
 }
+
+#[test]
+fn early_stopping_keeps_the_weights_of_the_best_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    // Training labels that say nothing about the images (a fixed scramble): validation
+    // macro-F1 wanders, so early stopping ends the run some epochs after its best one.
+    let mut noisy = rebalance_core::fixtures::bar_set(&[24, 24, 24], 28, 0);
+    for (i, l) in noisy.labels.iter_mut().enumerate() {
+        *l = ((i * 7 + i / 5) % 3) as i64;
+    }
+    let train = tmp.path().join("noisy.safetensors");
+    noisy.write(&train).unwrap();
+    let out = tmp.path().join("es");
+    ok(
+        CLASSIFY,
+        &[
+            "--train",
+            s(&train),
+            "--data",
+            s(&d),
+            "--out",
+            s(&out),
+            "--epochs",
+            "15",
+            "--patience",
+            "2",
+            "--batch",
+            "16",
+            "--quiet",
+        ],
+    );
+    let r = json(&out.join("seed-42/result.json"));
+    let (best, run) = (
+        r["best_epoch"].as_u64().unwrap() as usize,
+        r["epochs_run"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        run,
+        best + 2,
+        "stopped {run} epochs in, best {best}, patience 2"
+    );
+    let mut rows = csv::Reader::from_path(out.join("curves.csv")).unwrap();
+    let curve: Vec<rebalance_core::contract::classify::CurveRow> =
+        rows.deserialize().map(|r| r.unwrap()).collect();
+    assert_eq!(curve.len(), run);
+    // The best epoch by the rule: highest val macro-F1, ties to the lower val loss.
+    let top = curve
+        .iter()
+        .max_by(|a, b| {
+            a.val_macro_f1
+                .partial_cmp(&b.val_macro_f1)
+                .unwrap()
+                .then(b.val_loss.partial_cmp(&a.val_loss).unwrap())
+                .then(b.epoch.cmp(&a.epoch))
+        })
+        .unwrap();
+    assert_eq!(top.epoch, best);
+    // The kept weights are that epoch's: evaluated again on val they give its numbers, not
+    // the last epoch's.
+    let val_loss = r["val"]["loss"].as_f64().unwrap();
+    assert!(
+        (val_loss - top.val_loss).abs() < 1e-5,
+        "{val_loss} vs {top:?}"
+    );
+    assert!(
+        (r["val"]["macro_f1"].as_f64().unwrap() - top.val_macro_f1).abs() < 1e-9,
+        "{r}"
+    );
+    let last = curve.last().unwrap();
+    assert!(
+        (val_loss - last.val_loss).abs() > 1e-6,
+        "the last epoch was kept"
+    );
+}

@@ -902,3 +902,67 @@ fn dagan_varies_each_rare_image_with_z() {
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+#[test]
+fn a_discriminator_at_its_loss_floor_is_reported_and_can_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 16);
+    let out = tmp.path().join("won");
+    // G barely learns and D sees raw images: D drives its loss to the floor that label
+    // smoothing 0.9 leaves, -(0.9 ln 0.9 + 0.1 ln 0.1) on real images, and ~0 on fakes.
+    let args = [
+        "--steps",
+        "300",
+        "--lr-g",
+        "1e-9",
+        "--lr-d",
+        "0.005",
+        "--diffaug",
+        "none",
+        "--log-every",
+        "2",
+        "--d-zero-patience",
+        "3",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ];
+    let o = gan(tmp.path(), &args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let warn = "D loss has been near 0 for 3 log steps: D has won";
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(warn))
+        .unwrap_or_else(|| panic!("no D-won warning:\n{stderr}"));
+    let step: f64 = line
+        .split("step ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The warning agrees with losses.csv: the 3 log steps up to it sit within 0.01 of the
+    // floor, and the one before them does not.
+    let floor = -(0.9f64 * 0.9f64.ln() + 0.1 * 0.1f64.ln());
+    let rows = losses(&out);
+    let at = rows.iter().position(|r| r[0] == step).unwrap();
+    assert!(at >= 3, "fired at the first rows: {step}");
+    for r in &rows[at - 2..=at] {
+        assert!(r[1] - floor + r[2] < 0.01, "step {}: {r:?}", r[0]);
+    }
+    let before = &rows[at - 3];
+    assert!(before[1] - floor + before[2] >= 0.01, "{before:?}");
+    // With --stop-on-failure the same run ends there, naming the failure.
+    let mut stop = args.to_vec();
+    stop.push("--stop-on-failure");
+    let out2 = tmp.path().join("won2");
+    let n = stop.len();
+    stop[n - 2] = s(&out2);
+    let e = err(tmp.path(), &stop);
+    assert!(
+        e.contains(&format!("stopped on failure: step {step}: {warn}")),
+        "{e}"
+    );
+}
