@@ -303,3 +303,77 @@ fn runs_are_logged_to_a_real_mlflow_server() {
     let ds = json(&dir.join("artifacts/dataset/manifest.json"));
     assert_eq!(ds["counts"]["val"]["a"], 7);
 }
+
+#[test]
+fn a_stopped_run_and_an_abandoned_one_end_killed_in_mlflow() {
+    let proj = shell_project();
+    let dir = proj.path();
+    let art = dir.join("artifacts");
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path());
+    let start = |secs: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir)
+            .args(["-q", "--force", "-P", &format!("secs={secs}")])
+            .env("MLFLOW_TRACKING_URI", &server.url)
+            .env("MLFLOW_EXPERIMENT_NAME", "killed")
+            .env_remove("MLFLOW_RUN_ID")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let stage_started = || {
+        let _ = std::fs::remove_file(art.join("stage.pid"));
+        until(60, "the stage to start", || {
+            std::fs::read_to_string(art.join("stage.pid")).is_ok_and(|s| s.ends_with('\n'))
+        });
+    };
+    let status_of = |run_id: &str| {
+        get(&format!(
+            "{}/api/2.0/mlflow/runs/get?run_id={run_id}",
+            server.url
+        ))["run"]["info"]["status"]
+            .clone()
+    };
+    // SIGTERM: the runner ends its MLflow run as KILLED itself.
+    let _ = std::fs::remove_file(art.join("stage.pid"));
+    let a = start("30");
+    stage_started();
+    signal(&a, libc::SIGTERM);
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(
+        a.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    let rec = last_run(&art);
+    assert_eq!(rec["status"], "KILLED");
+    let a_id = rec["mlflow"]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(status_of(&a_id), "KILLED");
+    // SIGKILL: nothing can end the run then; the next run finds it RUNNING and ends it.
+    let mut b = start("30");
+    stage_started();
+    let b_rec = holder(&art).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let b_json = json(&art.join("runs").join(&b_rec).join("run.json"));
+    let b_id = b_json["mlflow"]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(status_of(&b_id), "RUNNING");
+    let c = start("0").wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("its MLflow run {b_id} is ended as KILLED")),
+        "{err}"
+    );
+    assert_eq!(status_of(&b_id), "KILLED");
+    assert_eq!(
+        json(&art.join("runs").join(&b_rec).join("run.json"))["status"],
+        "KILLED"
+    );
+    assert_eq!(last_run(&art)["status"], "FINISHED");
+}

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use rebalance_core::fixtures::bar_image;
 use serde_json::Value;
@@ -133,4 +134,65 @@ pub fn statuses(run: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+pub fn spawn(dir: &Path, args: &[&str], params: &[String]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for p in params {
+        cmd.args(["-P", p]);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Poll until `cond` holds (or fail after `secs`).
+pub fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The holder recorded in `<artifacts>/.lock`, once a run holds it.
+pub fn holder(art: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(art.join(".lock")).ok()?).ok()
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to a child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+pub fn exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A project whose one stage is a shell command: `secs` seconds of sleep, then a file
+/// `out/done` with `text`. It writes its shell's pid to `stage.pid` first.
+pub fn shell_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        r#"name = "slow"
+contract_version = "1.0"
+
+[entry_points.main]
+help = "A stage that takes a while."
+command = ["sh", "-c", "echo $$ > {artifacts}/stage.pid; sleep {secs} & wait; mkdir -p {artifacts}/out; echo {text} > {artifacts}/out/done"]
+outs = ["{artifacts}/out"]
+
+[entry_points.main.parameters]
+secs = { type = "float", default = 1, help = "Seconds to sleep." }
+text = { type = "string", default = "first", help = "What to write." }
+artifacts = { type = "path", default = "artifacts", help = "Outputs." }
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("artifacts")).unwrap();
+    dir
 }
