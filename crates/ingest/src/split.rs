@@ -100,6 +100,24 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
     if use_source && !source_has_val {
         carved.push(Split::Val);
     }
+    if !use_source {
+        // No split of its own (a folder of classes, a labels CSV), or --resplit.
+        carved.extend([Split::Test, Split::Val]);
+        let per = |n: Option<usize>, f: f64| match n {
+            Some(n) => format!("{n} per class"),
+            None => format!("{:.0}%", 100.0 * f),
+        };
+        notes.push(format!(
+            "{}: stratified test ({}) and validation ({}) splits were made from its images",
+            if args.resplit {
+                "--resplit"
+            } else {
+                "the source has no split of its own"
+            },
+            per(args.test_per_class, args.split.2),
+            per(args.val_per_class, args.split.1),
+        ));
+    }
 
     for (c, name) in names.iter().enumerate() {
         let of_class: Vec<usize> = (0..samples.len())

@@ -887,6 +887,15 @@ fn crafted_headers_are_refused_before_allocating() {
     }
     fs::copy(hostile("huge.png"), folder.join("a/huge.png")).unwrap();
     let m = ok(&folder, &tmp.path().join("f"), &[]);
+    // A folder of classes has no split of its own: test and val are made, and it says so.
+    assert_eq!(m["carved_splits"], serde_json::json!(["test", "val"]));
+    assert!(
+        m["notes"].to_string().contains(
+            "the source has no split of its own: stratified test (10%) and validation (10%) splits were made"
+        ),
+        "{}",
+        m["notes"]
+    );
     let skipped = skipped(&m);
     let huge = skipped
         .iter()
