@@ -246,8 +246,18 @@ pub fn run(args: &Args) -> Result<Outcome> {
             d.problems[0].reason
         );
     }
-    let assignment = split::assign(&d.samples, &d.classes, args)?;
+    let mut assignment = split::assign(&d.samples, &d.classes, args)?;
     let sets = split::build_sets(&d.samples, &assignment, &d.classes, &d.target);
+    for (split, set) in Split::ALL.iter().zip(&sets) {
+        if set.is_empty() {
+            let msg = format!(
+                "the {} split is empty: the classes are too small to give it an image, and classify refuses an empty split",
+                split.name()
+            );
+            tracing::warn!("{msg}");
+            assignment.notes.push(msg);
+        }
+    }
     write_outputs(args, &d, &sets, &assignment, &out, started)
 }
 

@@ -243,11 +243,19 @@ fn cap_train(
     }
 }
 
-/// `per_class` when given, else the fraction `frac` of `n`; at most `n`.
+/// `per_class` when given, else the fraction `frac` of `n`, at least 1 when `frac > 0` and
+/// the class has 3 or more images (so a small class still gets a test and a val image and
+/// keeps one for training); at most `n`.
 fn count(n: usize, per_class: Option<usize>, frac: f64) -> usize {
-    per_class
-        .unwrap_or((n as f64 * frac).round() as usize)
-        .min(n)
+    let by_fraction = || {
+        let k = (n as f64 * frac).round() as usize;
+        if frac > 0.0 && n >= 3 {
+            k.max(1)
+        } else {
+            k
+        }
+    };
+    per_class.unwrap_or_else(by_fraction).min(n)
 }
 
 /// Build the train, val and test image sets (in source order within each split).
@@ -366,6 +374,19 @@ mod tests {
         let (tr, va, te) = (images(0), images(1), images(2));
         assert_eq!((tr.len(), va.len(), te.len()), (610, 150, 300));
         assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+    }
+
+    #[test]
+    fn a_small_class_still_gives_test_and_val_an_image() {
+        // 10% of 3 or 5 images rounds to 0: every class of 3 or more gets 1 test and 1 val.
+        let s = samples(&[3, 5, 2, 40]);
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let a = assign(&s, &names, &args(&[])).unwrap();
+        let [tr, va, te] = counts(&s, &a, 4);
+        assert_eq!(te, vec![1, 1, 0, 4]);
+        assert_eq!(va, vec![1, 1, 0, 4]);
+        assert_eq!(tr, vec![1, 3, 2, 32]);
+        assert_eq!(a.carved, [Split::Test, Split::Val]);
     }
 
     #[test]
