@@ -556,8 +556,9 @@ fn pipeline_toml_matches_clap_defaults() {
         &gan_train::Cli::command(),
     );
     assert_eq!(d.entries, ["gan-finetune", "gan-train"]);
-    // gan-train: model, steps, batch, seed, artifacts; gan-finetune: the same but steps.
-    assert_eq!(d.checked.len(), 9, "{:?}", d.checked);
+    // gan-train: model, steps, batch, seed, checkpoint_every, artifacts; gan-finetune: model,
+    // batch, seed, artifacts.
+    assert_eq!(d.checked.len(), 10, "{:?}", d.checked);
 }
 
 /// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
