@@ -76,49 +76,11 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.common.seed);
     let mut split = vec![None; samples.len()];
-    let mut notes = Vec::new();
     let (f_train, f_val, _) = args.split;
     let use_source = !args.resplit && samples.iter().any(|s| s.source_split.is_some());
     let source_has = |split| use_source && samples.iter().any(|s| s.source_split == Some(split));
     let (source_has_val, source_has_test) = (source_has(Split::Val), source_has(Split::Test));
-    let mut carved = Vec::new();
-    if use_source && source_has_test && args.test_per_class.is_some() {
-        notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
-    }
-    if use_source && !source_has_test {
-        // A training-only source (GTSRB without Final_Test, an IDX or pickle train file
-        // alone): without a test split every metric downstream would be meaningless.
-        carved.push(Split::Test);
-        notes.push(format!(
-            "the source has no test split of its own: a stratified test split was carved from its training images ({} per class)",
-            match args.test_per_class {
-                Some(n) => n.to_string(),
-                None => format!("{:.0}%", 100.0 * args.split.2),
-            }
-        ));
-    }
-    if use_source && !source_has_val {
-        carved.push(Split::Val);
-    }
-    if !use_source {
-        // No split of its own (a folder of classes, a labels CSV), or --resplit.
-        carved.extend([Split::Test, Split::Val]);
-        let per = |n: Option<usize>, f: f64| match n {
-            Some(n) => format!("{n} per class"),
-            None => format!("{:.0}%", 100.0 * f),
-        };
-        notes.push(format!(
-            "{}: stratified test ({}) and validation ({}) splits were made from its images",
-            if args.resplit {
-                "--resplit"
-            } else {
-                "the source has no split of its own"
-            },
-            per(args.test_per_class, args.split.2),
-            per(args.val_per_class, args.split.1),
-        ));
-    }
-
+    let (carved, mut notes) = made_splits(args, use_source, source_has_val, source_has_test);
     for (c, name) in names.iter().enumerate() {
         let of_class: Vec<usize> = (0..samples.len())
             .filter(|&i| samples[i].label == c)
@@ -174,6 +136,50 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
         carved,
         notes,
     })
+}
+
+/// The splits ingest makes itself rather than take from the source, and the notes that say so.
+fn made_splits(
+    args: &Args,
+    use_source: bool,
+    source_has_val: bool,
+    source_has_test: bool,
+) -> (Vec<Split>, Vec<String>) {
+    let per = |n: Option<usize>, f: f64| match n {
+        Some(n) => format!("{n} per class"),
+        None => format!("{:.0}%", 100.0 * f),
+    };
+    let (mut carved, mut notes) = (Vec::new(), Vec::new());
+    if !use_source {
+        // No split of its own (a folder of classes, a labels CSV), or --resplit.
+        notes.push(format!(
+            "{}: stratified test ({}) and validation ({}) splits were made from its images",
+            if args.resplit {
+                "--resplit"
+            } else {
+                "the source has no split of its own"
+            },
+            per(args.test_per_class, args.split.2),
+            per(args.val_per_class, args.split.1),
+        ));
+        return (vec![Split::Test, Split::Val], notes);
+    }
+    if source_has_test && args.test_per_class.is_some() {
+        notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
+    }
+    if !source_has_test {
+        // A training-only source (GTSRB without Final_Test, an IDX or pickle train file
+        // alone): without a test split every metric downstream would be meaningless.
+        carved.push(Split::Test);
+        notes.push(format!(
+            "the source has no test split of its own: a stratified test split was carved from its training images ({})",
+            per(args.test_per_class, args.split.2)
+        ));
+    }
+    if !source_has_val {
+        carved.push(Split::Val);
+    }
+    (carved, notes)
 }
 
 /// Shuffled items of one class without a split of their own: test first, then validation, the
