@@ -16,6 +16,7 @@ use rebalance_core::contract::classify::{
 use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::layout::{file, Layout, AUGMENTED, CLASSIFY, DATASET};
 use rebalance_core::contract::{self, write_csv};
+use rebalance_core::tensorboard::SummaryWriter;
 use rebalance_core::{partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest};
 use rebalance_nn::models::{judge, Classifier, ClassifierConfig, Network};
 use rebalance_nn::train::checkpoint;
@@ -323,6 +324,9 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
             curves: Vec::new(),
         }
     };
+    // TensorBoard: one run per seed under `<out>/tb/seed-<s>` (the work folder becomes <out>).
+    let work = dir.parent().unwrap_or(Path::new("."));
+    let mut tb = SummaryWriter::create(&work.join("tb").join(format!("seed-{seed}")))?;
     while prog.epoch < args.epochs && !prog.stopping.should_stop() {
         let epoch = prog.epoch + 1;
         let t0 = Instant::now();
@@ -345,6 +349,16 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
         if prog.stopping.update(epoch, val.macro_f1, val.loss) {
             sm.best_vs.copy(&sm.vs)?;
         }
+        tb.scalars(
+            epoch as i64,
+            &[
+                ("train/loss", row.train_loss),
+                ("train/accuracy", row.train_accuracy),
+                ("val/loss", row.val_loss),
+                ("val/accuracy", row.val_accuracy),
+                ("val/macro_f1", row.val_macro_f1),
+            ],
+        )?;
         prog.train_s += row.seconds;
         prog.curves.push(row);
         prog.epoch = epoch;

@@ -554,3 +554,56 @@ fn early_stopping_keeps_the_weights_of_the_best_epoch() {
         "the last epoch was kept"
     );
 }
+
+#[test]
+fn tensorboard_reads_back_each_seeds_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let out = tmp.path().join("tb");
+    ok(
+        CLASSIFY,
+        &[
+            "--train",
+            s(&d.join("train.safetensors")),
+            "--data",
+            s(&d),
+            "--out",
+            s(&out),
+            "--epochs",
+            "3",
+            "--seeds",
+            "2",
+            "--batch",
+            "16",
+            "--quiet",
+        ],
+    );
+    let mut rows = csv::Reader::from_path(out.join("curves.csv")).unwrap();
+    let curve: Vec<rebalance_core::contract::classify::CurveRow> =
+        rows.deserialize().map(|r| r.unwrap()).collect();
+    for seed in [42u64, 43] {
+        let tb = rebalance_core::fixtures::read_tensorboard(&out.join(format!("tb/seed-{seed}")));
+        let mine: Vec<_> = curve.iter().filter(|r| r.seed == seed).collect();
+        for (tag, get) in [
+            (
+                "train/loss",
+                (|r: &rebalance_core::contract::classify::CurveRow| r.train_loss) as fn(&_) -> f64,
+            ),
+            ("val/macro_f1", |r| r.val_macro_f1),
+            ("val/loss", |r| r.val_loss),
+        ] {
+            let got: Vec<(u64, f64)> = serde_json::from_value(tb["scalars"][tag].clone())
+                .unwrap_or_else(|e| panic!("{tag}: {e}: {tb}"));
+            assert_eq!(got.len(), mine.len(), "{tag}");
+            for ((step, v), r) in got.iter().zip(&mine) {
+                assert_eq!(*step as usize, r.epoch);
+                assert!(
+                    (v - get(r)).abs() < 1e-6,
+                    "{tag} epoch {}: {v} vs {}",
+                    r.epoch,
+                    get(r)
+                );
+            }
+        }
+    }
+}

@@ -135,3 +135,34 @@ pub fn assert_pipeline_toml_matches(
     assert!(d.problems.is_empty(), "{:#?}", d.problems);
     d
 }
+
+/// Read a TensorBoard log folder back with the `tensorboard` package in the project's `.venv`
+/// (its EventAccumulator, what TensorBoard itself uses): `{"scalars": {tag: [[step, value]]},
+/// "images": {tag: [[step, width, height]]}}`. For tests; panics with the reason on failure.
+pub fn read_tensorboard(dir: &Path) -> serde_json::Value {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0, "images": 0})
+ea.Reload()
+tags = ea.Tags()
+print(json.dumps({
+    "scalars": {t: [[e.step, e.value] for e in ea.Scalars(t)] for t in tags["scalars"]},
+    "images": {t: [[e.step, e.width, e.height] for e in ea.Images(t)] for t in tags["images"]},
+}))
+"#;
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup --test)", python.display()));
+    assert!(
+        out.status.success(),
+        "reading {} with tensorboard: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+}

@@ -12,6 +12,7 @@ pub mod grid;
 pub mod hash;
 pub mod imageset;
 pub mod manifest;
+pub mod tensorboard;
 
 pub use atomic::{partial_dir, swap_into, write_atomic, StagedDir};
 pub use cli::{CommonArgs, DeviceSpec};

@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rebalance_core::contract::gan::{GanInfo, GanMetrics, LossRow};
 use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
 use rebalance_core::contract::{class_index, write_json};
+use rebalance_core::tensorboard::SummaryWriter;
 use rebalance_core::{
     chart, grid, partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest,
     CONTRACT_VERSION,
@@ -896,6 +897,8 @@ struct Progress {
     step: u64,
     steps_at_start: u64,
     log: CsvLog<LossRow>,
+    /// TensorBoard scalars (each losses.csv row) and images (the sample grids), `<out>/tb`.
+    tb: SummaryWriter,
     monitor: FailureMonitor,
     /// A failure still in force: only a divergence stays (the others warn once).
     failure: Option<Failure>,
@@ -934,10 +937,22 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
                 let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
                 found = found.or(won);
             }
+            prog.tb.scalars(
+                step as i64,
+                &[
+                    ("loss/d_real", row.d_loss_real),
+                    ("loss/d_fake", row.d_loss_fake),
+                    ("loss/g", row.g_loss),
+                    ("loss/gradient_penalty", row.gp),
+                    ("d_accuracy/real", row.d_acc_real),
+                    ("d_accuracy/fake", row.d_acc_fake),
+                    ("images_per_s", row.images_per_s),
+                ],
+            )?;
             prog.log.push(row)?;
         }
         if step.is_multiple_of(args.sample_every) || step == args.steps {
-            found = found.or(write_samples(plan, nets, real, step, &prog.monitor)?);
+            found = found.or(write_samples(plan, nets, real, step, &mut prog)?);
         }
         if let Some(f) = found {
             prog.failure.get_or_insert(f);
@@ -1021,7 +1036,7 @@ fn write_samples(
     nets: &Nets,
     real: &Real,
     step: u64,
-    monitor: &FailureMonitor,
+    prog: &mut Progress,
 ) -> Result<Option<Failure>> {
     let samples = tch::no_grad(|| {
         generate(
@@ -1045,7 +1060,13 @@ fn write_samples(
         .collect();
     let path = plan.work.join(format!("samples/step_{step:06}.png"));
     write_grid(&path, &pix, &plan.cfg)?;
-    Ok(monitor.samples(step, plan.args.steps, div, real.diversity))
+    let png = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    prog.tb.png(step as i64, "samples", &png)?;
+    prog.tb
+        .scalars(step as i64, &[("diversity/generated", div)])?;
+    Ok(prog
+        .monitor
+        .samples(step, plan.args.steps, div, real.diversity))
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -1086,6 +1107,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             args.model == GanKind::WganGp,
             args.d_zero_patience,
         ),
+        tb: SummaryWriter::create(&plan.work.join("tb"))?,
         failure: None,
         last_good_ckpt: resume_from.as_ref().map(|_| step),
         train_time: 0.0,

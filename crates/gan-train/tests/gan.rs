@@ -967,3 +967,55 @@ fn a_discriminator_at_its_loss_floor_is_reported_and_can_stop_the_run() {
         "{e}"
     );
 }
+
+#[test]
+fn tensorboard_reads_back_the_losses_and_the_sample_grids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 16);
+    let out = tmp.path().join("tb");
+    ok(
+        tmp.path(),
+        &[
+            "--steps",
+            "20",
+            "--log-every",
+            "5",
+            "--sample-every",
+            "10",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ],
+    );
+    let tb = rebalance_core::fixtures::read_tensorboard(&out.join("tb"));
+    // Every losses.csv row is there, step for step, as float32.
+    let rows = losses(&out);
+    let d_real = tb["scalars"]["loss/d_real"].as_array().unwrap();
+    assert_eq!(d_real.len(), rows.len());
+    for (r, e) in rows.iter().zip(d_real) {
+        assert_eq!(e[0].as_f64().unwrap(), r[0]);
+        assert!(
+            (e[1].as_f64().unwrap() - r[1]).abs() < 1e-6,
+            "{e:?} vs {r:?}"
+        );
+    }
+    for tag in [
+        "loss/g",
+        "loss/d_fake",
+        "d_accuracy/real",
+        "diversity/generated",
+    ] {
+        assert!(tb["scalars"][tag].is_array(), "{tag} missing: {tb}");
+    }
+    // The sample grids, at the sample steps, the size of samples/step_*.png.
+    let grid = image::open(out.join("samples/step_000020.png")).unwrap();
+    let samples: Vec<Vec<u64>> = serde_json::from_value(tb["images"]["samples"].clone()).unwrap();
+    assert_eq!(
+        samples,
+        [
+            vec![10, grid.width() as u64, grid.height() as u64],
+            vec![20, grid.width() as u64, grid.height() as u64]
+        ]
+    );
+}
