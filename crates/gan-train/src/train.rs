@@ -1059,8 +1059,7 @@ fn write_samples(
         .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
         .collect();
     let path = plan.work.join(format!("samples/step_{step:06}.png"));
-    write_grid(&path, &pix, &plan.cfg)?;
-    let png = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let png = write_grid(&path, &pix, &plan.cfg)?;
     prog.tb.png(step as i64, "samples", &png)?;
     prog.tb
         .scalars(step as i64, &[("diversity/generated", div)])?;
@@ -1195,7 +1194,8 @@ fn losses_svg(rows: &[LossRow]) -> Result<String> {
     )
 }
 
-pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<()> {
+/// Write a sample grid as PNG to `path`; the PNG's bytes.
+pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<Vec<u8>> {
     let per = (cfg.channels * cfg.height * cfg.width) as usize;
     let cells: Vec<Vec<&[u8]>> = rows.iter().map(|r| r.chunks(per).collect()).collect();
     let png = grid::grid_png(
@@ -1205,7 +1205,8 @@ pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Resu
         cfg.width as usize,
         grid::default_scale(cfg.height as usize),
     )?;
-    write_atomic(path, &png)
+    write_atomic(path, &png)?;
+    Ok(png)
 }
 
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {

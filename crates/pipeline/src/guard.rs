@@ -125,16 +125,6 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     serde_json::from_str(&text).ok()
 }
 
-/// Whether process `pid` exists (signal 0 probes without sending anything).
-pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// SIGINT/SIGTERM turned into a flag the runner polls.
 #[derive(Clone, Debug)]
 pub struct Stop {
@@ -244,11 +234,5 @@ mod tests {
         assert_eq!(third.took_over, Some(dead));
         let held: Holder = serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
         assert_eq!((held.run_id.as_str(), held.pid), ("run-c", pid));
-    }
-
-    #[test]
-    fn alive_tells_this_process_from_a_missing_one() {
-        assert!(alive(std::process::id()));
-        assert!(!alive(999_999_999));
     }
 }
