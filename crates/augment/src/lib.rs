@@ -102,10 +102,13 @@ pub struct Args {
     /// Fill every class up to the largest (the default when --target is not given).
     #[arg(long)]
     pub balance: bool,
-    /// Add N synthetic images to every class the synthetic set has, whatever the target
-    /// (synthetic strategies; with synthetic+classical the rest of the gap is then classical).
-    #[arg(long)]
-    pub add: Option<usize>,
+    /// Synthetic images per filled class: `gap` fills the gap to the target (all of it under
+    /// synthetic, --synthetic-share of it under synthetic+classical); a count N adds N to every
+    /// class below the target (or named by --classes) that the synthetic set has, even past
+    /// the target (under synthetic+classical the rest of the gap is then classical, so 0 is
+    /// classical alone).
+    #[arg(long, default_value = "gap", value_name = "gap|N")]
+    pub add: Add,
     /// Share of each class's gap filled with synthetic images under synthetic+classical.
     #[arg(long, default_value_t = 0.5)]
     pub synthetic_share: f64,
@@ -152,6 +155,11 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
                 return c;
             }
             let gap = target.saturating_sub(r);
+            // --add N goes to the classes below the target (the rare ones), or to the classes
+            // --classes names, whatever their count.
+            if args.add.count().is_some() && args.classes.is_empty() && gap == 0 {
+                return c;
+            }
             let synth_cap = match args.max_synthetic_ratio {
                 Some(ratio) => s.min((ratio * r as f64).floor() as usize),
                 None => s,
@@ -164,7 +172,7 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
             if args.strategy.uses_synthetic()
                 && s == 0
                 && gap > 0
-                && args.add.is_none()
+                && args.add.count().is_none()
                 && !args.no_fallback
                 && can_transform
             {
@@ -178,11 +186,12 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
                 Strategy::Classical if can_transform => c.classical = gap,
                 Strategy::Oversample | Strategy::Classical => {}
                 Strategy::Synthetic => {
-                    c.synthetic = args.add.unwrap_or(gap).min(synth_cap);
+                    c.synthetic = args.add.count().unwrap_or(gap).min(synth_cap);
                 }
                 Strategy::SyntheticClassical => {
                     let want = args
                         .add
+                        .count()
                         .unwrap_or(((gap as f64) * args.synthetic_share).round() as usize);
                     c.synthetic = want.min(synth_cap);
                     if can_transform {
@@ -193,6 +202,51 @@ pub fn plan(args: &Args, real: &[usize], synth: &[usize], fill: &[bool]) -> Vec<
             c
         })
         .collect()
+}
+
+/// `--add`: fill the gap, or add a fixed count of synthetic images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Add {
+    Gap,
+    Count(usize),
+}
+
+impl Add {
+    pub fn count(self) -> Option<usize> {
+        match self {
+            Add::Gap => None,
+            Add::Count(n) => Some(n),
+        }
+    }
+}
+
+impl std::str::FromStr for Add {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "gap" => Ok(Add::Gap),
+            n => n
+                .parse()
+                .map(Add::Count)
+                .map_err(|_| format!("`{s}` is neither `gap` nor a count of images")),
+        }
+    }
+}
+
+/// As before `gap` existed: null for `gap`, else the count.
+impl Serialize for Add {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.count().serialize(s)
+    }
+}
+
+impl std::fmt::Display for Add {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Add::Gap => f.write_str("gap"),
+            Add::Count(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// Flags and inputs, checked before any image is made.
@@ -602,6 +656,19 @@ mod tests {
         assert_eq!((p[3].synthetic, p[3].classical), (40, 0));
         let p = plan(&args("synthetic", &["--add", "250"]), &real, &synth, &fill);
         assert_eq!((p[1].synthetic, p[1].total()), (250, 260));
+        // A class at the target gets none unless --classes names it.
+        let both = [50, 50];
+        let p2 = plan(&args("synthetic", &["--add", "5"]), &real[..2], &both, &fill[..2]);
+        assert_eq!((p2[0].synthetic, p2[1].synthetic), (0, 5));
+        let named = plan(
+            &args("synthetic", &["--add", "5", "--classes", "c0"]),
+            &real[..2],
+            &both,
+            &fill[..2],
+        );
+        assert_eq!(named[0].synthetic, 5);
+        let p = plan(&args("synthetic+classical", &["--add", "0"]), &real, &synth, &fill);
+        assert_eq!((p[1].synthetic, p[1].classical), (0, 290));
         let p = plan(
             &args("synthetic", &["--max-synthetic-ratio", "2"]),
             &real,

@@ -10,4 +10,5 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod spec;
+pub mod sweep;
 pub mod tracking;

@@ -8,8 +8,11 @@ use pipeline::guard::{ArtifactsLock, Interrupted, Stop};
 use pipeline::plan::{plan, Task};
 use pipeline::report::{self, ReportInput};
 use pipeline::runner::{shell_words, Runner};
-use pipeline::spec::{parse_override, Bindings, Param, Spec};
-use pipeline::tracking::{self, Tracker};
+use pipeline::spec::{parse_override, Bindings, Param, ParamType, Spec};
+use pipeline::sweep::{self, SweepResult};
+use pipeline::tracking::{self, Link, Tracker};
+use rebalance_core::contract::classify::ClassifierMetrics;
+use rebalance_core::contract::read_json;
 use rebalance_core::contract::layout::file;
 use rebalance_core::contract::runs::{RunStatus, StageStatus};
 
@@ -49,6 +52,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run an entry point once per value of one parameter (`-P add=0,250,500,1000`; a list
+    /// parameter's values separated by `;`), rerunning only the stages it touches; writes a
+    /// table (loss, accuracy, precision, recall, macro-F1, rare recall, mean ± std over seeds)
+    /// and a plot per metric to <artifacts>/sweeps/<name>/ and into the report
+    Sweep(SweepArgs),
     /// Show, for every stage of an entry point, whether it would run and every reason why
     /// (command, parameters, program, inputs, outputs), as `dvc status` does; runs nothing
     Status(RunArgs),
@@ -94,6 +102,15 @@ struct RunArgs {
     wait: bool,
 }
 
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// The sweep's folder name under <artifacts>/sweeps [default: the swept parameter]
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 fn root_of(file: &Path) -> Result<PathBuf> {
     let file = std::fs::canonicalize(file).with_context(|| {
         format!(
@@ -112,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Some(Cmd::Run(args)) => run(args),
             Some(Cmd::List { entry, file }) => list(&file, entry.as_deref()),
             Some(Cmd::Status(args)) => status(&args, false),
+            Some(Cmd::Sweep(args)) => sweep(args),
             Some(Cmd::Report {
                 artifacts,
                 rounds,
@@ -234,6 +252,99 @@ fn status(args: &RunArgs, commands: bool) -> Result<()> {
     Ok(())
 }
 
+/// How one run of planned tasks went.
+struct Outcome {
+    tracker: Tracker,
+    result: Result<()>,
+    verdict: Option<String>,
+    /// The report folder, when the run wrote a verdict.
+    report: Option<PathBuf>,
+}
+
+/// Run `tasks` under a new run record (and MLflow run), the caller holding the artifacts lock.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    args: &RunArgs,
+    root: &Path,
+    spec: &Spec,
+    tasks: &[Task],
+    artifacts: &Path,
+    id: String,
+    stop: &Stop,
+    link: &Link,
+) -> Result<Outcome> {
+    let params = tasks
+        .iter()
+        .flat_map(|t| {
+            t.rendered_params()
+                .into_iter()
+                .map(move |(k, v)| (format!("{}.{k}", t.key), v))
+        })
+        .collect();
+    let mut runner = runner(args, root);
+    runner.stop = stop.clone();
+    let mut tracker = Tracker::start(artifacts, id, &spec.name, &args.entry, params, link)?;
+    eprintln!(
+        "run {}: {} stage(s) of `{}`; records in {}",
+        tracker.id(),
+        tasks.len(),
+        args.entry,
+        tracker.dir.display()
+    );
+    let result = runner.run_all(tasks, &mut tracker);
+    let report = tasks
+        .iter()
+        .flat_map(|t| t.outs.iter())
+        .map(|o| root.join(o))
+        .find(|d| d.join(file::VERDICT).is_file());
+    let verdict = report.as_ref().and_then(|d| {
+        std::fs::read_to_string(d.join(file::VERDICT))
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    let ok = result.is_ok();
+    let upload = uploads(tasks, root, artifacts);
+    tracker.finish(status_of(&result), verdict.clone().filter(|_| ok), &upload)?;
+    Ok(Outcome {
+        tracker,
+        result,
+        verdict,
+        report,
+    })
+}
+
+fn status_of(result: &Result<()>) -> RunStatus {
+    match result {
+        Ok(()) => RunStatus::Finished,
+        Err(e) if e.is::<Interrupted>() => RunStatus::Killed,
+        Err(_) => RunStatus::Failed,
+    }
+}
+
+/// After SIGINT/SIGTERM: say how to go on, release the lock and exit 130/143.
+fn exit_interrupted(i: &Interrupted, tracker: &Tracker, lock: ArtifactsLock) -> ! {
+    eprintln!(
+        "run {}: {i}; recorded as KILLED in {}. The same command again goes on from \
+         here: finished stages are cached, and gan-train and classify resume from \
+         their last checkpoint.",
+        tracker.id(),
+        tracker.dir.join(file::RUN).display()
+    );
+    let code = i.exit_code();
+    drop(lock);
+    std::process::exit(code.into());
+}
+
+fn stages_ran(tracker: &Tracker) -> Vec<String> {
+    tracker
+        .record
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Ran)
+        .map(|s| s.key.clone())
+        .collect()
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     if args.dry_run {
@@ -254,74 +365,223 @@ fn run(args: RunArgs) -> Result<()> {
     let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, args.wait)?;
     let stop = Stop::install()?;
     tracking::close_abandoned(&artifacts)?;
-    let params = tasks
-        .iter()
-        .flat_map(|t| {
-            t.rendered_params()
-                .into_iter()
-                .map(move |(k, v)| (format!("{}.{k}", t.key), v))
-        })
-        .collect();
-    let mut runner = runner(&args, &root);
-    runner.stop = stop;
-    let mut tracker = Tracker::start(&artifacts, id, &spec.name, &args.entry, params)?;
-    eprintln!(
-        "run {}: {} stage(s) of `{}`; records in {}",
-        tracker.id(),
-        tasks.len(),
-        args.entry,
-        tracker.dir.display()
-    );
-    let result = runner.run_all(&tasks, &mut tracker);
-    let report = tasks
-        .iter()
-        .flat_map(|t| t.outs.iter())
-        .map(|o| root.join(o))
-        .find(|d| d.join(file::VERDICT).is_file());
-    let verdict = report.as_ref().and_then(|d| {
-        std::fs::read_to_string(d.join(file::VERDICT))
-            .ok()
-            .map(|s| s.trim().to_string())
-    });
-    let ok = result.is_ok();
-    let upload = uploads(&tasks, &root, &artifacts);
-    let status = match &result {
-        Ok(()) => RunStatus::Finished,
-        Err(e) if e.is::<Interrupted>() => RunStatus::Killed,
-        Err(_) => RunStatus::Failed,
-    };
-    tracker.finish(status, verdict.clone().filter(|_| ok), &upload)?;
-    if let Err(e) = result {
+    let out = execute(
+        &args,
+        &root,
+        &spec,
+        &tasks,
+        &artifacts,
+        id,
+        &stop,
+        &Link::default(),
+    )?;
+    if let Err(e) = out.result {
         if let Some(i) = e.downcast_ref::<Interrupted>() {
-            eprintln!(
-                "run {}: {i}; recorded as KILLED in {}. The same command again goes on from \
-                 here: finished stages are cached, and gan-train and classify resume from \
-                 their last checkpoint.",
-                tracker.id(),
-                tracker.dir.join(file::RUN).display()
-            );
-            let code = i.exit_code();
-            drop(lock);
-            std::process::exit(code.into());
+            exit_interrupted(i, &out.tracker, lock);
         }
         return Err(e);
     }
-    let ran = tracker
-        .record
-        .stages
-        .iter()
-        .filter(|s| s.status == StageStatus::Ran)
-        .count();
+    let ran = stages_ran(&out.tracker).len();
     eprintln!(
         "run {}: {} stage(s) ran, {} cached, in {:.1} s",
-        tracker.id(),
+        out.tracker.id(),
         ran,
         tasks.len() - ran,
         started.elapsed().as_secs_f64()
     );
-    if let (Some(v), Some(d)) = (verdict, report) {
+    if let (Some(v), Some(d)) = (out.verdict, out.report) {
         println!("\n{v}\nreport: {}", d.join(file::INDEX).display());
     }
+    Ok(())
+}
+
+/// `pipeline sweep`: the entry point once per value of the swept parameter, in order, each a
+/// run of its own (an MLflow child run of the sweep's run); the cache reruns only the stages the
+/// parameter touches. Then the table and plots, and the report again with the sweep in it.
+fn sweep(args: SweepArgs) -> Result<()> {
+    let started = Instant::now();
+    let run_args = args.run;
+    let root = root_of(&run_args.file)?;
+    let spec = Spec::load(&run_args.file)?;
+    spec.entry(&run_args.entry)?;
+    let (fixed, swept) = sweep::split(&spec, &run_args.entry, &run_args.params)?;
+    let name = sweep::slug(args.name.as_deref().unwrap_or(&swept.key));
+    let plan_for = |value: &str| -> Result<Vec<Task>> {
+        let mut all = fixed.clone();
+        all.push((swept.key.clone(), value.to_string()));
+        let bindings = Bindings::new(&spec, &run_args.entry, &all)?;
+        plan(&spec, &run_args.entry, &bindings)
+    };
+    let plans: Vec<Vec<Task>> = swept
+        .values
+        .iter()
+        .map(|v| plan_for(v))
+        .collect::<Result<_>>()?;
+    for p in &plans {
+        sweep::result_tasks(p)?;
+    }
+    let shown = artifacts_of(&plans[0]);
+    let artifacts = root.join(&shown);
+    let dir = artifacts.join(sweep::SWEEPS).join(&name);
+    if run_args.dry_run {
+        for (v, tasks) in swept.values.iter().zip(&plans) {
+            println!("{}={v}:", swept.key);
+            for t in tasks {
+                println!("  $ {}", shell_words(&t.argv));
+            }
+        }
+        println!("results: {}", dir.display());
+        return Ok(());
+    }
+    let id = tracking::new_run_id();
+    let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, run_args.wait)?;
+    let stop = Stop::install()?;
+    tracking::close_abandoned(&artifacts)?;
+    let mut params: std::collections::BTreeMap<String, String> = fixed.iter().cloned().collect();
+    params.insert(
+        format!("sweep.{}", swept.key),
+        swept.values.join(if swept.kind == ParamType::List { ";" } else { "," }),
+    );
+    let sweep_entry = format!("sweep:{}", run_args.entry);
+    let mut parent = Tracker::start(
+        &artifacts,
+        id,
+        &spec.name,
+        &sweep_entry,
+        params,
+        &Link {
+            name: Some(format!("sweep {name} ({})", swept.key)),
+            tags: vec![("rebalance.sweep".into(), name.clone())],
+            ..Link::default()
+        },
+    )?;
+    eprintln!(
+        "sweep {name}: {} = {} ({} values); records in {}",
+        swept.key,
+        swept.values.join(", "),
+        swept.values.len(),
+        parent.dir.display()
+    );
+    let mut rows = Vec::new();
+    let mut rare = Vec::new();
+    let mut baseline = None;
+    for (i, (value, tasks)) in swept.values.iter().zip(&plans).enumerate() {
+        eprintln!("sweep {name}: [{}/{}] {}={value}", i + 1, plans.len(), swept.key);
+        let link = Link {
+            parent: parent.mlflow_run_id().map(str::to_string),
+            name: Some(format!("{}={value}", swept.key)),
+            tags: vec![
+                ("rebalance.sweep".into(), name.clone()),
+                ("rebalance.sweep.param".into(), swept.key.clone()),
+                ("rebalance.sweep.value".into(), value.clone()),
+            ],
+        };
+        let out = execute(
+            &run_args,
+            &root,
+            &spec,
+            tasks,
+            &artifacts,
+            tracking::new_run_id(),
+            &stop,
+            &link,
+        )?;
+        if let Err(e) = out.result {
+            let status = if e.is::<Interrupted>() {
+                RunStatus::Killed
+            } else {
+                RunStatus::Failed
+            };
+            parent.finish(status, None, &[])?;
+            if let Some(int) = e.downcast_ref::<Interrupted>() {
+                exit_interrupted(int, &out.tracker, lock);
+            }
+            return Err(e.context(format!("sweep {name}: {}={value}", swept.key)));
+        }
+        let results = sweep::result_tasks(tasks)?;
+        if rare.is_empty() {
+            let m: ClassifierMetrics = read_json(
+                &sweep::output_file(results.classify, &root, file::METRICS)
+                    .ok_or_else(|| anyhow::anyhow!("{} left no metrics", results.classify.key))?,
+            )?;
+            rare = m.rare_classes.clone();
+        }
+        let row = sweep::collect_row(
+            value,
+            out.tracker.id(),
+            stages_ran(&out.tracker),
+            &results,
+            &root,
+            &rare,
+            &dir.join(sweep::slug(&format!("{}={value}", swept.key))),
+        )?;
+        eprintln!(
+            "sweep {name}: {}={value}: macro-F1 {} ({} stage(s) ran: {})",
+            swept.key,
+            row.metrics
+                .get("macro_f1")
+                .map(|s| format!("{:.4} ± {:.4}", s.mean, s.std))
+                .unwrap_or_else(|| "—".into()),
+            row.ran.len(),
+            row.ran.join(", ")
+        );
+        for (k, s) in &row.metrics {
+            parent.metric(&format!("sweep.{k}"), s.mean, i as i64)?;
+        }
+        if baseline.is_none() {
+            baseline = results
+                .baseline
+                .and_then(|t| sweep::output_file(t, &root, file::METRICS))
+                .and_then(|p| read_json::<ClassifierMetrics>(&p).ok())
+                .map(|m| sweep::summarize(&m, &rare));
+        }
+        rows.push(row);
+    }
+    let result = SweepResult {
+        name: name.clone(),
+        entry: run_args.entry.clone(),
+        param: swept.key.clone(),
+        fixed,
+        rare_classes: rare,
+        baseline,
+        rows,
+    };
+    result.write(&dir)?;
+    // The report again, now with the sweep's table and plots.
+    let report_dir = plans[0]
+        .iter()
+        .find(|t| t.entry == "report")
+        .and_then(|t| t.outs.first())
+        .map(|o| root.join(o));
+    if let Some(out) = &report_dir {
+        let rounds = plans[0].iter().map(|t| t.round).max().unwrap_or(1);
+        report::write(
+            &ReportInput {
+                artifacts: artifacts.clone(),
+                rounds,
+            },
+            out,
+        )?;
+    }
+    let mut upload: Vec<(PathBuf, String)> = ["sweep.json", "table.md", "table.csv"]
+        .iter()
+        .map(|f| (dir.join(f), format!("sweep/{f}")))
+        .collect();
+    for (k, _) in sweep::COLUMNS {
+        upload.push((dir.join(format!("{k}.svg")), format!("sweep/{k}.svg")));
+    }
+    parent.finish(RunStatus::Finished, None, &upload)?;
+    println!("{}", result.markdown());
+    eprintln!(
+        "sweep {name}: {} values in {:.1} s; table and plots in {}{}",
+        result.rows.len(),
+        started.elapsed().as_secs_f64(),
+        dir.display(),
+        report_dir
+            .map(|d| format!(", report {}", d.join(file::INDEX).display()))
+            .unwrap_or_default()
+    );
+    drop(lock);
     Ok(())
 }
 

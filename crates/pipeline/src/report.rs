@@ -460,6 +460,7 @@ pub fn build(input: &ReportInput) -> Result<Report> {
     if inp.rounds > 1 {
         body.push_str(&rounds_section(&inp));
     }
+    body.push_str(&sweeps_section(&input.artifacts));
     body.push_str(&stages_section(&inp));
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>rebalance report</title><style>{CSS}</style></head>\n<body>\n{body}\n<script>{SCRIPT}</script>\n</body></html>\n"
@@ -746,6 +747,45 @@ fn classifiers_section(inp: &Inputs) -> String {
         ));
     }
     h.push_str("</div>");
+    h
+}
+
+/// Each `pipeline sweep` under `<artifacts>/sweeps`: its table and the plot of each metric.
+fn sweeps_section(artifacts: &Path) -> String {
+    let sweeps = crate::sweep::SweepResult::all(artifacts);
+    if sweeps.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from("<h2>Sweeps</h2>");
+    for (dir, s) in sweeps {
+        let fixed = if s.fixed.is_empty() {
+            "defaults otherwise".to_string()
+        } else {
+            s.fixed
+                .iter()
+                .map(|(k, v)| format!("-P {k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = write!(
+            h,
+            "<h3>{} over {}</h3><p>Entry point <code>{}</code>, {}; the real test split, mean ± std over seeds.</p>",
+            esc(&s.name),
+            esc(&s.param),
+            esc(&s.entry),
+            esc(&fixed)
+        );
+        let (head, rows) = s.table();
+        h.push_str(&html_table(&head, &rows, &|_| false));
+        h.push_str("<div class=\"row\">");
+        for (key, heading) in crate::sweep::COLUMNS {
+            let p = dir.join(format!("{key}.svg"));
+            if p.is_file() {
+                h.push_str(&img(&p, &format!("{heading} against {}", s.param)));
+            }
+        }
+        h.push_str("</div>");
+    }
     h
 }
 

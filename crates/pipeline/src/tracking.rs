@@ -38,14 +38,24 @@ struct MlflowRun {
 impl MlflowRun {
     /// Log into the run `mlflow run` handed over (MLFLOW_RUN_ID), or start one in the
     /// experiment MLFLOW_EXPERIMENT_NAME (default: the project); record it in `record`.
-    fn connect(client: Mlflow, record: &mut RunRecord, project: &str, entry: &str) -> Result<Self> {
+    /// A child run (`parent`: a sweep's run) is always a new run tagged with its parent.
+    fn connect(
+        client: Mlflow,
+        record: &mut RunRecord,
+        project: &str,
+        entry: &str,
+        link: &Link,
+    ) -> Result<Self> {
         let id = record.id.clone();
         let experiment = std::env::var("MLFLOW_EXPERIMENT_NAME")
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| project.to_string());
-        let tags = vec![
-            ("mlflow.runName".to_string(), format!("{entry} {id}")),
+        let mut tags = vec![
+            (
+                "mlflow.runName".to_string(),
+                link.name.clone().unwrap_or_else(|| format!("{entry} {id}")),
+            ),
             ("rebalance.run_id".to_string(), id.clone()),
             ("rebalance.entry".to_string(), entry.to_string()),
             (
@@ -53,8 +63,15 @@ impl MlflowRun {
                 "rebalance pipeline".into(),
             ),
         ];
-        let (run_id, artifact_uri, owned) = match std::env::var("MLFLOW_RUN_ID") {
-            Ok(run_id) if !run_id.is_empty() => {
+        tags.extend(link.tags.iter().cloned());
+        if let Some(parent) = &link.parent {
+            tags.push(("mlflow.parentRunId".to_string(), parent.clone()));
+        }
+        let handed = std::env::var("MLFLOW_RUN_ID")
+            .ok()
+            .filter(|_| link.parent.is_none());
+        let (run_id, artifact_uri, owned) = match handed {
+            Some(run_id) if !run_id.is_empty() => {
                 let uri = client.artifact_uri(&run_id)?;
                 client.log_batch(&run_id, &[], &[], &tags)?;
                 (run_id, uri, false)
@@ -87,6 +104,17 @@ impl MlflowRun {
             owned,
         })
     }
+}
+
+/// How a run relates to others: a sweep's value runs are MLflow child runs of the sweep's run.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    /// The MLflow run id of the parent run.
+    pub parent: Option<String>,
+    /// MLflow run name [default: `<entry> <id>`].
+    pub name: Option<String>,
+    /// Extra MLflow tags.
+    pub tags: Vec<(String, String)>,
 }
 
 pub fn now_ms() -> u128 {
@@ -134,6 +162,7 @@ impl Tracker {
         project: &str,
         entry: &str,
         params: BTreeMap<String, String>,
+        link: &Link,
     ) -> Result<Self> {
         let dir = artifacts.join("runs").join(&id);
         std::fs::create_dir_all(dir.join("logs"))
@@ -155,7 +184,13 @@ impl Tracker {
         };
         let mlflow = match Mlflow::from_env()? {
             None => None,
-            Some(client) => Some(MlflowRun::connect(client, &mut record, project, entry)?),
+            Some(client) => Some(MlflowRun::connect(
+                client,
+                &mut record,
+                project,
+                entry,
+                link,
+            )?),
         };
         let t = Self {
             dir,
@@ -169,6 +204,11 @@ impl Tracker {
 
     pub fn id(&self) -> &str {
         &self.record.id
+    }
+
+    /// This run's MLflow run id, when it is tracked there.
+    pub fn mlflow_run_id(&self) -> Option<&str> {
+        self.mlflow.as_ref().map(|m| m.run_id.as_str())
     }
 
     /// Environment for stage processes.

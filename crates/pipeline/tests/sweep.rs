@@ -1,0 +1,104 @@
+//! `pipeline sweep` on the real stages with a tiny chain: one run per value, only the stages the
+//! parameter touches rerun, and the table, plots and report section come out.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
+    require_stage_binaries();
+    let proj = project();
+    let dir = proj.path();
+    let art = dir.join("artifacts");
+    let mut params = tiny();
+    params.push("seeds=2".into());
+
+    // Nothing swept, and a bad value: refused before anything runs.
+    let err = fails(&pipeline(dir, &["sweep"], &params));
+    assert!(err.contains("nothing to sweep"), "{err}");
+    let mut bad = params.clone();
+    bad.push("max_per_class=24,lots".into());
+    let err = fails(&pipeline(dir, &["sweep"], &bad));
+    assert!(err.contains("`lots` is not an int"), "{err}");
+    assert!(!art.join("dataset").exists());
+
+    params.push("add=0,4".into());
+    let o = pipeline(dir, &["sweep", "-q"], &params);
+    let out = ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let s = json(&art.join("sweeps/add/sweep.json"));
+    let rows = s["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0]["value"], "0");
+    assert_eq!(rows[1]["value"], "4");
+    // The first value runs the whole chain; the second only augment, and the report (and
+    // classify, unless the filter kept no image of the rare class: then add=4 builds the same
+    // training set as add=0, byte for byte, and the cache sees it).
+    assert_eq!(rows[0]["ran"].as_array().unwrap().len(), 10, "{}", rows[0]);
+    // add=0: the rare class is filled by classical transforms alone; add=4: 4 synthetic images
+    // when the filter kept that many of it, the rest classical; the common classes get none.
+    let acc = std::fs::read_to_string(art.join("filtered/acceptance.csv")).unwrap();
+    let kept: usize = acc
+        .lines()
+        .find(|l| l.starts_with("c,"))
+        .and_then(|l| l.split(',').nth(2))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let second = if kept > 0 {
+        serde_json::json!(["augment", "classify", "report"])
+    } else {
+        serde_json::json!(["augment", "report"])
+    };
+    assert_eq!(rows[1]["ran"], second, "{out}");
+    assert_eq!(rows[0]["synthetic_per_rare_class"], 0.0);
+    assert_eq!(rows[1]["synthetic_per_rare_class"], kept.min(4) as f64, "{acc}");
+    assert_eq!(rows[1]["images_per_rare_class"], 24.0);
+    let comp = json(&art.join("sweeps/add/add=4/composition.json"));
+    for c in ["a", "b", "d"] {
+        assert_eq!(comp["classes"][c]["synthetic"], 0, "{comp}");
+    }
+    for r in rows {
+        assert_eq!(r["seeds"].as_array().unwrap().len(), 2);
+        for k in ["loss", "accuracy", "precision", "recall", "macro_f1", "rare_recall"] {
+            let m = &r["metrics"][k];
+            assert!(m["mean"].as_f64().unwrap().is_finite(), "{k}: {r}");
+            assert!(m["std"].as_f64().unwrap() >= 0.0, "{k}: {r}");
+        }
+        // Each value's metrics are kept beside the table.
+        let kept = art.join(format!("sweeps/add/add={}/metrics.json", r["value"].as_str().unwrap()));
+        assert!(kept.is_file(), "{}", kept.display());
+    }
+    // The last value's classifier is the one in artifacts/classify, and its numbers are the row's.
+    let last = json(&art.join("classify/metrics.json"));
+    let f1 = last["test"]["mean"]["macro_f1"].as_f64().unwrap();
+    assert!((rows[1]["metrics"]["macro_f1"]["mean"].as_f64().unwrap() - f1).abs() < 1e-12);
+    assert!(s["baseline"]["macro_f1"]["mean"].as_f64().is_some());
+
+    let table = std::fs::read_to_string(art.join("sweeps/add/table.md")).unwrap();
+    let row = format!("| 4 | 2 | {} | 24 |", kept.min(4));
+    assert!(table.contains("real only (baseline)") && table.contains(&row), "{table}");
+    assert!(stdout.contains("| add | seeds |"), "the table goes to stdout: {stdout}");
+    for k in ["loss", "accuracy", "precision", "recall", "macro_f1", "rare_recall"] {
+        let svg = std::fs::read_to_string(art.join(format!("sweeps/add/{k}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("against add"), "{k}");
+    }
+    let csv = std::fs::read_to_string(art.join("sweeps/add/table.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 6, "{csv}");
+
+    // The report has the sweep; the runs are recorded, the sweep's own and one per value.
+    let html = std::fs::read_to_string(art.join("report/index.html")).unwrap();
+    assert!(html.contains("<h2>Sweeps</h2>") && html.contains("add over add"));
+    let mut entries: Vec<String> = std::fs::read_dir(art.join("runs"))
+        .unwrap()
+        .map(|e| json(&e.unwrap().path().join("run.json"))["entry"].as_str().unwrap().to_string())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["main", "main", "sweep:main"]);
+    for r in rows {
+        let run = json(&art.join("runs").join(r["run_id"].as_str().unwrap()).join("run.json"));
+        assert_eq!(run["status"], "FINISHED");
+        assert_eq!(run["params"]["augment.add"], r["value"]);
+    }
+}
