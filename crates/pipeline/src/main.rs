@@ -347,6 +347,10 @@ fn stages_ran(tracker: &Tracker) -> Vec<String> {
 
 fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
+    let spec = Spec::load(&args.file)?;
+    if let Some((key, candidates)) = auto_param(&spec, &args.entry, &args.params) {
+        return auto(args, &spec, &key, candidates);
+    }
     if args.dry_run {
         return status(&args, true);
     }
@@ -399,18 +403,150 @@ fn run(args: RunArgs) -> Result<()> {
 /// run of its own (an MLflow child run of the sweep's run); the cache reruns only the stages the
 /// parameter touches. Then the table and plots, and the report again with the sweep in it.
 fn sweep(args: SweepArgs) -> Result<()> {
-    let started = Instant::now();
     let run_args = args.run;
-    let root = root_of(&run_args.file)?;
     let spec = Spec::load(&run_args.file)?;
     spec.entry(&run_args.entry)?;
     let (fixed, swept) = sweep::split(&spec, &run_args.entry, &run_args.params)?;
     let name = sweep::slug(args.name.as_deref().unwrap_or(&swept.key));
+    let Some(done) = run_sweep(&run_args, &spec, fixed, &swept, &name, false)? else {
+        return Ok(());
+    };
+    println!("{}", done.result.markdown());
+    drop(done.lock);
+    Ok(())
+}
+
+/// `-P <param>=auto` for a string parameter whose choices include `auto`: the entry point once
+/// per other choice (a sweep named `<param>-auto`), the choice with the best validation
+/// macro-F1, then the entry point once more with it, so that the artifacts, the report and the
+/// verdict are the chosen one's, on the test split.
+fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> Result<()> {
+    let fixed: Vec<(String, String)> = args
+        .params
+        .iter()
+        .filter(|(k, _)| k != key)
+        .cloned()
+        .collect();
+    let swept = sweep::Swept {
+        key: key.to_string(),
+        kind: ParamType::String,
+        values: candidates,
+    };
+    let name = sweep::slug(&format!("{}-auto", key.rsplit('.').next().unwrap_or(key)));
+    eprintln!(
+        "{key}=auto: trying {} and keeping the best on validation macro-F1",
+        swept.values.join(", ")
+    );
+    let Some(done) = run_sweep(&args, spec, fixed.clone(), &swept, &name, true)? else {
+        return Ok(());
+    };
+    let chosen = done
+        .result
+        .choice
+        .as_ref()
+        .map(|c| c.value.clone())
+        .ok_or_else(|| anyhow::anyhow!("{key}=auto: no candidate has a validation macro-F1"))?;
+    println!("{}", done.result.markdown());
+    eprintln!("{key}=auto chose {chosen}; running it again so the artifacts are its own");
+    let mut params = fixed;
+    params.push((key.to_string(), chosen));
+    let bindings = Bindings::new(spec, &args.entry, &params)?;
+    let tasks = plan(spec, &args.entry, &bindings)?;
+    let out = execute(
+        &args,
+        &done.root,
+        spec,
+        &tasks,
+        &done.artifacts,
+        tracking::new_run_id(),
+        &done.stop,
+        &Link {
+            parent: done.parent_mlflow.clone(),
+            name: Some(format!("{key}=auto → {}", params.last().unwrap().1)),
+            tags: vec![("rebalance.auto".into(), key.to_string())],
+        },
+    )?;
+    if let Err(e) = out.result {
+        if let Some(i) = e.downcast_ref::<Interrupted>() {
+            exit_interrupted(i, &out.tracker, done.lock);
+        }
+        return Err(e);
+    }
+    // The report, whatever the cache did, with the choice in it.
+    let report = rewrite_report(&tasks, &done.root, &done.artifacts)?;
+    if let Some(r) = report {
+        println!("\n{}\nreport: {}", r.0, r.1.join(file::INDEX).display());
+    }
+    drop(done.lock);
+    Ok(())
+}
+
+/// The string parameter set to `auto` among the overrides, when its choices include `auto`:
+/// (key, the other choices).
+fn auto_param(spec: &Spec, entry: &str, params: &[(String, String)]) -> Option<(String, Vec<String>)> {
+    params.iter().find_map(|(k, v)| {
+        if v != "auto" {
+            return None;
+        }
+        let decl = sweep::declared(spec, entry, k)?;
+        decl.choices.iter().any(|c| c == "auto").then(|| {
+            (
+                k.clone(),
+                decl.choices.iter().filter(|c| *c != "auto").cloned().collect(),
+            )
+        })
+    })
+}
+
+/// Write the report of the entry point's `report` stage again (after a sweep or a choice):
+/// (verdict, report folder).
+fn rewrite_report(tasks: &[Task], root: &Path, artifacts: &Path) -> Result<Option<(String, PathBuf)>> {
+    let Some(out) = tasks
+        .iter()
+        .find(|t| t.entry == "report")
+        .and_then(|t| t.outs.first())
+        .map(|o| root.join(o))
+    else {
+        return Ok(None);
+    };
+    let rounds = tasks.iter().map(|t| t.round).max().unwrap_or(1);
+    let r = report::write(
+        &ReportInput {
+            artifacts: artifacts.to_path_buf(),
+            rounds,
+        },
+        &out,
+    )?;
+    Ok(Some((r.verdict, out)))
+}
+
+/// A finished sweep, still holding the artifacts lock.
+struct SweepDone {
+    result: SweepResult,
+    root: PathBuf,
+    artifacts: PathBuf,
+    lock: ArtifactsLock,
+    stop: Stop,
+    parent_mlflow: Option<String>,
+}
+
+/// Run the sweep; `choose`: pick the best value on validation macro-F1. None on --dry-run.
+fn run_sweep(
+    run_args: &RunArgs,
+    spec: &Spec,
+    fixed: Vec<(String, String)>,
+    swept: &sweep::Swept,
+    name: &str,
+    choose: bool,
+) -> Result<Option<SweepDone>> {
+    let started = Instant::now();
+    let root = root_of(&run_args.file)?;
+    let name = name.to_string();
     let plan_for = |value: &str| -> Result<Vec<Task>> {
         let mut all = fixed.clone();
         all.push((swept.key.clone(), value.to_string()));
-        let bindings = Bindings::new(&spec, &run_args.entry, &all)?;
-        plan(&spec, &run_args.entry, &bindings)
+        let bindings = Bindings::new(spec, &run_args.entry, &all)?;
+        plan(spec, &run_args.entry, &bindings)
     };
     let plans: Vec<Vec<Task>> = swept
         .values
@@ -431,7 +567,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
             }
         }
         println!("results: {}", dir.display());
-        return Ok(());
+        return Ok(None);
     }
     let id = tracking::new_run_id();
     let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, run_args.wait)?;
@@ -477,9 +613,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
             ],
         };
         let out = execute(
-            &run_args,
+            run_args,
             &root,
-            &spec,
+            spec,
             tasks,
             &artifacts,
             tracking::new_run_id(),
@@ -537,7 +673,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         }
         rows.push(row);
     }
-    let result = SweepResult {
+    let mut result = SweepResult {
         name: name.clone(),
         entry: run_args.entry.clone(),
         param: swept.key.clone(),
@@ -545,24 +681,17 @@ fn sweep(args: SweepArgs) -> Result<()> {
         rare_classes: rare,
         baseline,
         rows,
+        choice: None,
     };
+    if choose {
+        result.choice = result.best_on_validation().map(|r| sweep::Choice {
+            value: r.value.clone(),
+            by: "validation macro-F1, mean over seeds".into(),
+        });
+    }
     result.write(&dir)?;
     // The report again, now with the sweep's table and plots.
-    let report_dir = plans[0]
-        .iter()
-        .find(|t| t.entry == "report")
-        .and_then(|t| t.outs.first())
-        .map(|o| root.join(o));
-    if let Some(out) = &report_dir {
-        let rounds = plans[0].iter().map(|t| t.round).max().unwrap_or(1);
-        report::write(
-            &ReportInput {
-                artifacts: artifacts.clone(),
-                rounds,
-            },
-            out,
-        )?;
-    }
+    let report = rewrite_report(&plans[0], &root, &artifacts)?;
     let mut upload: Vec<(PathBuf, String)> = ["sweep.json", "table.md", "table.csv"]
         .iter()
         .map(|f| (dir.join(f), format!("sweep/{f}")))
@@ -570,19 +699,27 @@ fn sweep(args: SweepArgs) -> Result<()> {
     for (k, _) in sweep::COLUMNS {
         upload.push((dir.join(format!("{k}.svg")), format!("sweep/{k}.svg")));
     }
+    if let Some(c) = &result.choice {
+        parent.tag(&format!("rebalance.choice.{}", swept.key), &c.value)?;
+    }
     parent.finish(RunStatus::Finished, None, &upload)?;
-    println!("{}", result.markdown());
     eprintln!(
         "sweep {name}: {} values in {:.1} s; table and plots in {}{}",
         result.rows.len(),
         started.elapsed().as_secs_f64(),
         dir.display(),
-        report_dir
-            .map(|d| format!(", report {}", d.join(file::INDEX).display()))
+        report
+            .map(|(_, d)| format!(", report {}", d.join(file::INDEX).display()))
             .unwrap_or_default()
     );
-    drop(lock);
-    Ok(())
+    Ok(Some(SweepDone {
+        result,
+        root,
+        artifacts,
+        lock,
+        stop,
+        parent_mlflow: parent.mlflow_run_id().map(str::to_string),
+    }))
 }
 
 /// What to send to MLflow besides the run folder: the report and each stage's metrics, as

@@ -43,7 +43,7 @@ pub struct Swept {
 }
 
 /// The declaration of `-P key=…` for `entry`, when it names one unambiguously.
-fn declared(spec: &Spec, entry: &str, key: &str) -> Option<ParamSpec> {
+pub fn declared(spec: &Spec, entry: &str, key: &str) -> Option<ParamSpec> {
     if let Some((owner, p)) = key.split_once('.') {
         return spec.entry_points.get(owner)?.parameters.get(p).cloned();
     }
@@ -156,8 +156,19 @@ pub struct SweepRow {
     pub synthetic_per_rare_class: Option<f64>,
     /// Mean total images per rare class in the training set.
     pub images_per_rare_class: Option<f64>,
-    /// The keys of [`COLUMNS`].
+    /// The keys of [`COLUMNS`], on the real test split.
     pub metrics: BTreeMap<String, Stat>,
+    /// The same on the validation split (what `auto` chooses by).
+    #[serde(default)]
+    pub val: BTreeMap<String, Stat>,
+}
+
+/// What `auto` chose, and by what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub value: String,
+    /// Always the validation split's macro-F1 (mean over seeds): the test split chooses nothing.
+    pub by: String,
 }
 
 /// `sweep.json`.
@@ -172,6 +183,9 @@ pub struct SweepResult {
     /// The classifier on the real training split alone, when the entry point trains it.
     pub baseline: Option<BTreeMap<String, Stat>>,
     pub rows: Vec<SweepRow>,
+    /// Set by `-P <param>=auto`: the value chosen on validation macro-F1.
+    #[serde(default)]
+    pub choice: Option<Choice>,
 }
 
 /// Per-seed values of the table's metrics: macro precision and recall average the classes
@@ -208,8 +222,16 @@ fn seed_values(m: &Metrics, rare: &[String]) -> BTreeMap<String, f64> {
 
 /// The table's metrics over a classifier's seeds (test split).
 pub fn summarize(m: &ClassifierMetrics, rare: &[String]) -> BTreeMap<String, Stat> {
-    let per_seed: Vec<BTreeMap<String, f64>> =
-        m.runs.iter().map(|r| seed_values(&r.test, rare)).collect();
+    summarize_split(m, rare, false)
+}
+
+/// The same on the validation split (`val`) or the test split.
+pub fn summarize_split(m: &ClassifierMetrics, rare: &[String], val: bool) -> BTreeMap<String, Stat> {
+    let per_seed: Vec<BTreeMap<String, f64>> = m
+        .runs
+        .iter()
+        .map(|r| seed_values(if val { &r.val } else { &r.test }, rare))
+        .collect();
     let mut out = BTreeMap::new();
     for (key, _) in COLUMNS {
         let vals: Vec<f64> = per_seed.iter().filter_map(|s| s.get(key).copied()).collect();
@@ -316,6 +338,7 @@ pub fn collect_row(
         synthetic_per_rare_class: rare_counts.map(|r| r.0),
         images_per_rare_class: rare_counts.map(|r| r.1),
         metrics: summarize(&metrics, rare),
+        val: summarize_split(&metrics, rare, true),
     })
 }
 
@@ -337,6 +360,7 @@ impl SweepResult {
             "images / rare class".into(),
         ];
         head.extend(COLUMNS.iter().map(|(_, h)| h.to_string()));
+        head.push("val macro-F1".into());
         let mut rows = Vec::new();
         let n = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
         if let Some(b) = &self.baseline {
@@ -348,11 +372,17 @@ impl SweepResult {
                 "—".into(),
             ];
             r.extend(COLUMNS.iter().map(|(k, _)| fmt_stat(b.get(*k), seeds)));
+            r.push("—".into());
             rows.push(r);
         }
         for row in &self.rows {
+            let chosen = self.choice.as_ref().is_some_and(|c| c.value == row.value);
             let mut r = vec![
-                row.value.clone(),
+                if chosen {
+                    format!("{} (chosen)", row.value)
+                } else {
+                    row.value.clone()
+                },
                 row.seeds.len().to_string(),
                 n(row.synthetic_per_rare_class),
                 n(row.images_per_rare_class),
@@ -362,6 +392,7 @@ impl SweepResult {
                     .iter()
                     .map(|(k, _)| fmt_stat(row.metrics.get(*k), row.seeds.len())),
             );
+            r.push(fmt_stat(row.val.get("macro_f1"), row.seeds.len()));
             rows.push(r);
         }
         (head, rows)
@@ -383,12 +414,13 @@ impl SweepResult {
     /// One row per value and metric: value, metric, mean, std, seeds.
     pub fn csv(&self) -> Result<Vec<u8>> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(["value", "metric", "mean", "std", "seeds"])?;
-        let mut put = |value: &str, m: &BTreeMap<String, Stat>, seeds: usize| -> Result<()> {
+        w.write_record(["value", "split", "metric", "mean", "std", "seeds"])?;
+        let mut put = |value: &str, split: &str, m: &BTreeMap<String, Stat>, seeds: usize| -> Result<()> {
             for (k, _) in COLUMNS {
                 if let Some(s) = m.get(k) {
                     w.write_record([
                         value.to_string(),
+                        split.to_string(),
                         k.to_string(),
                         s.mean.to_string(),
                         s.std.to_string(),
@@ -399,12 +431,28 @@ impl SweepResult {
             Ok(())
         };
         if let Some(b) = &self.baseline {
-            put("baseline", b, self.rows.first().map(|r| r.seeds.len()).unwrap_or(1))?;
+            put("baseline", "test", b, self.rows.first().map(|r| r.seeds.len()).unwrap_or(1))?;
         }
         for r in &self.rows {
-            put(&r.value, &r.metrics, r.seeds.len())?;
+            put(&r.value, "test", &r.metrics, r.seeds.len())?;
+            put(&r.value, "val", &r.val, r.seeds.len())?;
         }
         w.into_inner().map_err(|e| anyhow!("writing the sweep table: {e}"))
+    }
+
+    /// The value with the best validation macro-F1 (mean over seeds); the first in order on
+    /// a tie. The test split plays no part.
+    pub fn best_on_validation(&self) -> Option<&SweepRow> {
+        let f1 = |r: &SweepRow| r.val.get("macro_f1").map(|s| s.mean).filter(|v| v.is_finite());
+        let mut best: Option<&SweepRow> = None;
+        for r in &self.rows {
+            if let Some(v) = f1(r) {
+                if best.and_then(f1).is_none_or(|b| v > b) {
+                    best = Some(r);
+                }
+            }
+        }
+        best
     }
 
     /// The values as numbers, when every one is a number.
@@ -628,6 +676,7 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
                     synthetic_per_rare_class: Some(0.0),
                     images_per_rare_class: Some(300.0),
                     metrics: s.clone(),
+                    val: BTreeMap::from([("macro_f1".into(), Stat { mean: 0.7, std: 0.0 })]),
                 },
                 SweepRow {
                     value: "250".into(),
@@ -637,8 +686,10 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
                     synthetic_per_rare_class: Some(250.0),
                     images_per_rare_class: Some(300.0),
                     metrics: s,
+                    val: BTreeMap::from([("macro_f1".into(), Stat { mean: 0.6, std: 0.0 })]),
                 },
             ],
+            choice: None,
         };
         let md = r.markdown();
         assert!(md.contains("| 250 | 2 | 250 | 300 | 1.0000 ± 0.0000 |"), "{md}");
@@ -646,5 +697,15 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
         let plots = r.plots().unwrap();
         assert_eq!(plots.len(), COLUMNS.len());
         assert!(plots[4].1.contains("macro-F1 against add"));
+        // The choice goes by validation macro-F1 alone: 0 (0.7) over 250 (0.6), although the
+        // test numbers are equal.
+        let mut r = r;
+        assert_eq!(r.best_on_validation().unwrap().value, "0");
+        r.rows[1].val.insert("macro_f1".into(), Stat { mean: 0.7, std: 0.0 });
+        assert_eq!(r.best_on_validation().unwrap().value, "0", "a tie goes to the first");
+        r.rows[1].val.insert("macro_f1".into(), Stat { mean: 0.71, std: 0.0 });
+        assert_eq!(r.best_on_validation().unwrap().value, "250");
+        r.choice = Some(Choice { value: "250".into(), by: "val macro_f1".into() });
+        assert!(r.markdown().contains("| 250 (chosen) |"));
     }
 }

@@ -206,6 +206,17 @@ impl Tracker {
         &self.record.id
     }
 
+    /// Set a tag on the MLflow run (nothing without MLflow); a failure is reported, not fatal.
+    pub fn tag(&mut self, key: &str, value: &str) -> Result<()> {
+        if let Some(m) = &self.mlflow {
+            let tag = (key.to_string(), value.to_string());
+            if let Err(e) = m.client.log_batch(&m.run_id, &[], &[], &[tag]) {
+                eprintln!("tracking: MLflow: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
     /// This run's MLflow run id, when it is tracked there.
     pub fn mlflow_run_id(&self) -> Option<&str> {
         self.mlflow.as_ref().map(|m| m.run_id.as_str())

@@ -85,7 +85,8 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
         assert!(svg.starts_with("<svg") && svg.contains("against add"), "{k}");
     }
     let csv = std::fs::read_to_string(art.join("sweeps/add/table.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 3 * 6, "{csv}");
+    // A header, the baseline's test metrics, each value's test and val metrics.
+    assert_eq!(csv.lines().count(), 1 + 6 + 2 * 2 * 6, "{csv}");
 
     // The report has the sweep; the runs are recorded, the sweep's own and one per value.
     let html = std::fs::read_to_string(art.join("report/index.html")).unwrap();
@@ -101,4 +102,61 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
         assert_eq!(run["status"], "FINISHED");
         assert_eq!(run["params"]["augment.add"], r["value"]);
     }
+}
+
+#[test]
+fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
+    require_stage_binaries();
+    let proj = project();
+    let dir = proj.path();
+    let art = dir.join("artifacts");
+    let mut params = tiny();
+    params.push("seeds=2".into());
+    params.push("strategy=auto".into());
+    let o = pipeline(dir, &["-q"], &params);
+    let err = ok(&o);
+    let s = json(&art.join("sweeps/strategy-auto/sweep.json"));
+    let rows = s["rows"].as_array().unwrap();
+    let values: Vec<&str> = rows.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(
+        values,
+        ["none", "oversample", "classical", "synthetic", "synthetic+classical"],
+        "{err}"
+    );
+    // The choice, recomputed here from each candidate's own metrics.json: the best mean
+    // validation macro-F1 over seeds (the first on a tie); test numbers play no part.
+    let mut best: Option<(&str, f64)> = None;
+    for v in &values {
+        let m = json(&art.join(format!("sweeps/strategy-auto/strategy={v}/metrics.json")));
+        let runs = m["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        let f1 = runs
+            .iter()
+            .map(|r| r["val"]["macro_f1"].as_f64().unwrap())
+            .sum::<f64>()
+            / 2.0;
+        if best.is_none_or(|(_, b)| f1 > b) {
+            best = Some((v, f1));
+        }
+    }
+    let chosen = best.unwrap().0;
+    assert_eq!(s["choice"]["value"], chosen);
+    // The artifacts are the chosen one's: composition, classifier and verdict.
+    let comp = json(&art.join("augmented/composition.json"));
+    assert_eq!(comp["strategy"], chosen);
+    let kept = json(&art.join(format!("sweeps/strategy-auto/strategy={chosen}/metrics.json")));
+    let now = json(&art.join("classify/metrics.json"));
+    assert_eq!(now["test"], kept["test"], "classify/ holds the chosen candidate's classifier");
+    let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
+    assert!(
+        verdict.starts_with(&format!("strategy=auto chose {chosen} of 5 on validation macro-F1")),
+        "{verdict}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&format!("| {chosen} (chosen) |")), "{stdout}");
+    let html = std::fs::read_to_string(art.join("report/index.html")).unwrap();
+    assert!(html.contains(&format!("strategy=auto chose {chosen}</b>")));
+    // Runs: the sweep's, one per candidate, and the final one with the choice.
+    let runs = std::fs::read_dir(art.join("runs")).unwrap().count();
+    assert_eq!(runs, 1 + 5 + 1);
 }
