@@ -1,5 +1,6 @@
 //! `gan-train generate`: N images per chosen class from a trained generator, as an image set.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::train::{checkpoint_config, write_grid};
+use rebalance_nn::models::cyclegan::ResnetGenerator;
 use rebalance_nn::models::{GanConfig, Generator};
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -46,12 +48,18 @@ pub struct GenerateArgs {
     pub common: CommonArgs,
 }
 
+/// The network that makes the images: a GAN's generator, or a cyclegan's A→B translator.
+enum Net {
+    Gan(Generator),
+    Translate(ResnetGenerator),
+}
+
 /// A trained generator and the classes to draw, checked before sampling.
 struct Plan {
     device: tch::Device,
     weights: PathBuf,
     cfg: GanConfig,
-    g: Generator,
+    g: Net,
     _vs: VarStore,
     wanted: Vec<i64>,
     out: PathBuf,
@@ -71,10 +79,10 @@ impl Plan {
         let layout = Layout::new(&args.common.artifacts);
         let from = args.from.clone().unwrap_or_else(|| layout.dir(GAN));
         let out = args.out.clone().unwrap_or_else(|| layout.dir(GENERATED));
-        let (weights, prefix) = if from.is_dir() {
-            (from.join(file::GENERATOR), "")
+        let (weights, checkpoint) = if from.is_dir() {
+            (from.join(file::GENERATOR), false)
         } else {
-            (from.clone(), "ema.")
+            (from.clone(), true)
         };
         if !weights.exists() {
             bail!("{}: no trained generator; run `cargo run --release -p gan-train` first, or pass --from", weights.display());
@@ -82,15 +90,24 @@ impl Plan {
         let (tensors, meta) = io::read_safetensors(&weights, device)?;
         let cfg: GanConfig = checkpoint_config(&meta, &weights)?;
         let vs = VarStore::new(device);
-        let g = Generator::new(vs.root(), &cfg)?;
+        let (g, prefix) = if cfg.model.translates() {
+            // A checkpoint keeps both generators under `g.`; only A→B is used.
+            let g = ResnetGenerator::new(vs.root() / "g_ab", cfg.channels, cfg.height, cfg.g_width)?;
+            (Net::Translate(g), if checkpoint { "g." } else { "" })
+        } else {
+            (
+                Net::Gan(Generator::new(vs.root(), &cfg)?),
+                if checkpoint { "ema." } else { "" },
+            )
+        };
         io::load_vars(&vs, prefix, &tensors, &weights)?;
-        let sources = if cfg.model.image_conditioned() {
+        let sources = if cfg.model.image_conditioned() || cfg.model.translates() {
             let data = args
                 .data
                 .clone()
                 .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
             if !data.exists() {
-                bail!("{}: dagan varies real images, and this set is missing; pass --data <image set>", data.display());
+                bail!("{}: {} works on real images, and this set is missing; pass --data <image set>", data.display(), cfg.model);
             }
             let set = ImageSet::read(&data)?;
             if set.classes != cfg.classes
@@ -98,8 +115,9 @@ impl Plan {
                     != (cfg.channels, cfg.height, cfg.width)
             {
                 bail!(
-                    "{}: its classes or image shape differ from the dagan's ({})",
+                    "{}: its classes or image shape differ from the {}'s ({})",
                     data.display(),
+                    cfg.model,
                     cfg.describe()
                 );
             }
@@ -108,6 +126,7 @@ impl Plan {
             None
         };
         let wanted = match &sources {
+            Some(_) if cfg.model.translates() => translated_class(args, &cfg)?,
             Some((set, data)) => dagan_classes(args, &cfg, set, data)?,
             None => wanted_classes(args, &cfg)?,
         };
@@ -122,6 +141,20 @@ impl Plan {
             sources,
         })
     }
+}
+
+/// cyclegan makes images of one class, B (its `--to`), from the training images of A.
+fn translated_class(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
+    let (from, to) = (cfg.trained_classes[0], cfg.trained_classes[1]);
+    let b = &cfg.classes[to as usize];
+    if args.classes.iter().any(|c| c != b) {
+        bail!(
+            "--classes {}: this cyclegan translates class {} into class {b} only",
+            args.classes.join(","),
+            cfg.classes[from as usize]
+        );
+    }
+    Ok(vec![to])
 }
 
 /// The classes dagan varies: `--classes`, else the rare classes of the source set, else those
@@ -198,7 +231,7 @@ fn wanted_classes(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
-    let (set, grid_rows) = sample(args, &plan);
+    let (set, grid_rows, counts) = sample(args, &plan);
     let staged = StagedDir::new(&plan.out)?;
     set.write(&staged.path().join(file::GENERATED))?;
     write_grid(&staged.path().join("grid.png"), &grid_rows, &plan.cfg)?;
@@ -223,16 +256,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     m.record_outputs(staged.path())?;
     m.set_extra(&GenerateInfo {
-        counts: plan
-            .wanted
-            .iter()
-            .map(|&c| {
-                (
-                    plan.cfg.classes[c as usize].clone(),
-                    args.per_class as usize,
-                )
-            })
-            .collect(),
+        counts,
         model: plan.cfg.model,
     })?;
     m.set_metrics(&GenerateMetrics {
@@ -240,19 +264,32 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     })?;
     m.finish(staged.path(), started)?;
     staged.commit()?;
-    println!(
-        "generate: {} images ({} per class for {} classes) in {}",
-        set.len(),
-        args.per_class,
-        plan.wanted.len(),
-        plan.out.display()
-    );
+    if plan.cfg.model.translates() {
+        let (a, b) = (plan.cfg.trained_classes[0], plan.cfg.trained_classes[1]);
+        println!(
+            "generate: {} images of class {} translated from class {} in {}",
+            set.len(),
+            plan.cfg.classes[b as usize],
+            plan.cfg.classes[a as usize],
+            plan.out.display()
+        );
+    } else {
+        println!(
+            "generate: {} images ({} per class for {} classes) in {}",
+            set.len(),
+            args.per_class,
+            plan.wanted.len(),
+            plan.out.display()
+        );
+    }
     Ok(())
 }
 
-/// `--per-class` images of each wanted class, and the first 10 of each for the grid.
-fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
+/// `--per-class` images of each wanted class (fewer for a cyclegan whose source class has
+/// fewer images), the first 10 of each for the grid, and the count per class.
+fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>, BTreeMap<String, usize>) {
     let cfg = &plan.cfg;
+    let mut counts = BTreeMap::new();
     rebalance_nn::seed_everything(args.common.seed);
     let mut set = ImageSet::empty(
         cfg.classes.clone(),
@@ -269,24 +306,47 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
     for &c in &plan.wanted {
         let mut done = 0;
         let mut first = Vec::new();
-        // dagan: the class's real images, each varied in turn.
+        // dagan: the class's real images, each varied in turn; cyclegan: class A's, each
+        // translated once (a translation is deterministic, so at most one per image).
+        let source_class = if cfg.model.translates() {
+            cfg.trained_classes[0]
+        } else {
+            c
+        };
         let src = sources
             .as_ref()
-            .map(|(s, all)| class_images(s, all, c, plan.device));
-        while done < args.per_class {
-            let n = args.batch.min(args.per_class - done);
+            .map(|(s, all)| class_images(s, all, source_class, plan.device));
+        let want = match &src {
+            Some(x) if cfg.model.translates() => {
+                let have = x.size()[0];
+                if have < args.per_class {
+                    tracing::info!(
+                        "cyclegan: class {} has {have} training images, so {have} translations (not --per-class {})",
+                        cfg.classes[source_class as usize],
+                        args.per_class
+                    );
+                }
+                args.per_class.min(have)
+            }
+            _ => args.per_class,
+        };
+        counts.insert(cfg.classes[c as usize].clone(), want as usize);
+        while done < want {
+            let n = args.batch.min(want - done);
             let z = Tensor::randn([n, cfg.z_dim], (Kind::Float, plan.device));
-            let imgs = tch::no_grad(|| match &src {
-                Some(x) => {
+            let imgs = tch::no_grad(|| match (&plan.g, &src) {
+                (Net::Translate(g), Some(x)) => g.forward(&x.narrow(0, done, n)),
+                (Net::Gan(g), Some(x)) => {
                     let m = x.size()[0];
                     let ix = Tensor::arange_start(done, done + n, (Kind::Int64, plan.device))
                         .remainder(m);
-                    plan.g.forward_image(&x.index_select(0, &ix), &z, false)
+                    g.forward_image(&x.index_select(0, &ix), &z, false)
                 }
-                None => {
+                (Net::Gan(g), None) => {
                     let y = Tensor::full([n], c, (Kind::Int64, plan.device));
-                    plan.g.forward_t(&z, &y, false)
+                    g.forward_t(&z, &y, false)
                 }
+                (Net::Translate(_), None) => unreachable!("a cyclegan plan always has sources"),
             });
             let pix = rebalance_nn::to_u8_pixels(&imgs);
             for img in pix.chunks(set.image_len()) {
@@ -299,7 +359,7 @@ fn sample(args: &GenerateArgs, plan: &Plan) -> (ImageSet, Vec<Vec<u8>>) {
         }
         grid_rows.push(first);
     }
-    (set, grid_rows)
+    (set, grid_rows, counts)
 }
 
 /// The rows of `all` (the images of `set` as a tensor) whose label is `c`.

@@ -1,6 +1,7 @@
 //! `gan-train`: DCGAN, conditional GAN and WGAN-GP for rare classes, with exact resume, and
 //! `gan-train generate` to sample image sets from a trained generator.
 
+pub mod cyclegan;
 pub mod diffaug;
 pub mod generate;
 pub mod train;
@@ -59,6 +60,25 @@ pub struct TrainArgs {
     /// Train on every class with fewer than N training images.
     #[arg(long)]
     pub minority: Option<usize>,
+    /// cyclegan: the class translated from, a common one whose pose, background and style
+    /// variety the target inherits (`auto`: the class with the most training images).
+    #[arg(long, default_value = "auto", value_name = "CLASS|auto")]
+    pub from: String,
+    /// cyclegan: the class translated into, a rare one (`auto`: the class with the fewest
+    /// training images).
+    #[arg(long, default_value = "auto", value_name = "CLASS|auto")]
+    pub to: String,
+    /// cyclegan: weight λ of the cycle-consistency loss ‖G_BA(G_AB(a)) − a‖₁ (both ways).
+    #[arg(long, default_value_t = 10.0)]
+    pub cycle_weight: f64,
+    /// cyclegan: weight of the identity loss ‖G_AB(b) − b‖₁, as a fraction of λ (0.5 in the
+    /// paper; 0 turns it off).
+    #[arg(long, default_value_t = 0.5)]
+    pub identity_weight: f64,
+    /// cyclegan: generated images kept per discriminator to train it on a history of
+    /// generators, not only the latest (Shrivastava et al. 2017); 0 turns the pool off.
+    #[arg(long, default_value_t = 50)]
+    pub pool_size: usize,
     /// Training steps (G updates).
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,

@@ -55,16 +55,16 @@ pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> 
 }
 
 /// Everything a run needs, resolved and checked before training.
-struct Plan {
-    args: TrainArgs,
-    device: Device,
+pub(crate) struct Plan {
+    pub(crate) args: TrainArgs,
+    pub(crate) device: Device,
     /// The training image set's path, and the set.
-    data: PathBuf,
-    set: ImageSet,
-    out: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) set: ImageSet,
+    pub(crate) out: PathBuf,
     /// The hidden sibling of `out` the run lives in until it finishes.
-    work: PathBuf,
-    cfg: GanConfig,
+    pub(crate) work: PathBuf,
+    pub(crate) cfg: GanConfig,
     /// D (critic) steps per G step.
     n_d: u32,
     policy: Vec<Aug>,
@@ -161,6 +161,15 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
     if args.mode_seeking > 0.0 && args.batch < 2 {
         bail!("--mode-seeking compares pairs of samples: --batch must be at least 2");
     }
+    if !args.model.translates() && (args.from != "auto" || args.to != "auto") {
+        bail!(
+            "--from/--to name the classes a cyclegan translates between; add --model cyclegan (this run is {})",
+            args.model
+        );
+    }
+    if args.model.translates() && args.pool_size > 10_000 {
+        bail!("--pool-size {} is larger than any use of it; the paper's is 50", args.pool_size);
+    }
     if args.loss == GanLoss::Hinge && args.model == GanKind::WganGp {
         bail!("--loss hinge: wgan-gp has its own (Wasserstein) loss; use --model cgan or dcgan");
     }
@@ -234,6 +243,9 @@ fn choose_classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i
     if args.model.image_conditioned() {
         return dagan_classes(set, data, args, chosen);
     }
+    if args.model.translates() {
+        return crate::cyclegan::classes(set, data, args);
+    }
     Ok(chosen)
 }
 
@@ -265,7 +277,7 @@ fn dagan_classes(
 /// Decide where the run starts: the checkpoint to resume from, if any. Without `--resume`, an
 /// interrupted run of this same command and data (its run key) is resumed and anything else in
 /// the work folder is cleared.
-fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
+pub(crate) fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
     let (args, work) = (&plan.args, &plan.work);
     // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
     let key = RunKey::new(
@@ -321,7 +333,7 @@ fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
 }
 
 /// Check that the checkpoint at `path` (its metadata) fits the networks of `cfg`.
-fn check_architecture(
+pub(crate) fn check_architecture(
     meta: &HashMap<String, String>,
     path: &Path,
     cfg: &GanConfig,
@@ -1072,6 +1084,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
     let resume_from = prepare_work(&plan)?;
+    if plan.cfg.model.translates() {
+        return crate::cyclegan::train(&plan, resume_from, started);
+    }
     let mut nets = Nets::new(&plan.cfg, args, plan.device)?;
     let step = nets.start(&plan, resume_from.as_deref())?;
     if !args.common.quiet {
@@ -1121,18 +1136,36 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
 /// Write the generator, the loss chart and the manifest, then swap the work folder into place.
 fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result<()> {
+    finish_with(
+        plan,
+        nets.sampler_vs(),
+        prog.log.rows(),
+        (prog.step, prog.steps_at_start),
+        prog.train_time,
+        started,
+    )
+}
+
+/// [`finish`] for any model: `generator` holds the weights `generate` loads; `steps` is (the
+/// last step, the step this run started at).
+pub(crate) fn finish_with(
+    plan: &Plan,
+    generator: &VarStore,
+    rows: &[LossRow],
+    steps: (u64, u64),
+    train_time: f64,
+    started: Instant,
+) -> Result<()> {
     let (args, cfg, work) = (&plan.args, &plan.cfg, &plan.work);
     // The model: the generator used for sampling (the EMA when enabled) plus its config.
     let meta = HashMap::from([("config".to_string(), serde_json::to_string(cfg)?)]);
     write_atomic(
         &work.join(file::GENERATOR),
-        &io::to_safetensors(&io::named_vars(nets.sampler_vs(), ""), meta)?,
+        &io::to_safetensors(&io::named_vars(generator, ""), meta)?,
     )?;
-    write_atomic(
-        &work.join("losses.svg"),
-        losses_svg(prog.log.rows())?.as_bytes(),
-    )?;
-    let trained_steps = prog.step - prog.steps_at_start;
+    write_atomic(&work.join("losses.svg"), losses_svg(rows)?.as_bytes())?;
+    let (step, steps_at_start) = steps;
+    let trained_steps = step - steps_at_start;
     let mut m = Manifest::new(
         "gan-train",
         serde_json::to_value(args)?,
@@ -1155,19 +1188,19 @@ fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result
     })?;
     let images = trained_steps as f64 * (args.batch * plan.n_d as i64) as f64;
     m.set_metrics(&GanMetrics {
-        steps: prog.step,
+        steps: step,
         steps_this_run: trained_steps,
-        train_s: (prog.train_time * 1000.0).round() / 1000.0,
-        images_per_s: (prog.train_time > 0.0)
-            .then(|| (images / prog.train_time * 10.0).round() / 10.0),
-        last: prog.log.rows().last().cloned(),
+        train_s: (train_time * 1000.0).round() / 1000.0,
+        images_per_s: (train_time > 0.0)
+            .then(|| (images / train_time * 10.0).round() / 10.0),
+        last: rows.last().cloned(),
     })?;
     m.finish(work, started)?;
     swap_into(work, &plan.out)?;
     println!(
         "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
         cfg.model,
-        prog.step,
+        step,
         trained_steps,
         started.elapsed().as_secs_f64(),
         plan.out.display(),
@@ -1176,7 +1209,7 @@ fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result
     Ok(())
 }
 
-fn losses_svg(rows: &[LossRow]) -> Result<String> {
+pub(crate) fn losses_svg(rows: &[LossRow]) -> Result<String> {
     let series = |f: fn(&LossRow) -> f64| {
         rows.iter()
             .map(|r| (r.step as f64, f(r)))

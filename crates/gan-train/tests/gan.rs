@@ -556,9 +556,9 @@ fn pipeline_toml_matches_clap_defaults() {
         &gan_train::Cli::command(),
     );
     assert_eq!(d.entries, ["gan-finetune", "gan-train"]);
-    // gan-train: model, steps, batch, seed, checkpoint_every, artifacts; gan-finetune: model,
+    // gan-train: model, from, to, steps, batch, seed, checkpoint_every, artifacts; gan-finetune: model,
     // batch, seed, artifacts.
-    assert_eq!(d.checked.len(), 10, "{:?}", d.checked);
+    assert_eq!(d.checked.len(), 12, "{:?}", d.checked);
 }
 
 /// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
@@ -1018,4 +1018,96 @@ fn tensorboard_reads_back_the_losses_and_the_sample_grids() {
             vec![20, grid.width() as u64, grid.height() as u64]
         ]
     );
+}
+
+/// cyclegan: the cycle error falls, the translations carry class B's label, and a killed run
+/// resumed by the same command ends bit-identical to an uninterrupted one.
+#[test]
+fn cyclegan_translates_a_into_b_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path(), 16);
+    let root = tmp.path().to_str().unwrap().to_string();
+    let run_args = |out: &Path, steps: &str| -> Vec<String> {
+        [
+            "--model",
+            "cyclegan",
+            "--steps",
+            steps,
+            "--checkpoint-every",
+            "25",
+            "--log-every",
+            "25",
+            "--sample-every",
+            "100",
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            &root,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(TINY.iter().map(|s| s.to_string()))
+        .collect()
+    };
+    let full = tmp.path().join("full");
+    let (err, m) = run_to_end(&run_args(&full, "300"), &full);
+    // auto: into the class with the fewest images (b), from the one with the most (a).
+    assert!(err.contains("cyclegan: a (12 images) → b (4 images)"), "{err}");
+    assert_eq!(m["config"]["trained_classes"], serde_json::json!([0, 1]));
+    let mut r = csv::Reader::from_path(full.join("cycle.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 12);
+    let cycle = |r: &Vec<f64>| r[1] + r[2];
+    assert!(
+        cycle(&rows[11]) < 0.5 * cycle(&rows[0]),
+        "cycle error should fall: {:?}",
+        rows.iter().map(cycle).collect::<Vec<_>>()
+    );
+    assert!(full.join("samples/translation.png").is_file());
+
+    // Killed after its first checkpoint and run again: the same weights, optimizer state and
+    // history pools as the uninterrupted run.
+    let split = tmp.path().join("split");
+    let args = run_args(&split, "300");
+    let k = kill_after_first_checkpoint(
+        &args,
+        &tmp.path().join(".split.partial/checkpoints/latest.safetensors"),
+    );
+    let (err, m) = run_to_end(&args, &split);
+    assert!(err.contains("resuming"), "{err}");
+    assert_eq!(m["metrics"]["steps_this_run"], 300 - k);
+    let (ta, _) = read_safetensors(&full.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    let (tb, _) = read_safetensors(&split.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(ta.len(), tb.len());
+    assert!(ta.keys().any(|k| k.starts_with("pool.")) && ta.keys().any(|k| k.starts_with("opt_d.m.")));
+    for (name, t) in &ta {
+        assert!(t.equal(&tb[name]), "tensor {name} differs after resume");
+    }
+
+    // generate translates every training image of a (12) into b, labelled b.
+    let gen = tmp.path().join("generated");
+    let o = Command::new(BIN)
+        .args(["generate", "--from", full.to_str().unwrap(), "--per-class", "100"])
+        .args(["--data", &format!("{root}/dataset/train.safetensors")])
+        .args(["--out", gen.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let set = ImageSet::read(&gen.join("generated.safetensors")).unwrap();
+    assert_eq!(set.len(), 12);
+    assert!(set.labels.iter().all(|&l| l == 1), "every translation is labelled b");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["counts"], serde_json::json!({"b": 12}));
+
+    // Wrong use says what to do.
+    let e = err(tmp.path(), &["--model", "cyclegan", "--from", "a", "--to", "a", "--steps", "2"]);
+    assert!(e.contains("--from and --to are both class a"), "{e}");
+    let e = err(tmp.path(), &["--model", "cyclegan", "--to", "zebra", "--steps", "2"]);
+    assert!(e.contains("--to zebra") && e.contains("zebra"), "{e}");
+    let e = err(tmp.path(), &["--model", "cgan", "--from", "a", "--steps", "2"]);
+    assert!(e.contains("add --model cyclegan"), "{e}");
 }

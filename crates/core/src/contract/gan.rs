@@ -20,6 +20,11 @@ pub enum GanKind {
     /// classes, it is applied to each rare image, so rare classes borrow the common ones'
     /// within-class variation.
     Dagan,
+    /// Unpaired class-to-class translation after CycleGAN (Zhu et al. 2017): two ResNet
+    /// generators (A→B, B→A), two PatchGAN discriminators, least-squares loss, cycle and
+    /// identity losses and a history pool. `generate` translates every training image of class
+    /// A into class B, so the rare class B inherits the variety of a common class A.
+    Cyclegan,
 }
 
 impl std::fmt::Display for GanKind {
@@ -36,6 +41,11 @@ impl GanKind {
     /// Label-conditioned: G embeds the label and D projects it.
     pub fn conditional(self) -> bool {
         matches!(self, GanKind::Cgan | GanKind::WganGp)
+    }
+
+    /// Class-to-class translation (CycleGAN): trained on two classes, no noise.
+    pub fn translates(self) -> bool {
+        self == GanKind::Cyclegan
     }
 
     /// Image-conditioned (DAGAN): G takes a real image of the class instead of a label.
@@ -180,6 +190,21 @@ pub struct LossRow {
     pub d_acc_fake: f64,
     pub gp: f64,
     pub images_per_s: f64,
+}
+
+/// A row of a cyclegan's `cycle.csv`: its reconstruction and identity errors at one log step
+/// (mean absolute pixel error in [-1, 1] units).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleRow {
+    pub step: u64,
+    /// ‖G_BA(G_AB(a)) − a‖₁
+    pub cycle_a: f64,
+    /// ‖G_AB(G_BA(b)) − b‖₁
+    pub cycle_b: f64,
+    /// ‖G_BA(a) − a‖₁
+    pub identity_a: f64,
+    /// ‖G_AB(b) − b‖₁
+    pub identity_b: f64,
 }
 
 /// The fields `gan-train` adds to `gan/manifest.json`.

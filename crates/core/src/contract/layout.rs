@@ -63,6 +63,8 @@ pub mod file {
     pub const METRICS: &str = "metrics.json";
     pub const CURVES: &str = "curves.csv";
     pub const LOSSES: &str = "losses.csv";
+    /// cyclegan: reconstruction and identity errors per log step.
+    pub const CYCLE: &str = "cycle.csv";
     pub const SCORES: &str = "scores.csv";
     pub const ACCEPTANCE: &str = "acceptance.csv";
     pub const COMPOSITION: &str = "composition.json";

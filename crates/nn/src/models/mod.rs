@@ -6,6 +6,7 @@
 //! - [`judge`] — a trained classifier saved to and loaded from its folder (`filter`).
 
 pub mod classifier;
+pub mod cyclegan;
 pub mod gan;
 pub mod judge;
 pub mod layers;
