@@ -160,3 +160,29 @@ fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
     let runs = std::fs::read_dir(art.join("runs")).unwrap().count();
     assert_eq!(runs, 1 + 5 + 1);
 }
+
+/// `-P gan-train.model=cyclegan`: the default chain with the translator as its generator; filter gates
+/// the translations like any synthetic set and the verdict comes out.
+#[test]
+fn cyclegan_plugs_into_the_default_chain() {
+    require_stage_binaries();
+    let proj = project();
+    let dir = proj.path();
+    let art = dir.join("artifacts");
+    let mut params = tiny();
+    params.retain(|p| !p.starts_with("steps="));
+    params.extend(["gan-train.model=cyclegan".into(), "steps=20".into(), "per_class=100".into()]);
+    let err = ok(&pipeline(dir, &["-q"], &params));
+    // auto: from the first of the largest classes (a, 24 images) into the rare class c (6).
+    let gen = json(&art.join("generated/manifest.json"));
+    assert_eq!(gen["model"], "cyclegan", "{err}");
+    assert_eq!(gen["counts"], serde_json::json!({"c": 24}));
+    let acc = std::fs::read_to_string(art.join("filtered/acceptance.csv")).unwrap();
+    assert!(acc.lines().any(|l| l.starts_with("c,24,")), "{acc}");
+    let comp = json(&art.join("augmented/composition.json"));
+    let kept = comp["classes"]["c"]["synthetic_available"].as_u64().unwrap();
+    assert!(kept <= 24);
+    assert!(art.join("report/verdict.txt").is_file());
+    let cmd = std::fs::read_to_string(art.join("gan/manifest.json")).unwrap();
+    assert!(cmd.contains("\"from\": \"auto\""), "{cmd}");
+}
