@@ -135,7 +135,8 @@ pub struct Args {
     #[arg(long)]
     pub strict: bool,
 
-    /// Labels CSV for `--format csv`.
+    /// Labels CSV for `--format csv` (the source is then the image folder). A source that is
+    /// itself a CSV without a `pixels` column is such a labels CSV, its images beside it.
     #[arg(long)]
     pub csv: Option<PathBuf>,
 
@@ -151,8 +152,10 @@ pub struct Args {
     #[arg(long, default_value = "")]
     pub suffix: String,
 
-    /// GTSRB: crop each image to its ROI columns before resizing.
-    #[arg(long)]
+    /// GTSRB: crop each image to its ROI columns before resizing (`--roi-crop`, or
+    /// `--roi-crop true|false`).
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_name = "BOOL")]
     pub roi_crop: bool,
 
     #[command(flatten)]

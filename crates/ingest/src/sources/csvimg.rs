@@ -1,16 +1,27 @@
 //! A labels CSV plus an image folder, e.g. Diabetic Retinopathy's `trainLabels.csv`
 //! (`image,level`) with `<image>.jpeg` files.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 
 use super::{read_input, Item, LabelRef, Loaded, Payload, Problem};
 use crate::Args;
 
 pub fn load(args: &Args) -> Result<Loaded> {
-    let csv_path = args
-        .csv
-        .as_ref()
-        .context("--format csv needs --csv <labels.csv>")?;
+    // `--csv labels.csv` with the image folder as the source, or the labels CSV as the source
+    // with its images beside it.
+    let (csv_path, folder) = match &args.csv {
+        Some(c) => (c, args.source.clone()),
+        None if args.source.is_file() => (
+            &args.source,
+            args.source
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        ),
+        None => bail!("--format csv needs --csv <labels.csv> (or the labels CSV as the source)"),
+    };
     let mut loaded = Loaded::default();
     let bytes = read_input(csv_path, &mut loaded.inputs)?;
     let mut reader = csv::ReaderBuilder::new()
@@ -61,7 +72,7 @@ pub fn load(args: &Args) -> Result<Loaded> {
                 .push(Problem::new(origin, "empty id or label field"));
             continue;
         }
-        let path = args.source.join(format!("{id}{}", args.suffix));
+        let path = folder.join(format!("{id}{}", args.suffix));
         if !path.is_file() {
             loaded.problems.push(Problem::new(
                 path.display().to_string(),

@@ -113,7 +113,13 @@ pub fn detect(args: &Args) -> Result<Format> {
         .unwrap_or_default();
     if p.is_file() {
         if name.ends_with(".csv") {
-            return Ok(Format::Fer2013);
+            // FER2013 has its pixels in the CSV; anything else is a labels CSV whose images
+            // sit beside it.
+            return Ok(if csv_has_column(p, "pixels") {
+                Format::Fer2013
+            } else {
+                Format::Csv
+            });
         }
         if [".p", ".pkl", ".pickle"].iter().any(|s| name.ends_with(s)) {
             return Ok(Format::Pickle);
@@ -152,6 +158,24 @@ pub fn detect(args: &Args) -> Result<Format> {
         return Ok(Format::Npy);
     }
     Ok(Format::Folder)
+}
+
+/// Whether the first line of the CSV at `path` names `column` (false when unreadable: the
+/// reader then reports the file).
+fn csv_has_column(path: &Path, column: &str) -> bool {
+    use std::io::{BufRead, Read};
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut first = String::new();
+    let mut r = std::io::BufReader::new(f).take(64 * 1024);
+    if r.read_line(&mut first).is_err() {
+        return false;
+    }
+    first
+        .trim()
+        .split(',')
+        .any(|h| h.trim().trim_matches('"') == column)
 }
 
 /// Read the source.
