@@ -79,10 +79,11 @@ bench: bench-ingest bench-gan bench-classify
 bench-ingest: build data
     .venv/bin/python scripts/bench/ingest.py
 
-# Time the Rust cgan training step against the same step in plain PyTorch; prints the ratio.
-bench-gan: build data
+# Time the Rust GAN training step against the same step in plain PyTorch; prints the ratio.
+# Options: --model cgan|wgan-gp, --size 28|32|48|64|128, --steps N, --repeat N, --device cuda.
+bench-gan *args: build data
     test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
-    .venv/bin/python scripts/bench/gan.py
+    .venv/bin/python scripts/bench/gan.py {{args}}
 
 # Time LeNet-5 training in classify against the same loop in plain PyTorch; prints the ratio.
 bench-classify: build data

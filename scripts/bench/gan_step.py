@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Plain PyTorch twin of `gan-train`'s default cgan training step, for `just bench-gan`.
+"""Plain PyTorch twin of `gan-train`'s cgan and wgan-gp training steps, for `just bench-gan`.
 
 Same architecture, losses, optimiser, batch, data sampling and per-step work as the Rust
-trainer: G = embed(50) ++ z(100) -> Linear -> 128x7x7 -> BN -> ReLU -> ConvT 64 -> BN -> ReLU
--> ConvT C -> tanh; D = Conv 64 -> LReLU(0.2) -> Conv 128 -> BN -> LReLU -> Linear(1) plus a
-projection embedding; BCE with one-sided smoothing 0.9; Adam(2e-4, 0.5, 0.999) for both;
-class-balanced real batches; DiffAugment translation (affine grid, nearest); EMA of G (0.999,
-with warm-up); three losses read back each step. Prints JSON with images/s.
+trainer, at any side GanConfig::stages takes (28, 32, 48, 64, 128): G = embed(50) ++ z(100) ->
+Linear -> ch0 x s0 x s0 -> BN -> ReLU -> (ConvT -> BN -> ReLU)... -> ConvT C -> tanh; D =
+(Conv 4x4/2 -> BN (not for wgan-gp) -> LReLU(0.2))... -> Linear(1) plus a projection embedding;
+Adam(2e-4, 0.5, 0.999) for both; class-balanced real batches; DiffAugment translation (affine
+grid, nearest); EMA of G (0.999, with warm-up); losses read back each step.
+- cgan: BCE with one-sided smoothing 0.9, one D step per G step.
+- wgan-gp: 5 critic steps per G step, each on a new real batch and new noise (the fakes of the
+  first four made without gradients), loss -D(real) + D(fake) + 10 * (|grad D(x_hat)| - 1)^2 on
+  random interpolates (not augmented); G's loss -D(G(z)) on the last critic step's fakes.
+Prints JSON with images/s (real images through D per second, as gan-train's manifest counts).
 """
 import argparse, json, random, time
 import torch
@@ -16,37 +21,56 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 
+def stages(side):
+    """Stride-2 stages and starting side, as GanConfig::stages: 28 -> (2, 7), 48 -> (3, 6), 128 -> (4, 8)."""
+    s, k = side, 0
+    while s > 8 and s % 2 == 0:
+        s //= 2
+        k += 1
+    return k, s
+
+
 class G(nn.Module):
-    def __init__(self, n_classes, c, z=100, emb=50, w=64, s0=7):
+    """fc -> ch(0) x s0 x s0 -> BN -> ReLU -> (ConvT -> BN -> ReLU) x (k-1) -> ConvT C -> tanh."""
+
+    def __init__(self, n_classes, c, side, z=100, emb=50, w=64):
         super().__init__()
+        k, s0 = stages(side)
+        ch = lambda i: w << (k - 1 - i)
         self.embed = nn.Embedding(n_classes, emb)
-        self.fc = nn.Linear(z + emb, 2 * w * s0 * s0)
-        self.bn0 = nn.BatchNorm2d(2 * w)
-        self.up1 = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
-        self.bn1 = nn.BatchNorm2d(w)
-        self.out = nn.ConvTranspose2d(w, c, 4, 2, 1)
-        self.w, self.s0 = w, s0
+        self.fc = nn.Linear(z + emb, ch(0) * s0 * s0)
+        layers = [nn.BatchNorm2d(ch(0)), nn.ReLU()]
+        for i in range(1, k):
+            layers += [nn.ConvTranspose2d(ch(i - 1), ch(i), 4, 2, 1), nn.BatchNorm2d(ch(i)), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(ch(k - 1), c, 4, 2, 1), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        self.c0, self.s0 = ch(0), s0
 
     def forward(self, z, y):
-        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(-1, 2 * self.w, self.s0, self.s0)
-        h = F.relu(self.bn0(h))
-        h = F.relu(self.bn1(self.up1(h)))
-        return torch.tanh(self.out(h))
+        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(-1, self.c0, self.s0, self.s0)
+        return self.body(h)
 
 
 class D(nn.Module):
-    def __init__(self, n_classes, c, w=64, s0=7):
+    """(Conv 4x4/2 -> [BN] -> LReLU(0.2)) x k -> Linear(1) + projection; no BN for wgan-gp."""
+
+    def __init__(self, n_classes, c, side, w=64, batch_norm=True):
         super().__init__()
-        self.conv0 = nn.Conv2d(c, w, 4, 2, 1)
-        self.conv1 = nn.Conv2d(w, 2 * w, 4, 2, 1)
-        self.bn1 = nn.BatchNorm2d(2 * w)
-        feat = 2 * w * s0 * s0
+        k, s0 = stages(side)
+        layers, c_in = [], c
+        for i in range(k):
+            layers.append(nn.Conv2d(c_in, w << i, 4, 2, 1))
+            if i > 0 and batch_norm:
+                layers.append(nn.BatchNorm2d(w << i))
+            layers.append(nn.LeakyReLU(0.2))
+            c_in = w << i
+        self.body = nn.Sequential(*layers)
+        feat = c_in * s0 * s0
         self.out = nn.Linear(feat, 1)
         self.embed = nn.Embedding(n_classes, feat)
 
     def forward(self, x, y):
-        h = F.leaky_relu(self.conv0(x), 0.2)
-        h = F.leaky_relu(self.bn1(self.conv1(h)), 0.2).flatten(1)
+        h = self.body(x).flatten(1)
         return self.out(h).squeeze(-1) + (self.embed(y) * h).sum(1)
 
 
@@ -68,6 +92,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", choices=["cgan", "wgan-gp"], default="cgan")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(42)
@@ -80,32 +105,56 @@ def main():
     by_class = [torch.nonzero(t["labels"] == c).flatten().tolist() for c in range(len(classes))]
     by_class = [v for v in by_class if v]
     n, c, h, w = x.shape
-    g, d = G(len(classes), c, s0=h // 4).to(dev), D(len(classes), c, s0=h // 4).to(dev)
-    ema = G(len(classes), c, s0=h // 4).to(dev)
+    wgan = a.model == "wgan-gp"
+    g, d = G(len(classes), c, h).to(dev), D(len(classes), c, h, batch_norm=not wgan).to(dev)
+    ema = G(len(classes), c, h).to(dev)
     ema.load_state_dict(g.state_dict())
     og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
     bce = F.binary_cross_entropy_with_logits
     rng = random.Random(42)
+    n_d = 5 if wgan else 1
     # Float tensors only: PyTorch's BatchNorm also counts batches in an int buffer (tch has none).
     ema_pairs = [(e, p) for e, p in zip(ema.state_dict().values(), g.state_dict().values()) if e.is_floating_point()]
+
+    def real_batch():
+        idx = torch.tensor([rng.choice(by_class[rng.randrange(len(by_class))]) for _ in range(a.batch)], device=dev)
+        return x[idx], y[idx]
+
+    def gradient_penalty(xr, fake, yr):
+        alpha = torch.rand(xr.shape[0], 1, 1, 1, device=dev)
+        x_hat = (alpha * xr + (1 - alpha) * fake.detach()).requires_grad_(True)
+        grads = torch.autograd.grad(d(x_hat, yr).sum(), x_hat, create_graph=True)[0]
+        return ((grads.view(xr.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
+
     if dev.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for step in range(1, a.steps + 1):
-        idx = torch.tensor([rng.choice(by_class[rng.randrange(len(by_class))]) for _ in range(a.batch)], device=dev)
-        xr, yr = x[idx], y[idx]
-        z = torch.randn(a.batch, 100, device=dev)
-        fake = g(z, yr)
-        d_real = d(translation(xr), yr)
-        d_fake = d(translation(fake.detach()), yr)
-        l_real = bce(d_real, torch.full_like(d_real, 0.9))
-        l_fake = bce(d_fake, torch.zeros_like(d_fake))
-        od.zero_grad()
-        (l_real + l_fake).backward()
-        od.step()
+        for k in range(n_d):
+            xr, yr = real_batch()
+            z = torch.randn(a.batch, 100, device=dev)
+            if k + 1 == n_d:
+                fake = g(z, yr)
+            else:
+                with torch.no_grad():
+                    fake = g(z, yr)
+            d_real = d(translation(xr), yr)
+            d_fake = d(translation(fake.detach()), yr)
+            if wgan:
+                gp = gradient_penalty(xr, fake, yr)
+                l_real, l_fake = -d_real.mean(), d_fake.mean()
+                loss = l_real + l_fake + 10.0 * gp
+            else:
+                gp = torch.zeros(())
+                l_real = bce(d_real, torch.full_like(d_real, 0.9))
+                l_fake = bce(d_fake, torch.zeros_like(d_fake))
+                loss = l_real + l_fake
+            od.zero_grad()
+            loss.backward()
+            od.step()
         out = d(translation(fake), yr)
-        lg = bce(out, torch.ones_like(out))
+        lg = -out.mean() if wgan else bce(out, torch.ones_like(out))
         og.zero_grad()
         lg.backward()
         og.step()
@@ -113,11 +162,12 @@ def main():
         with torch.no_grad():
             for e, p in ema_pairs:
                 e.mul_(decay).add_(p, alpha=1 - decay)
-        l_real.item(), l_fake.item(), lg.item()
+        l_real.item(), l_fake.item(), gp.item(), lg.item()
     if dev.type == "cuda":
         torch.cuda.synchronize()
     secs = time.perf_counter() - start
-    print(json.dumps({"steps": a.steps, "batch": a.batch, "train_s": secs, "images_per_s": a.steps * a.batch / secs}))
+    print(json.dumps({"steps": a.steps, "batch": a.batch, "model": a.model, "train_s": secs,
+                      "images_per_s": a.steps * a.batch * n_d / secs}))
 
 
 if __name__ == "__main__":
