@@ -377,3 +377,98 @@ fn a_stopped_run_and_an_abandoned_one_end_killed_in_mlflow() {
     );
     assert_eq!(last_run(&art)["status"], "FINISHED");
 }
+
+/// A project whose `classify` is a shell script writing a classify `metrics.json` whose
+/// macro-F1 is 0.5 + add/1000 (one class, two seeds), so a sweep over `add` needs no training.
+fn scripted_classify_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        r#"name = "scripted"
+contract_version = "1.0"
+
+[entry_points.classify]
+help = "Writes metrics whose macro-F1 grows with add."
+command = ["sh", "classify.sh", "{add}", "{artifacts}/classify"]
+outs = ["{artifacts}/classify"]
+
+[entry_points.classify.parameters]
+add = { type = "int", default = 0, help = "Images added." }
+artifacts = { type = "path", default = "artifacts", help = "Outputs." }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("classify.sh"),
+        r#"f=$(awk "BEGIN{print 0.5 + $1/1000}")
+m="{\"accuracy\":$f,\"balanced_accuracy\":$f,\"macro_f1\":$f,\"loss\":1.0,\"n\":10,\"per_class\":[{\"class\":\"r\",\"precision\":$f,\"recall\":$f,\"f1\":$f,\"support\":10}],\"confusion\":[[10]]}"
+run() { echo "{\"seed\":$1,\"best_epoch\":1,\"epochs_run\":1,\"train_s\":0.1,\"val\":$m,\"test\":$m}"; }
+mkdir -p "$2"
+echo "{\"classes\":[\"r\"],\"model\":\"lenet5\",\"train\":\"t\",\"train_counts\":{},\"rare_classes\":[\"r\"],\"seeds\":[1,2],\"test\":{\"mean\":{},\"std\":{}},\"runs\":[$(run 1),$(run 2)]}" > "$2/metrics.json"
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
+    let proj = scripted_classify_project();
+    let dir = proj.path();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path());
+    let o = Command::new(BIN)
+        .current_dir(dir)
+        .args(["sweep", "-e", "classify", "-P", "add=0,250,500", "-q"])
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_EXPERIMENT_NAME", "sweep")
+        .env_remove("MLFLOW_RUN_ID")
+        .output()
+        .unwrap();
+    ok(&o);
+    let found = runs(&server, "sweep");
+    assert_eq!(found.len(), 4, "the sweep's run and one per value: {found:?}");
+    let parent = found
+        .iter()
+        .find(|r| kv(&r["data"]["tags"], "rebalance.entry") == Some(json!("sweep:classify")))
+        .expect("the sweep's own run");
+    let parent_id = parent["info"]["run_id"].clone();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    assert_eq!(kv(&parent["data"]["params"], "sweep.add"), Some(json!("0,250,500")));
+    // The parent holds the swept metric at steps 0, 1, 2 (its latest value is the last one).
+    assert_eq!(kv(&parent["data"]["metrics"], "sweep.macro_f1"), Some(json!(1.0)));
+    let mut children: Vec<(String, Value)> = found
+        .iter()
+        .filter(|r| kv(&r["data"]["tags"], "mlflow.parentRunId") == Some(parent_id.clone()))
+        .map(|r| {
+            (
+                kv(&r["data"]["tags"], "rebalance.sweep.value")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                r.clone(),
+            )
+        })
+        .collect();
+    children.sort_by_key(|(v, _)| v.parse::<i64>().unwrap());
+    let values: Vec<&str> = children.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(values, ["0", "250", "500"]);
+    for (v, r) in &children {
+        assert_eq!(r["info"]["status"], "FINISHED");
+        assert_eq!(kv(&r["data"]["params"], "classify.add"), Some(json!(v)));
+        assert_eq!(kv(&r["data"]["tags"], "mlflow.runName"), Some(json!(format!("add={v}"))));
+        let f1 = 0.5 + v.parse::<f64>().unwrap() / 1000.0;
+        let logged = kv(&r["data"]["metrics"], "classify.test.macro_f1");
+        // The scripted metrics carry no test means; the table reads the per-seed runs.
+        assert!(logged.is_none() || logged == Some(json!(f1)), "{logged:?}");
+    }
+    let s = json(&dir.join("artifacts/sweeps/add/sweep.json"));
+    let f1s: Vec<f64> = s["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metrics"]["macro_f1"]["mean"].as_f64().unwrap())
+        .collect();
+    assert_eq!(f1s, [0.5, 0.75, 1.0]);
+}
