@@ -658,7 +658,12 @@ mod tests {
         assert_eq!((p[1].synthetic, p[1].total()), (250, 260));
         // A class at the target gets none unless --classes names it.
         let both = [50, 50];
-        let p2 = plan(&args("synthetic", &["--add", "5"]), &real[..2], &both, &fill[..2]);
+        let p2 = plan(
+            &args("synthetic", &["--add", "5"]),
+            &real[..2],
+            &both,
+            &fill[..2],
+        );
         assert_eq!((p2[0].synthetic, p2[1].synthetic), (0, 5));
         let named = plan(
             &args("synthetic", &["--add", "5", "--classes", "c0"]),
@@ -667,7 +672,12 @@ mod tests {
             &fill[..2],
         );
         assert_eq!(named[0].synthetic, 5);
-        let p = plan(&args("synthetic+classical", &["--add", "0"]), &real, &synth, &fill);
+        let p = plan(
+            &args("synthetic+classical", &["--add", "0"]),
+            &real,
+            &synth,
+            &fill,
+        );
         assert_eq!((p[1].synthetic, p[1].classical), (0, 290));
         let p = plan(
             &args("synthetic", &["--max-synthetic-ratio", "2"]),

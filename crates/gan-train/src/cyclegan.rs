@@ -204,7 +204,10 @@ impl Nets {
             plan.device,
             |meta| check_architecture(meta, path, &plan.cfg, "--resume"),
         )?;
-        for (key, pool) in [("pool_a_len", &mut self.pool_a), ("pool_b_len", &mut self.pool_b)] {
+        for (key, pool) in [
+            ("pool_a_len", &mut self.pool_a),
+            ("pool_b_len", &mut self.pool_b),
+        ] {
             let len: usize = checkpoint::meta_value(&meta, key, path)?;
             pool.len = len.min(pool.size);
         }
@@ -242,7 +245,10 @@ impl Real {
                 .collect();
             all.index_select(0, &Tensor::from_slice(&ix).to_device(plan.device))
         };
-        let (a, b) = (of(plan.cfg.trained_classes[0]), of(plan.cfg.trained_classes[1]));
+        let (a, b) = (
+            of(plan.cfg.trained_classes[0]),
+            of(plan.cfg.trained_classes[1]),
+        );
         let first = |x: &Tensor| x.narrow(0, 0, GRID.min(x.size()[0]));
         Self {
             grid_a: first(&a),
@@ -314,7 +320,7 @@ fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         let ib = l1(&nets.g_ab.forward(&xb), &xb);
         id_a = value(&ia);
         id_b = value(&ib);
-        g_loss = g_loss + (ia + ib) * w_id;
+        g_loss += (ia + ib) * w_id;
     }
     g_loss.backward();
     nets.opt_g.step();
@@ -545,6 +551,9 @@ mod tests {
             len: 0,
             size: 0,
         };
-        assert_eq!(value(&none.query(&batch(3.0), &mut rng).mean(Kind::Float)), 3.0);
+        assert_eq!(
+            value(&none.query(&batch(3.0), &mut rng).mean(Kind::Float)),
+            3.0
+        );
     }
 }

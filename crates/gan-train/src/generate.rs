@@ -51,7 +51,7 @@ pub struct GenerateArgs {
 /// The network that makes the images: a GAN's generator, or a cyclegan's A→B translator.
 enum Net {
     Gan(Generator),
-    Translate(ResnetGenerator),
+    Translate(Box<ResnetGenerator>),
 }
 
 /// A trained generator and the classes to draw, checked before sampling.
@@ -92,8 +92,12 @@ impl Plan {
         let vs = VarStore::new(device);
         let (g, prefix) = if cfg.model.translates() {
             // A checkpoint keeps both generators under `g.`; only A→B is used.
-            let g = ResnetGenerator::new(vs.root() / "g_ab", cfg.channels, cfg.height, cfg.g_width)?;
-            (Net::Translate(g), if checkpoint { "g." } else { "" })
+            let g =
+                ResnetGenerator::new(vs.root() / "g_ab", cfg.channels, cfg.height, cfg.g_width)?;
+            (
+                Net::Translate(Box::new(g)),
+                if checkpoint { "g." } else { "" },
+            )
         } else {
             (
                 Net::Gan(Generator::new(vs.root(), &cfg)?),
@@ -107,7 +111,11 @@ impl Plan {
                 .clone()
                 .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
             if !data.exists() {
-                bail!("{}: {} works on real images, and this set is missing; pass --data <image set>", data.display(), cfg.model);
+                bail!(
+                    "{}: {} works on real images, and this set is missing; pass --data <image set>",
+                    data.display(),
+                    cfg.model
+                );
             }
             let set = ImageSet::read(&data)?;
             if set.classes != cfg.classes

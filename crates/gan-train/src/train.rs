@@ -168,7 +168,10 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
         );
     }
     if args.model.translates() && args.pool_size > 10_000 {
-        bail!("--pool-size {} is larger than any use of it; the paper's is 50", args.pool_size);
+        bail!(
+            "--pool-size {} is larger than any use of it; the paper's is 50",
+            args.pool_size
+        );
     }
     if args.loss == GanLoss::Hinge && args.model == GanKind::WganGp {
         bail!("--loss hinge: wgan-gp has its own (Wasserstein) loss; use --model cgan or dcgan");
@@ -1191,8 +1194,7 @@ pub(crate) fn finish_with(
         steps: step,
         steps_this_run: trained_steps,
         train_s: (train_time * 1000.0).round() / 1000.0,
-        images_per_s: (train_time > 0.0)
-            .then(|| (images / train_time * 10.0).round() / 10.0),
+        images_per_s: (train_time > 0.0).then(|| (images / train_time * 10.0).round() / 10.0),
         last: rows.last().cloned(),
     })?;
     m.finish(work, started)?;

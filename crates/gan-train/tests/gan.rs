@@ -1050,9 +1050,12 @@ fn cyclegan_translates_a_into_b_and_resumes_exactly() {
         .collect()
     };
     let full = tmp.path().join("full");
-    let (err, m) = run_to_end(&run_args(&full, "300"), &full);
+    let (log, m) = run_to_end(&run_args(&full, "300"), &full);
     // auto: into the class with the fewest images (b), from the one with the most (a).
-    assert!(err.contains("cyclegan: a (12 images) → b (4 images)"), "{err}");
+    assert!(
+        log.contains("cyclegan: a (12 images) → b (4 images)"),
+        "{log}"
+    );
     assert_eq!(m["config"]["trained_classes"], serde_json::json!([0, 1]));
     let mut r = csv::Reader::from_path(full.join("cycle.csv")).unwrap();
     let rows: Vec<Vec<f64>> = r
@@ -1074,15 +1077,20 @@ fn cyclegan_translates_a_into_b_and_resumes_exactly() {
     let args = run_args(&split, "300");
     let k = kill_after_first_checkpoint(
         &args,
-        &tmp.path().join(".split.partial/checkpoints/latest.safetensors"),
+        &tmp.path()
+            .join(".split.partial/checkpoints/latest.safetensors"),
     );
-    let (err, m) = run_to_end(&args, &split);
-    assert!(err.contains("resuming"), "{err}");
+    let (log, m) = run_to_end(&args, &split);
+    assert!(log.contains("resuming"), "{log}");
     assert_eq!(m["metrics"]["steps_this_run"], 300 - k);
-    let (ta, _) = read_safetensors(&full.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
-    let (tb, _) = read_safetensors(&split.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    let (ta, _) =
+        read_safetensors(&full.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
+    let (tb, _) =
+        read_safetensors(&split.join("checkpoints/latest.safetensors"), Device::Cpu).unwrap();
     assert_eq!(ta.len(), tb.len());
-    assert!(ta.keys().any(|k| k.starts_with("pool.")) && ta.keys().any(|k| k.starts_with("opt_d.m.")));
+    assert!(
+        ta.keys().any(|k| k.starts_with("pool.")) && ta.keys().any(|k| k.starts_with("opt_d.m."))
+    );
     for (name, t) in &ta {
         assert!(t.equal(&tb[name]), "tensor {name} differs after resume");
     }
@@ -1090,7 +1098,13 @@ fn cyclegan_translates_a_into_b_and_resumes_exactly() {
     // generate translates every training image of a (12) into b, labelled b.
     let gen = tmp.path().join("generated");
     let o = Command::new(BIN)
-        .args(["generate", "--from", full.to_str().unwrap(), "--per-class", "100"])
+        .args([
+            "generate",
+            "--from",
+            full.to_str().unwrap(),
+            "--per-class",
+            "100",
+        ])
         .args(["--data", &format!("{root}/dataset/train.safetensors")])
         .args(["--out", gen.to_str().unwrap(), "--quiet"])
         .output()
@@ -1098,16 +1112,30 @@ fn cyclegan_translates_a_into_b_and_resumes_exactly() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let set = ImageSet::read(&gen.join("generated.safetensors")).unwrap();
     assert_eq!(set.len(), 12);
-    assert!(set.labels.iter().all(|&l| l == 1), "every translation is labelled b");
+    assert!(
+        set.labels.iter().all(|&l| l == 1),
+        "every translation is labelled b"
+    );
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(gen.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["counts"], serde_json::json!({"b": 12}));
 
     // Wrong use says what to do.
-    let e = err(tmp.path(), &["--model", "cyclegan", "--from", "a", "--to", "a", "--steps", "2"]);
+    let e = err(
+        tmp.path(),
+        &[
+            "--model", "cyclegan", "--from", "a", "--to", "a", "--steps", "2",
+        ],
+    );
     assert!(e.contains("--from and --to are both class a"), "{e}");
-    let e = err(tmp.path(), &["--model", "cyclegan", "--to", "zebra", "--steps", "2"]);
+    let e = err(
+        tmp.path(),
+        &["--model", "cyclegan", "--to", "zebra", "--steps", "2"],
+    );
     assert!(e.contains("--to zebra") && e.contains("zebra"), "{e}");
-    let e = err(tmp.path(), &["--model", "cgan", "--from", "a", "--steps", "2"]);
+    let e = err(
+        tmp.path(),
+        &["--model", "cgan", "--from", "a", "--steps", "2"],
+    );
     assert!(e.contains("add --model cyclegan"), "{e}");
 }

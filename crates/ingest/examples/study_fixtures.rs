@@ -59,7 +59,11 @@ fn gtsrb(root: &Path, digits: &[Vec<Vec<u8>>], rng: &mut ChaCha8Rng) -> Result<(
         std::fs::create_dir_all(&dir)?;
         let mut csv = String::from("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n");
         for (i, d) in ds.iter().enumerate() {
-            let base = [rng.random_range(40..200u8), rng.random_range(40..200u8), rng.random_range(40..200u8)];
+            let base = [
+                rng.random_range(40..200u8),
+                rng.random_range(40..200u8),
+                rng.random_range(40..200u8),
+            ];
             let mut img = image::RgbImage::from_fn(side, side, |_, _| {
                 image::Rgb(base.map(|v| v.saturating_add(rng.random_range(0..40))))
             });
@@ -69,8 +73,8 @@ fn gtsrb(root: &Path, digits: &[Vec<Vec<u8>>], rng: &mut ChaCha8Rng) -> Result<(
                     let a = d[(y * 28 + x) as usize] as f32 / 255.0;
                     let p = img.get_pixel_mut(ox + x, oy + y);
                     let sign = [250.0, 250.0, 240.0];
-                    for k in 0..3 {
-                        p.0[k] = (p.0[k] as f32 * (1.0 - a) + sign[k] * a) as u8;
+                    for (v, s) in p.0.iter_mut().zip(sign) {
+                        *v = (*v as f32 * (1.0 - a) + s * a) as u8;
                     }
                 }
             }
@@ -78,7 +82,12 @@ fn gtsrb(root: &Path, digits: &[Vec<Vec<u8>>], rng: &mut ChaCha8Rng) -> Result<(
             let mut ppm = format!("P6\n{side} {side}\n255\n").into_bytes();
             ppm.extend_from_slice(img.as_raw());
             std::fs::write(dir.join(&name), ppm)?;
-            let _ = writeln!(csv, "{name};{side};{side};{ox};{oy};{};{};{c}", ox + 27, oy + 27);
+            let _ = writeln!(
+                csv,
+                "{name};{side};{side};{ox};{oy};{};{};{c}",
+                ox + 27,
+                oy + 27
+            );
         }
         std::fs::write(dir.join(format!("GT-{c:05}.csv")), csv)?;
     }
@@ -89,7 +98,8 @@ fn fer(root: &Path, digits: &[Vec<Vec<u8>>]) -> Result<()> {
     let mut csv = String::from("emotion,pixels,Usage\n");
     for (c, ds) in digits.iter().enumerate() {
         for (i, d) in ds.iter().enumerate() {
-            let big = image::imageops::resize(&grey(d), 48, 48, image::imageops::FilterType::Triangle);
+            let big =
+                image::imageops::resize(&grey(d), 48, 48, image::imageops::FilterType::Triangle);
             let px: Vec<String> = big.as_raw().iter().map(|v| v.to_string()).collect();
             let usage = match i % 6 {
                 4 => "PublicTest",
@@ -110,7 +120,8 @@ fn fundus(root: &Path, digits: &[Vec<Vec<u8>>], rng: &mut ChaCha8Rng) -> Result<
     let side = 128u32;
     for (c, ds) in digits.iter().enumerate() {
         for (i, d) in ds.iter().enumerate().take(25) {
-            let big = image::imageops::resize(&grey(d), 96, 96, image::imageops::FilterType::Triangle);
+            let big =
+                image::imageops::resize(&grey(d), 96, 96, image::imageops::FilterType::Triangle);
             let tint = rng.random_range(0.85..1.15f32);
             let img = image::RgbImage::from_fn(side, side, |x, y| {
                 let (dx, dy) = (x as f32 - 63.5, y as f32 - 63.5);

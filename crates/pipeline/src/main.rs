@@ -12,8 +12,8 @@ use pipeline::spec::{parse_override, Bindings, Param, ParamType, Spec};
 use pipeline::sweep::{self, SweepResult};
 use pipeline::tracking::{self, Link, Tracker};
 use rebalance_core::contract::classify::ClassifierMetrics;
-use rebalance_core::contract::read_json;
 use rebalance_core::contract::layout::file;
+use rebalance_core::contract::read_json;
 use rebalance_core::contract::runs::{RunStatus, StageStatus};
 
 /// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
@@ -483,7 +483,11 @@ fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> Resul
 
 /// The string parameter set to `auto` among the overrides, when its choices include `auto`:
 /// (key, the other choices).
-fn auto_param(spec: &Spec, entry: &str, params: &[(String, String)]) -> Option<(String, Vec<String>)> {
+fn auto_param(
+    spec: &Spec,
+    entry: &str,
+    params: &[(String, String)],
+) -> Option<(String, Vec<String>)> {
     params.iter().find_map(|(k, v)| {
         if v != "auto" {
             return None;
@@ -492,7 +496,11 @@ fn auto_param(spec: &Spec, entry: &str, params: &[(String, String)]) -> Option<(
         decl.choices.iter().any(|c| c == "auto").then(|| {
             (
                 k.clone(),
-                decl.choices.iter().filter(|c| *c != "auto").cloned().collect(),
+                decl.choices
+                    .iter()
+                    .filter(|c| *c != "auto")
+                    .cloned()
+                    .collect(),
             )
         })
     })
@@ -500,7 +508,11 @@ fn auto_param(spec: &Spec, entry: &str, params: &[(String, String)]) -> Option<(
 
 /// Write the report of the entry point's `report` stage again (after a sweep or a choice):
 /// (verdict, report folder).
-fn rewrite_report(tasks: &[Task], root: &Path, artifacts: &Path) -> Result<Option<(String, PathBuf)>> {
+fn rewrite_report(
+    tasks: &[Task],
+    root: &Path,
+    artifacts: &Path,
+) -> Result<Option<(String, PathBuf)>> {
     let Some(out) = tasks
         .iter()
         .find(|t| t.entry == "report")
@@ -576,7 +588,11 @@ fn run_sweep(
     let mut params: std::collections::BTreeMap<String, String> = fixed.iter().cloned().collect();
     params.insert(
         format!("sweep.{}", swept.key),
-        swept.values.join(if swept.kind == ParamType::List { ";" } else { "," }),
+        swept.values.join(if swept.kind == ParamType::List {
+            ";"
+        } else {
+            ","
+        }),
     );
     let sweep_entry = format!("sweep:{}", run_args.entry);
     let mut parent = Tracker::start(
@@ -602,7 +618,12 @@ fn run_sweep(
     let mut rare = Vec::new();
     let mut baseline = None;
     for (i, (value, tasks)) in swept.values.iter().zip(&plans).enumerate() {
-        eprintln!("sweep {name}: [{}/{}] {}={value}", i + 1, plans.len(), swept.key);
+        eprintln!(
+            "sweep {name}: [{}/{}] {}={value}",
+            i + 1,
+            plans.len(),
+            swept.key
+        );
         let link = Link {
             parent: parent.mlflow_run_id().map(str::to_string),
             name: Some(format!("{}={value}", swept.key)),

@@ -764,7 +764,11 @@ fn auto_choice(artifacts: &Path, strategy: &str) -> Option<String> {
         })?;
     let chosen = &s.choice.as_ref()?.value;
     let f1 = |r: &crate::sweep::SweepRow| r.val.get("macro_f1").copied();
-    let mut ranked: Vec<_> = s.rows.iter().filter_map(|r| f1(r).map(|v| (r, v))).collect();
+    let mut ranked: Vec<_> = s
+        .rows
+        .iter()
+        .filter_map(|r| f1(r).map(|v| (r, v)))
+        .collect();
     ranked.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
     let (_, best) = ranked.iter().find(|(r, _)| &r.value == chosen)?;
     let next = ranked

@@ -68,7 +68,11 @@ pub fn split(
             fixed.push((key.clone(), raw.clone()));
             continue;
         };
-        let sep = if decl.kind == ParamType::List { ';' } else { ',' };
+        let sep = if decl.kind == ParamType::List {
+            ';'
+        } else {
+            ','
+        };
         if !raw.contains(sep) {
             fixed.push((key.clone(), raw.clone()));
             continue;
@@ -226,7 +230,11 @@ pub fn summarize(m: &ClassifierMetrics, rare: &[String]) -> BTreeMap<String, Sta
 }
 
 /// The same on the validation split (`val`) or the test split.
-pub fn summarize_split(m: &ClassifierMetrics, rare: &[String], val: bool) -> BTreeMap<String, Stat> {
+pub fn summarize_split(
+    m: &ClassifierMetrics,
+    rare: &[String],
+    val: bool,
+) -> BTreeMap<String, Stat> {
     let per_seed: Vec<BTreeMap<String, f64>> = m
         .runs
         .iter()
@@ -234,7 +242,10 @@ pub fn summarize_split(m: &ClassifierMetrics, rare: &[String], val: bool) -> BTr
         .collect();
     let mut out = BTreeMap::new();
     for (key, _) in COLUMNS {
-        let vals: Vec<f64> = per_seed.iter().filter_map(|s| s.get(key).copied()).collect();
+        let vals: Vec<f64> = per_seed
+            .iter()
+            .filter_map(|s| s.get(key).copied())
+            .collect();
         if vals.is_empty() {
             continue;
         }
@@ -415,35 +426,47 @@ impl SweepResult {
     pub fn csv(&self) -> Result<Vec<u8>> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(["value", "split", "metric", "mean", "std", "seeds"])?;
-        let mut put = |value: &str, split: &str, m: &BTreeMap<String, Stat>, seeds: usize| -> Result<()> {
-            for (k, _) in COLUMNS {
-                if let Some(s) = m.get(k) {
-                    w.write_record([
-                        value.to_string(),
-                        split.to_string(),
-                        k.to_string(),
-                        s.mean.to_string(),
-                        s.std.to_string(),
-                        seeds.to_string(),
-                    ])?;
+        let mut put =
+            |value: &str, split: &str, m: &BTreeMap<String, Stat>, seeds: usize| -> Result<()> {
+                for (k, _) in COLUMNS {
+                    if let Some(s) = m.get(k) {
+                        w.write_record([
+                            value.to_string(),
+                            split.to_string(),
+                            k.to_string(),
+                            s.mean.to_string(),
+                            s.std.to_string(),
+                            seeds.to_string(),
+                        ])?;
+                    }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         if let Some(b) = &self.baseline {
-            put("baseline", "test", b, self.rows.first().map(|r| r.seeds.len()).unwrap_or(1))?;
+            put(
+                "baseline",
+                "test",
+                b,
+                self.rows.first().map(|r| r.seeds.len()).unwrap_or(1),
+            )?;
         }
         for r in &self.rows {
             put(&r.value, "test", &r.metrics, r.seeds.len())?;
             put(&r.value, "val", &r.val, r.seeds.len())?;
         }
-        w.into_inner().map_err(|e| anyhow!("writing the sweep table: {e}"))
+        w.into_inner()
+            .map_err(|e| anyhow!("writing the sweep table: {e}"))
     }
 
     /// The value with the best validation macro-F1 (mean over seeds); the first in order on
     /// a tie. The test split plays no part.
     pub fn best_on_validation(&self) -> Option<&SweepRow> {
-        let f1 = |r: &SweepRow| r.val.get("macro_f1").map(|s| s.mean).filter(|v| v.is_finite());
+        let f1 = |r: &SweepRow| {
+            r.val
+                .get("macro_f1")
+                .map(|s| s.mean)
+                .filter(|v| v.is_finite())
+        };
         let mut best: Option<&SweepRow> = None;
         for r in &self.rows {
             if let Some(v) = f1(r) {
@@ -457,7 +480,10 @@ impl SweepResult {
 
     /// The values as numbers, when every one is a number.
     fn numeric(&self) -> Option<Vec<f64>> {
-        self.rows.iter().map(|r| r.value.parse::<f64>().ok()).collect()
+        self.rows
+            .iter()
+            .map(|r| r.value.parse::<f64>().ok())
+            .collect()
     }
 
     /// One SVG per metric against the swept value (lines for numbers, bars otherwise); the
@@ -474,7 +500,10 @@ impl SweepResult {
                 Some(xs) => {
                     let mut series = vec![(
                         "mean over seeds",
-                        xs.iter().zip(&self.rows).map(|(x, r)| (*x, get(r))).collect(),
+                        xs.iter()
+                            .zip(&self.rows)
+                            .map(|(x, r)| (*x, get(r)))
+                            .collect(),
                     )];
                     let band = |sign: f64| -> Vec<(f64, f64)> {
                         xs.iter()
@@ -654,7 +683,10 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
         let s = summarize(&m, &["b".to_string()]);
         let close = |k: &str, mean: f64, std: f64| {
             let v = s[k];
-            assert!((v.mean - mean).abs() < 1e-12 && (v.std - std).abs() < 1e-12, "{k}: {v:?}");
+            assert!(
+                (v.mean - mean).abs() < 1e-12 && (v.std - std).abs() < 1e-12,
+                "{k}: {v:?}"
+            );
         };
         close("rare_recall", 0.3, 0.02f64.sqrt());
         close("recall", 0.65, 0.1f64 / 2f64.sqrt());
@@ -676,7 +708,13 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
                     synthetic_per_rare_class: Some(0.0),
                     images_per_rare_class: Some(300.0),
                     metrics: s.clone(),
-                    val: BTreeMap::from([("macro_f1".into(), Stat { mean: 0.7, std: 0.0 })]),
+                    val: BTreeMap::from([(
+                        "macro_f1".into(),
+                        Stat {
+                            mean: 0.7,
+                            std: 0.0,
+                        },
+                    )]),
                 },
                 SweepRow {
                     value: "250".into(),
@@ -686,13 +724,22 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
                     synthetic_per_rare_class: Some(250.0),
                     images_per_rare_class: Some(300.0),
                     metrics: s,
-                    val: BTreeMap::from([("macro_f1".into(), Stat { mean: 0.6, std: 0.0 })]),
+                    val: BTreeMap::from([(
+                        "macro_f1".into(),
+                        Stat {
+                            mean: 0.6,
+                            std: 0.0,
+                        },
+                    )]),
                 },
             ],
             choice: None,
         };
         let md = r.markdown();
-        assert!(md.contains("| 250 | 2 | 250 | 300 | 1.0000 ± 0.0000 |"), "{md}");
+        assert!(
+            md.contains("| 250 | 2 | 250 | 300 | 1.0000 ± 0.0000 |"),
+            "{md}"
+        );
         assert!(md.contains("real only (baseline)"));
         let plots = r.plots().unwrap();
         assert_eq!(plots.len(), COLUMNS.len());
@@ -701,11 +748,30 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
         // test numbers are equal.
         let mut r = r;
         assert_eq!(r.best_on_validation().unwrap().value, "0");
-        r.rows[1].val.insert("macro_f1".into(), Stat { mean: 0.7, std: 0.0 });
-        assert_eq!(r.best_on_validation().unwrap().value, "0", "a tie goes to the first");
-        r.rows[1].val.insert("macro_f1".into(), Stat { mean: 0.71, std: 0.0 });
+        r.rows[1].val.insert(
+            "macro_f1".into(),
+            Stat {
+                mean: 0.7,
+                std: 0.0,
+            },
+        );
+        assert_eq!(
+            r.best_on_validation().unwrap().value,
+            "0",
+            "a tie goes to the first"
+        );
+        r.rows[1].val.insert(
+            "macro_f1".into(),
+            Stat {
+                mean: 0.71,
+                std: 0.0,
+            },
+        );
         assert_eq!(r.best_on_validation().unwrap().value, "250");
-        r.choice = Some(Choice { value: "250".into(), by: "val macro_f1".into() });
+        r.choice = Some(Choice {
+            value: "250".into(),
+            by: "val macro_f1".into(),
+        });
         assert!(r.markdown().contains("| 250 (chosen) |"));
     }
 }

@@ -427,16 +427,26 @@ fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
         .unwrap();
     ok(&o);
     let found = runs(&server, "sweep");
-    assert_eq!(found.len(), 4, "the sweep's run and one per value: {found:?}");
+    assert_eq!(
+        found.len(),
+        4,
+        "the sweep's run and one per value: {found:?}"
+    );
     let parent = found
         .iter()
         .find(|r| kv(&r["data"]["tags"], "rebalance.entry") == Some(json!("sweep:classify")))
         .expect("the sweep's own run");
     let parent_id = parent["info"]["run_id"].clone();
     assert_eq!(parent["info"]["status"], "FINISHED");
-    assert_eq!(kv(&parent["data"]["params"], "sweep.add"), Some(json!("0,250,500")));
+    assert_eq!(
+        kv(&parent["data"]["params"], "sweep.add"),
+        Some(json!("0,250,500"))
+    );
     // The parent holds the swept metric at steps 0, 1, 2 (its latest value is the last one).
-    assert_eq!(kv(&parent["data"]["metrics"], "sweep.macro_f1"), Some(json!(1.0)));
+    assert_eq!(
+        kv(&parent["data"]["metrics"], "sweep.macro_f1"),
+        Some(json!(1.0))
+    );
     let mut children: Vec<(String, Value)> = found
         .iter()
         .filter(|r| kv(&r["data"]["tags"], "mlflow.parentRunId") == Some(parent_id.clone()))
@@ -457,7 +467,10 @@ fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
     for (v, r) in &children {
         assert_eq!(r["info"]["status"], "FINISHED");
         assert_eq!(kv(&r["data"]["params"], "classify.add"), Some(json!(v)));
-        assert_eq!(kv(&r["data"]["tags"], "mlflow.runName"), Some(json!(format!("add={v}"))));
+        assert_eq!(
+            kv(&r["data"]["tags"], "mlflow.runName"),
+            Some(json!(format!("add={v}")))
+        );
         let f1 = 0.5 + v.parse::<f64>().unwrap() / 1000.0;
         let logged = kv(&r["data"]["metrics"], "classify.test.macro_f1");
         // The scripted metrics carry no test means; the table reads the per-seed runs.

@@ -14,7 +14,11 @@ use common::*;
 /// A project folder with the repository's pipeline.toml and the studies' fixtures.
 fn study_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(repo().join("pipeline.toml"), dir.path().join("pipeline.toml")).unwrap();
+    std::fs::copy(
+        repo().join("pipeline.toml"),
+        dir.path().join("pipeline.toml"),
+    )
+    .unwrap();
     dir
 }
 
@@ -72,7 +76,14 @@ fn traffic_signs_gtsrb_layout_with_roi_crops_then_the_studys_dcgan_flow() {
     let run = |args: &[&str]| {
         let o = Command::new(&gan)
             .args(args)
-            .args(["--data", data.to_str().unwrap(), "--batch", "8", "--g-width", "16"])
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--batch",
+                "8",
+                "--g-width",
+                "16",
+            ])
             .args(["--d-width", "16", "--log-every", "50"])
             .env("RUST_LOG", "info")
             .output()
@@ -138,7 +149,10 @@ fn fer2013_csv_with_wgan_gp_and_two_refinement_rounds() {
     assert_eq!(gan["config"]["model"], "wgan-gp");
     assert!(art.join("rounds/2/classify/metrics.json").is_file());
     let verdict = finished_with_verdict(&art);
-    assert!(verdict.contains("Refinement") || verdict.contains("round"), "{verdict}");
+    assert!(
+        verdict.contains("Refinement") || verdict.contains("round"),
+        "{verdict}"
+    );
 }
 
 #[test]

@@ -53,7 +53,11 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
     };
     assert_eq!(rows[1]["ran"], second, "{out}");
     assert_eq!(rows[0]["synthetic_per_rare_class"], 0.0);
-    assert_eq!(rows[1]["synthetic_per_rare_class"], kept.min(4) as f64, "{acc}");
+    assert_eq!(
+        rows[1]["synthetic_per_rare_class"],
+        kept.min(4) as f64,
+        "{acc}"
+    );
     assert_eq!(rows[1]["images_per_rare_class"], 24.0);
     let comp = json(&art.join("sweeps/add/add=4/composition.json"));
     for c in ["a", "b", "d"] {
@@ -61,13 +65,23 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
     }
     for r in rows {
         assert_eq!(r["seeds"].as_array().unwrap().len(), 2);
-        for k in ["loss", "accuracy", "precision", "recall", "macro_f1", "rare_recall"] {
+        for k in [
+            "loss",
+            "accuracy",
+            "precision",
+            "recall",
+            "macro_f1",
+            "rare_recall",
+        ] {
             let m = &r["metrics"][k];
             assert!(m["mean"].as_f64().unwrap().is_finite(), "{k}: {r}");
             assert!(m["std"].as_f64().unwrap() >= 0.0, "{k}: {r}");
         }
         // Each value's metrics are kept beside the table.
-        let kept = art.join(format!("sweeps/add/add={}/metrics.json", r["value"].as_str().unwrap()));
+        let kept = art.join(format!(
+            "sweeps/add/add={}/metrics.json",
+            r["value"].as_str().unwrap()
+        ));
         assert!(kept.is_file(), "{}", kept.display());
     }
     // The last value's classifier is the one in artifacts/classify, and its numbers are the row's.
@@ -78,11 +92,27 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
 
     let table = std::fs::read_to_string(art.join("sweeps/add/table.md")).unwrap();
     let row = format!("| 4 | 2 | {} | 24 |", kept.min(4));
-    assert!(table.contains("real only (baseline)") && table.contains(&row), "{table}");
-    assert!(stdout.contains("| add | seeds |"), "the table goes to stdout: {stdout}");
-    for k in ["loss", "accuracy", "precision", "recall", "macro_f1", "rare_recall"] {
+    assert!(
+        table.contains("real only (baseline)") && table.contains(&row),
+        "{table}"
+    );
+    assert!(
+        stdout.contains("| add | seeds |"),
+        "the table goes to stdout: {stdout}"
+    );
+    for k in [
+        "loss",
+        "accuracy",
+        "precision",
+        "recall",
+        "macro_f1",
+        "rare_recall",
+    ] {
         let svg = std::fs::read_to_string(art.join(format!("sweeps/add/{k}.svg"))).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("against add"), "{k}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("against add"),
+            "{k}"
+        );
     }
     let csv = std::fs::read_to_string(art.join("sweeps/add/table.csv")).unwrap();
     // A header, the baseline's test metrics, each value's test and val metrics.
@@ -93,12 +123,21 @@ fn a_sweep_reruns_only_what_the_parameter_touches_and_tables_each_value() {
     assert!(html.contains("<h2>Sweeps</h2>") && html.contains("add over add"));
     let mut entries: Vec<String> = std::fs::read_dir(art.join("runs"))
         .unwrap()
-        .map(|e| json(&e.unwrap().path().join("run.json"))["entry"].as_str().unwrap().to_string())
+        .map(|e| {
+            json(&e.unwrap().path().join("run.json"))["entry"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     entries.sort();
     assert_eq!(entries, ["main", "main", "sweep:main"]);
     for r in rows {
-        let run = json(&art.join("runs").join(r["run_id"].as_str().unwrap()).join("run.json"));
+        let run = json(
+            &art.join("runs")
+                .join(r["run_id"].as_str().unwrap())
+                .join("run.json"),
+        );
         assert_eq!(run["status"], "FINISHED");
         assert_eq!(run["params"]["augment.add"], r["value"]);
     }
@@ -120,7 +159,13 @@ fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
     let values: Vec<&str> = rows.iter().map(|r| r["value"].as_str().unwrap()).collect();
     assert_eq!(
         values,
-        ["none", "oversample", "classical", "synthetic", "synthetic+classical"],
+        [
+            "none",
+            "oversample",
+            "classical",
+            "synthetic",
+            "synthetic+classical"
+        ],
         "{err}"
     );
     // The choice, recomputed here from each candidate's own metrics.json: the best mean
@@ -144,16 +189,26 @@ fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
     // The artifacts are the chosen one's: composition, classifier and verdict.
     let comp = json(&art.join("augmented/composition.json"));
     assert_eq!(comp["strategy"], chosen);
-    let kept = json(&art.join(format!("sweeps/strategy-auto/strategy={chosen}/metrics.json")));
+    let kept = json(&art.join(format!(
+        "sweeps/strategy-auto/strategy={chosen}/metrics.json"
+    )));
     let now = json(&art.join("classify/metrics.json"));
-    assert_eq!(now["test"], kept["test"], "classify/ holds the chosen candidate's classifier");
+    assert_eq!(
+        now["test"], kept["test"],
+        "classify/ holds the chosen candidate's classifier"
+    );
     let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
     assert!(
-        verdict.starts_with(&format!("strategy=auto chose {chosen} of 5 on validation macro-F1")),
+        verdict.starts_with(&format!(
+            "strategy=auto chose {chosen} of 5 on validation macro-F1"
+        )),
         "{verdict}"
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains(&format!("| {chosen} (chosen) |")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("| {chosen} (chosen) |")),
+        "{stdout}"
+    );
     let html = std::fs::read_to_string(art.join("report/index.html")).unwrap();
     assert!(html.contains(&format!("strategy=auto chose {chosen}</b>")));
     // Runs: the sweep's, one per candidate, and the final one with the choice.
@@ -171,7 +226,11 @@ fn cyclegan_plugs_into_the_default_chain() {
     let art = dir.join("artifacts");
     let mut params = tiny();
     params.retain(|p| !p.starts_with("steps="));
-    params.extend(["gan-train.model=cyclegan".into(), "steps=20".into(), "per_class=100".into()]);
+    params.extend([
+        "gan-train.model=cyclegan".into(),
+        "steps=20".into(),
+        "per_class=100".into(),
+    ]);
     let err = ok(&pipeline(dir, &["-q"], &params));
     // auto: from the first of the largest classes (a, 24 images) into the rare class c (6).
     let gen = json(&art.join("generated/manifest.json"));
@@ -180,7 +239,9 @@ fn cyclegan_plugs_into_the_default_chain() {
     let acc = std::fs::read_to_string(art.join("filtered/acceptance.csv")).unwrap();
     assert!(acc.lines().any(|l| l.starts_with("c,24,")), "{acc}");
     let comp = json(&art.join("augmented/composition.json"));
-    let kept = comp["classes"]["c"]["synthetic_available"].as_u64().unwrap();
+    let kept = comp["classes"]["c"]["synthetic_available"]
+        .as_u64()
+        .unwrap();
     assert!(kept <= 24);
     assert!(art.join("report/verdict.txt").is_file());
     let cmd = std::fs::read_to_string(art.join("gan/manifest.json")).unwrap();

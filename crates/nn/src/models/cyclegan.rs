@@ -131,14 +131,12 @@ impl ResnetGenerator {
         for (c1, c2) in &self.blocks {
             let r = inorm(&c1.forward(&h.reflection_pad2d([1, 1, 1, 1]))).relu();
             let r = inorm(&c2.forward(&r.reflection_pad2d([1, 1, 1, 1])));
-            h = h + r;
+            h += r;
         }
         for u in &self.up {
             h = inorm(&u.forward(&h)).relu();
         }
-        self.c_out
-            .forward(&h.reflection_pad2d([3, 3, 3, 3]))
-            .tanh()
+        self.c_out.forward(&h.reflection_pad2d([3, 3, 3, 3])).tanh()
     }
 }
 
@@ -187,7 +185,13 @@ mod tests {
 
     #[test]
     fn shapes_from_28_to_128_px() {
-        for (c, side, patches) in [(1, 28, 5), (3, 32, 6), (1, 48, 10), (3, 64, 6), (3, 128, 14)] {
+        for (c, side, patches) in [
+            (1, 28, 5),
+            (3, 32, 6),
+            (1, 48, 10),
+            (3, 64, 6),
+            (3, 128, 14),
+        ] {
             let vs = VarStore::new(Device::Cpu);
             let g = ResnetGenerator::new(vs.root() / "g", c, side, 8).unwrap();
             let d = PatchDiscriminator::new(vs.root() / "d", c, side, 8);
