@@ -433,6 +433,23 @@ fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> Resul
         values: candidates,
     };
     let name = sweep::slug(&format!("{}-auto", key.rsplit('.').next().unwrap_or(key)));
+    {
+        let mut first = fixed.clone();
+        first.push((key.to_string(), swept.values[0].clone()));
+        let tasks = plan(
+            spec,
+            &args.entry,
+            &Bindings::new(spec, &args.entry, &first)?,
+        )?;
+        if !tasks.iter().any(|t| t.entry == "classify") {
+            bail!(
+                "{key}=auto chooses by a classifier's validation macro-F1, and entry point `{}` \
+                 trains none; run the whole chain (`-e main`), or give {key} one of: {}",
+                args.entry,
+                swept.values.join(", ")
+            );
+        }
+    }
     eprintln!(
         "{key}=auto: trying {} and keeping the best on validation macro-F1",
         swept.values.join(", ")

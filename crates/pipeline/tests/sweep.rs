@@ -152,6 +152,16 @@ fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
     let mut params = tiny();
     params.push("seeds=2".into());
     params.push("strategy=auto".into());
+    // An entry point that trains no classifier has nothing to choose by.
+    let err = fails(&pipeline(
+        dir,
+        &["-e", "augment"],
+        &["strategy=auto".to_string()],
+    ));
+    assert!(
+        err.contains("strategy=auto chooses by a classifier's validation macro-F1"),
+        "{err}"
+    );
     let o = pipeline(dir, &["-q"], &params);
     let err = ok(&o);
     let s = json(&art.join("sweeps/strategy-auto/sweep.json"));
