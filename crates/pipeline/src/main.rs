@@ -52,8 +52,8 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Run an entry point once per value of one parameter (`-P add=0,250,500,1000`; a list
-    /// parameter's values separated by `;`), rerunning only the stages it touches; writes a
+    /// Run an entry point once per value of one parameter (`-P add=0,250,500,1000`; values
+    /// that hold commas separated by `;`), rerunning only the stages it touches; writes a
     /// table (loss, accuracy, precision, recall, macro-F1, rare recall, mean ± std over seeds)
     /// and a plot per metric to <artifacts>/sweeps/<name>/ and into the report
     Sweep(SweepArgs),

@@ -54,8 +54,8 @@ pub fn declared(spec: &Spec, entry: &str, key: &str) -> Option<ParamSpec> {
 }
 
 /// Split the overrides into the fixed ones and the swept parameter: the one whose value holds
-/// several values (comma-separated; semicolon-separated for a list parameter, whose single value
-/// is itself comma-separated). Every value is checked against the parameter's type.
+/// several values (comma-separated; semicolon-separated when a `;` is present, and always for a
+/// list parameter, whose single value is itself comma-separated). Every value is checked against the parameter's type.
 pub fn split(
     spec: &Spec,
     entry: &str,
@@ -68,7 +68,9 @@ pub fn split(
             fixed.push((key.clone(), raw.clone()));
             continue;
         };
-        let sep = if decl.kind == ParamType::List {
+        // `;` separates values when present (a value may then hold commas, as `keep` does),
+        // and always for a list parameter, whose single value is comma-separated.
+        let sep = if decl.kind == ParamType::List || raw.contains(';') {
             ';'
         } else {
             ','
@@ -101,7 +103,7 @@ pub fn split(
     let swept = match swept.len() {
         0 => bail!(
             "nothing to sweep: give one parameter several values, e.g. `pipeline sweep -P add=0,250,500,1000` \
-             (a list parameter's values are separated by `;`)"
+             (values that hold commas are separated by `;`)"
         ),
         1 => swept.remove(0),
         _ => bail!(
@@ -592,6 +594,7 @@ add = { type = "int", default = 0 }
 keep = { type = "list", items = "string", default = ["x"] }
 seeds = { type = "int", default = 1 }
 strategy = { type = "string", default = "s", choices = ["s", "t"] }
+tag = { type = "string", default = "" }
 "#;
 
     fn spec() -> Spec {
@@ -613,6 +616,9 @@ strategy = { type = "string", default = "s", choices = ["s", "t"] }
         assert_eq!(s.values, ["2=10,5=10", "2=5"]);
         let (_, s) = split(&spec(), "a", &[p("a.add", "1,2")]).unwrap();
         assert_eq!(s.key, "a.add");
+        // A string whose values hold commas: `;` separates them.
+        let (_, s) = split(&spec(), "a", &[p("tag", "x=1,y=2;x=3")]).unwrap();
+        assert_eq!(s.values, ["x=1,y=2", "x=3"]);
     }
 
     #[test]
