@@ -109,7 +109,9 @@ pub fn lines_svg(
         let (y0, y1) = pts().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(y), b.max(y)));
         let (x0, x1) = if x0 < x1 { (x0, x1) } else { (0.0, 1.0) };
         let (y0, y1) = if y0 < y1 {
-            (y0, y1 + (y1 - y0) * 0.25)
+            // Room above for the legend, and a little below so a series at the minimum is
+            // not drawn on the axis.
+            (y0 - (y1 - y0) * 0.05, y1 + (y1 - y0) * 0.25)
         } else {
             (y0.min(0.0) - 1.0, y1.max(0.0) + 1.0)
         };
