@@ -320,7 +320,7 @@ fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         let ib = l1(&nets.g_ab.forward(&xb), &xb);
         id_a = value(&ia);
         id_b = value(&ib);
-        g_loss += (ia + ib) * w_id;
+        g_loss = &g_loss + (ia + ib) * w_id;
     }
     g_loss.backward();
     nets.opt_g.step();

@@ -131,7 +131,8 @@ impl ResnetGenerator {
         for (c1, c2) in &self.blocks {
             let r = inorm(&c1.forward(&h.reflection_pad2d([1, 1, 1, 1]))).relu();
             let r = inorm(&c2.forward(&r.reflection_pad2d([1, 1, 1, 1])));
-            h += r;
+            // Out of place: the previous block's padding saved `h` for its backward.
+            h = &h + r;
         }
         for u in &self.up {
             h = inorm(&u.forward(&h)).relu();
