@@ -459,7 +459,7 @@ fn parameters_are_typed_and_checked() {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("  $ gan-train --model wgan-gp --steps 3000"),
+        out.contains("  $ gan-train --model wgan-gp --from auto --to auto --steps 3000"),
         "{out}"
     );
     assert!(out.contains("  $ filter --threshold 0.75"), "{out}");
