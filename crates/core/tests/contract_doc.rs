@@ -125,6 +125,12 @@ fn documented_fields_are_the_contract_types() {
         ),
         (
             "`gan-train` →",
+            "| `cycle.csv`",
+            "Columns:",
+            fields::<gan::CycleRow>(),
+        ),
+        (
+            "`gan-train` →",
             "| `manifest.json`",
             "Fields:",
             fields::<gan::GanInfo>(),
