@@ -72,6 +72,17 @@ pub struct TrainArgs {
     /// Train K times with seeds seed, seed+1, …; metrics are reported as mean ± std.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
+    /// Train only the I-th (0-based) of the --seeds seeds, into the work folder beside --out,
+    /// and write no outputs: one task of a job array (`pipeline --executor slurm` passes
+    /// `$SLURM_ARRAY_TASK_ID`). `--merge-seeds` with the same flags then writes the outputs.
+    #[arg(long, value_name = "I", conflicts_with = "merge_seeds")]
+    #[serde(skip)]
+    pub seed_task: Option<u64>,
+    /// Write the outputs from the seeds that `--seed-task` runs trained; every seed must have
+    /// finished with these same flags and inputs. The result equals one run with --seeds.
+    #[arg(long)]
+    #[serde(skip)]
+    pub merge_seeds: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

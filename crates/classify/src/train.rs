@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rebalance_core::contract::classify::{
@@ -449,13 +449,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         plan.inputs.clone(),
         &device_name(plan.device),
     );
-    if key.claim(&work)? == Claim::Resume {
-        info!(
-            "{} holds an interrupted run of this same command: resuming it",
-            work.display()
-        );
+    if let Some(i) = args.seed_task {
+        return train_seed_task(&plan, &key, &work, i);
     }
-    let runs = train_seeds(&plan, &work)?;
+    let runs = if args.merge_seeds {
+        finished_seed_tasks(&plan, &key, &work)?
+    } else {
+        if key.claim(&work)? == Claim::Resume {
+            info!(
+                "{} holds an interrupted run of this same command: resuming it",
+                work.display()
+            );
+        }
+        train_seeds(&plan, &work)?
+    };
     let summary = write_outputs(&plan, &runs, &work)?;
     RunKey::release(&work)?;
     write_manifest(&plan, &runs, &work, started)?;
@@ -463,6 +470,90 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     println!("{summary}");
     println!("classify: outputs in {}", plan.out.display());
     Ok(())
+}
+
+/// `--seed-task I`: train seed I of the work folder on its own (one array task; the other
+/// seeds may be training at the same time). The seed's folder carries the run key, so a task
+/// resumes only its own interrupted run and `--merge-seeds` takes only seeds of this command.
+fn train_seed_task(plan: &Plan, key: &RunKey, work: &Path, i: u64) -> Result<()> {
+    let seed = *plan.seeds.get(i as usize).ok_or_else(|| {
+        anyhow!(
+            "--seed-task {i}: there are only {} seeds (--seeds {}), numbered from 0",
+            plan.seeds.len(),
+            plan.seeds.len()
+        )
+    })?;
+    let dir = work.join(format!("seed-{seed}"));
+    let done = dir.join("result.json");
+    if RunKey::read(&dir).as_ref() == Some(key) && done.exists() {
+        info!("seed {seed}: already finished in {}", dir.display());
+        return Ok(());
+    }
+    if key.claim(&dir)? == Claim::Resume {
+        info!(
+            "seed {seed}: resuming the interrupted task in {}",
+            dir.display()
+        );
+    } else {
+        // A fresh seed: no TensorBoard events from an earlier attempt.
+        let tb = work.join("tb").join(format!("seed-{seed}"));
+        if tb.exists() {
+            std::fs::remove_dir_all(&tb).with_context(|| format!("clearing {}", tb.display()))?;
+        }
+    }
+    let run = train_seed(plan, seed, &dir)?;
+    info!(
+        "seed {seed} (task {i}): test accuracy {:.4}, macro-F1 {:.4} (epoch {} of {}); `--merge-seeds` writes the outputs",
+        run.test.accuracy, run.test.macro_f1, run.best_epoch, run.epochs_run
+    );
+    Ok(())
+}
+
+/// `--merge-seeds`: every seed's result, trained by `--seed-task` runs of this same command.
+fn finished_seed_tasks(plan: &Plan, key: &RunKey, work: &Path) -> Result<Vec<SeedRun>> {
+    let mut runs = Vec::new();
+    for (i, seed) in plan.seeds.iter().enumerate() {
+        let dir = work.join(format!("seed-{seed}"));
+        let done = dir.join("result.json");
+        if !done.exists() {
+            bail!(
+                "--merge-seeds: seed {seed} has not finished in {} (run this command with --seed-task {i} first)",
+                dir.display()
+            );
+        }
+        if RunKey::read(&dir).as_ref() != Some(key) {
+            bail!(
+                "--merge-seeds: {} was trained by another command or on other inputs; run --seed-task {i} again",
+                dir.display()
+            );
+        }
+        runs.push(contract::read_json::<SeedRun>(&done)?);
+    }
+    // Only these seeds' folders become the output: nothing an earlier, other run left.
+    let keep: Vec<String> = plan.seeds.iter().map(|s| format!("seed-{s}")).collect();
+    for (dir, also) in [(work.to_path_buf(), Some("tb")), (work.join("tb"), None)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) || Some(name.as_str()) == also {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("clearing {}", path.display()))?;
+        }
+    }
+    for name in &keep {
+        RunKey::release(&work.join(name))?;
+    }
+    Ok(runs)
 }
 
 /// The top-level files: the first seed's model (the judge), curves of all seeds, the confusion

@@ -8,6 +8,7 @@ use pipeline::guard::{ArtifactsLock, Interrupted, Stop};
 use pipeline::plan::{plan, Task};
 use pipeline::report::{self, ReportInput};
 use pipeline::runner::{shell_words, Runner};
+use pipeline::slurm::Overrides;
 use pipeline::spec::{parse_override, Bindings, Param, ParamType, Spec};
 use pipeline::sweep::{self, SweepResult};
 use pipeline::tracking::{self, Link, Tracker};
@@ -100,6 +101,37 @@ struct RunArgs {
     /// of failing at once
     #[arg(long)]
     wait: bool,
+    /// Where the stages run: `local` (here, one after another) or `slurm` (each stale stage
+    /// an sbatch job, with its upstream jobs as afterok dependencies, so independent stages run
+    /// at the same time; resources from pipeline.toml, `-P resources.cpus=4` or
+    /// `-P gan-train.resources.gpus=1`). Needs Slurm's client commands and a folder shared
+    /// with the nodes.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    /// The `-P resources.*` overrides (taken out of `params`).
+    #[arg(skip)]
+    resources: Overrides,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
+}
+
+/// Take `-P resources.<key>=…` and `-P <entry>.resources.<key>=…` out of the parameters.
+fn take_resources(mut args: RunArgs) -> Result<RunArgs> {
+    if args
+        .params
+        .iter()
+        .any(|(k, _)| k.starts_with("resources.") || k.contains(".resources."))
+    {
+        let spec = Spec::load(&args.file)?;
+        let (rest, over) = Overrides::split(&spec, &args.params)?;
+        args.params = rest;
+        args.resources = over;
+    }
+    Ok(args)
 }
 
 #[derive(Args, Clone)]
@@ -125,11 +157,14 @@ fn main() -> std::process::ExitCode {
     rebalance_core::main_wrapper("pipeline", || {
         let cli = Cli::parse();
         match cli.cmd {
-            None => run(cli.run),
-            Some(Cmd::Run(args)) => run(args),
+            None => run(take_resources(cli.run)?),
+            Some(Cmd::Run(args)) => run(take_resources(args)?),
             Some(Cmd::List { entry, file }) => list(&file, entry.as_deref()),
-            Some(Cmd::Status(args)) => status(&args, false),
-            Some(Cmd::Sweep(args)) => sweep(args),
+            Some(Cmd::Status(args)) => status(&take_resources(args)?, false),
+            Some(Cmd::Sweep(mut args)) => {
+                args.run = take_resources(args.run)?;
+                sweep(args)
+            }
             Some(Cmd::Report {
                 artifacts,
                 rounds,
@@ -225,7 +260,11 @@ fn runner(args: &RunArgs, root: &Path) -> Runner {
         .lock
         .clone()
         .unwrap_or_else(|| root.join("pipeline.lock"));
-    Runner::new(root, lock, args.force, !args.quiet)
+    let mut r = Runner::new(root, lock, args.force, !args.quiet);
+    if args.executor == Executor::Slurm {
+        r.slurm = Some(args.resources.clone());
+    }
+    r
 }
 
 /// Every stage of the entry point with its state: cached, or each reason it would run. With

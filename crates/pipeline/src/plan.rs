@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::spec::{render, Bindings, Spec, Value};
+use crate::spec::{render, Bindings, Resources, Spec, Value};
 
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -19,6 +19,19 @@ pub struct Task {
     pub optional_deps: Vec<PathBuf>,
     pub outs: Vec<PathBuf>,
     pub params: BTreeMap<String, Value>,
+    /// The Slurm request: the entry point's `resources` over the manifest's.
+    pub resources: Resources,
+    /// Set when `--executor slurm` fans the stage out as a job array of more than one task.
+    pub array: Option<TaskArray>,
+}
+
+/// A stage as a job array: `count` tasks, each running the command plus `task` (where
+/// `{task}` stands for the task's index), then one job running the command plus `merge`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskArray {
+    pub count: u32,
+    pub task: Vec<String>,
+    pub merge: Vec<String>,
 }
 
 impl Task {
@@ -102,6 +115,25 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
     if out.iter().any(|t| t.key == key) {
         bail!("entry point `{name}` runs twice in one chain (round {round})");
     }
+    let array = match &e.array {
+        Some(a) => {
+            let count = params[&a.over].as_int().unwrap_or(1);
+            let mut with_task = values.clone();
+            with_task.insert("task".into(), "{task}".into());
+            let rt = |t: &String| {
+                render(t, &with_task).with_context(|| format!("entry point `{name}` array"))
+            };
+            (count > 1).then(|| -> Result<TaskArray> {
+                Ok(TaskArray {
+                    count: u32::try_from(count).context("array count")?,
+                    task: a.task.iter().map(rt).collect::<Result<_>>()?,
+                    merge: a.merge.iter().map(rt).collect::<Result<_>>()?,
+                })
+            })
+        }
+        None => None,
+    }
+    .transpose()?;
     out.push(Task {
         key,
         entry: name.to_string(),
@@ -111,6 +143,8 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
         optional_deps: paths(&e.optional_deps)?,
         outs: paths(&e.outs)?,
         params,
+        resources: spec.resources.overlaid(&e.resources),
+        array,
     });
     Ok(())
 }

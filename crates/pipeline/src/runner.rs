@@ -112,6 +112,9 @@ pub struct Runner {
     pub bin_dir: Option<PathBuf>,
     /// Set by SIGINT/SIGTERM: the running stage is stopped and the run ends KILLED.
     pub stop: Stop,
+    /// `--executor slurm`: submit the stale stages as Slurm jobs, with these resource
+    /// overrides; None runs them here, one after another.
+    pub slurm: Option<crate::slurm::Overrides>,
     hashes: HashMap<PathBuf, String>,
 }
 
@@ -127,6 +130,7 @@ impl Runner {
             echo,
             bin_dir,
             stop: Stop::never(),
+            slurm: None,
             hashes: HashMap::new(),
         }
     }
@@ -298,6 +302,9 @@ impl Runner {
 
     /// Run every task in order, recording each in the tracker.
     pub fn run_all(&mut self, tasks: &[Task], tracker: &mut Tracker) -> Result<()> {
+        if let Some(over) = self.slurm.clone() {
+            return self.run_all_slurm(tasks, tracker, &over);
+        }
         let mut lock = Lock::read(&self.lock_path)?;
         lock.version = 1;
         for (i, task) in tasks.iter().enumerate() {
@@ -380,7 +387,7 @@ impl Runner {
     /// Outputs a runner killed outright (SIGKILL, power loss) left set aside: stages write
     /// their outputs atomically, so an output that is missing while its set-aside copy exists
     /// was never replaced, and the copy goes back. Without this the next run would drop it.
-    fn recover_aside(&self, task: &Task) -> Result<()> {
+    pub(crate) fn recover_aside(&self, task: &Task) -> Result<()> {
         for out in &task.outs {
             let Some((path, backup)) = self.aside_of(out) else {
                 continue;
@@ -400,7 +407,7 @@ impl Runner {
     }
 
     /// Move each existing output to a hidden sibling (`.<name>.pipeline-prev`).
-    fn set_aside(&self, task: &Task) -> Result<Vec<(PathBuf, PathBuf)>> {
+    pub(crate) fn set_aside(&self, task: &Task) -> Result<Vec<(PathBuf, PathBuf)>> {
         let mut moved = Vec::new();
         for out in &task.outs {
             let Some((path, backup)) = self.aside_of(out) else {
@@ -418,7 +425,11 @@ impl Runner {
     }
 
     /// The hashes of a finished stage's outputs; every declared output must exist.
-    fn finished_outs(&self, task: &Task, log: &Path) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn finished_outs(
+        &self,
+        task: &Task,
+        log: &Path,
+    ) -> Result<BTreeMap<String, String>> {
         let mut outs = BTreeMap::new();
         for (out, h) in self.outs_hashes(task)? {
             let h = h.ok_or_else(|| {
@@ -567,6 +578,8 @@ pub enum Stale {
     Deps { paths: Vec<String> },
     /// A declared output is gone.
     OutMissing { path: String },
+    /// `--executor slurm`: these earlier stages run, so this one's inputs will change.
+    Upstream { stages: Vec<String> },
     /// A declared output no longer hashes as the stage left it.
     OutEdited { path: String },
 }
@@ -581,6 +594,7 @@ impl std::fmt::Display for Stale {
             Stale::Program { paths } => write!(f, "program changed: {}", paths.join(", ")),
             Stale::Deps { paths } => write!(f, "inputs changed: {}", paths.join(", ")),
             Stale::OutMissing { path } => write!(f, "output {path} is missing"),
+            Stale::Upstream { stages } => write!(f, "runs after {}", stages.join(", ")),
             Stale::OutEdited { path } => write!(f, "output {path} changed since it was made"),
         }
     }
@@ -616,7 +630,7 @@ fn remove_path(path: &Path) -> Result<()> {
     .with_context(|| format!("removing {}", path.display()))
 }
 
-fn drop_aside(moved: &[(PathBuf, PathBuf)]) {
+pub(crate) fn drop_aside(moved: &[(PathBuf, PathBuf)]) {
     for (_, backup) in moved {
         if let Err(e) = remove_path(backup) {
             eprintln!("warning: {e:#}");
@@ -625,7 +639,7 @@ fn drop_aside(moved: &[(PathBuf, PathBuf)]) {
 }
 
 /// Put the previous outputs back after a failure (whatever the failed run left goes).
-fn restore_aside(moved: &[(PathBuf, PathBuf)]) -> Result<()> {
+pub(crate) fn restore_aside(moved: &[(PathBuf, PathBuf)]) -> Result<()> {
     for (path, backup) in moved {
         remove_path(path)?;
         std::fs::rename(backup, path)
@@ -634,7 +648,7 @@ fn restore_aside(moved: &[(PathBuf, PathBuf)]) -> Result<()> {
     Ok(())
 }
 
-fn last_lines(path: &Path, n: usize) -> String {
+pub(crate) fn last_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

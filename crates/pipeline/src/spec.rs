@@ -19,7 +19,79 @@ pub struct Spec {
     pub name: String,
     #[serde(default)]
     pub contract_version: Option<String>,
+    /// What each stage's Slurm job asks for unless its entry point says otherwise
+    /// (`--executor slurm`).
+    #[serde(default)]
+    pub resources: Resources,
     pub entry_points: BTreeMap<String, Entry>,
+}
+
+/// A Slurm job's request (`--executor slurm`). Unset fields fall back to the manifest's
+/// `[resources]`, then to the cluster's own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// `--cpus-per-task`.
+    pub cpus: Option<u32>,
+    /// `--mem` (`4G`, `500M`).
+    pub mem: Option<String>,
+    /// `--gpus`; a stage whose command says `--device cuda` asks for 1 unless this is set.
+    pub gpus: Option<u32>,
+    /// `--time` (`02:00:00`, `1-00:00:00`).
+    pub time: Option<String>,
+    /// `--partition`; empty or unset: the cluster's default.
+    pub partition: Option<String>,
+}
+
+impl Resources {
+    pub const KEYS: [&'static str; 5] = ["cpus", "mem", "gpus", "time", "partition"];
+
+    /// `self`, with every field `over` sets replaced.
+    pub fn overlaid(&self, over: &Resources) -> Resources {
+        Resources {
+            cpus: over.cpus.or(self.cpus),
+            mem: over.mem.clone().or_else(|| self.mem.clone()),
+            gpus: over.gpus.or(self.gpus),
+            time: over.time.clone().or_else(|| self.time.clone()),
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+        }
+    }
+
+    /// Set one field from text (`-P resources.cpus=2`).
+    pub fn set(&mut self, key: &str, raw: &str) -> Result<()> {
+        let int = |what: &str| -> Result<u32> {
+            raw.trim()
+                .parse::<u32>()
+                .map_err(|_| anyhow!("resources.{what} must be a whole number, not `{raw}`"))
+        };
+        let text = || Some(raw.trim().to_string());
+        match key {
+            "cpus" => self.cpus = Some(int("cpus")?),
+            "gpus" => self.gpus = Some(int("gpus")?),
+            "mem" => self.mem = text(),
+            "time" => self.time = text(),
+            "partition" => self.partition = text(),
+            _ => bail!(
+                "unknown resource `{key}`; the resources are: {}",
+                Self::KEYS.join(", ")
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// A stage that `--executor slurm` fans out as a job array: one task per unit of an int
+/// parameter, then a merge job once every task succeeded. The local executor runs the plain
+/// command, which must give the same outputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArraySpec {
+    /// The int parameter that counts the tasks (e.g. `seeds`); at 1, the stage is one job.
+    pub over: String,
+    /// Appended to each task's command; `{task}` is the task's index, from 0.
+    pub task: Vec<String>,
+    /// Appended to the merge job's command.
+    pub merge: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +114,11 @@ pub struct Entry {
     pub outs: Vec<String>,
     #[serde(default)]
     pub parameters: BTreeMap<String, ParamSpec>,
+    /// This stage's Slurm request, over the manifest's `[resources]`.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Fan the stage out as a Slurm job array.
+    pub array: Option<ArraySpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -318,6 +395,24 @@ impl Spec {
                             e.parameters.keys().cloned().collect::<Vec<_>>().join(", "),
                             BUILTINS.join(", ")
                         );
+                    }
+                }
+            }
+            if let Some(a) = &e.array {
+                match e.parameters.get(&a.over) {
+                    Some(p) if p.kind == ParamType::Int => {}
+                    _ => bail!(
+                        "entry point `{name}`: array.over = `{}` must name one of its int parameters",
+                        a.over
+                    ),
+                }
+                for t in a.task.iter().chain(&a.merge) {
+                    for ph in placeholders(t) {
+                        if ph != "task" && !e.parameters.contains_key(&ph) {
+                            bail!(
+                                "entry point `{name}`: array uses `{{{ph}}}`, which is neither `{{task}}` nor one of its parameters"
+                            );
+                        }
                     }
                 }
             }

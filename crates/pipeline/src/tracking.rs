@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use rebalance_core::contract::classify::{ClassifierMetrics, CurveRow};
 use rebalance_core::contract::gan::LossRow;
 use rebalance_core::contract::layout::file;
-use rebalance_core::contract::runs::{MlflowRef, RunRecord, RunStatus, StageRecord, StageStatus};
+use rebalance_core::contract::runs::{
+    MlflowRef, RunRecord, RunStatus, SlurmJob, StageRecord, StageStatus,
+};
 use rebalance_core::contract::{read_csv, read_json};
 use rebalance_core::Manifest;
 use serde::Serialize;
@@ -245,6 +247,24 @@ impl Tracker {
         secs: f64,
         log: Option<&Path>,
     ) -> Result<()> {
+        self.stage_jobs(task, status, secs, log, Vec::new())
+    }
+
+    /// [`Tracker::stage`] with the Slurm jobs that ran it (also the MLflow tag
+    /// `slurm.<key>`: their ids).
+    pub fn stage_jobs(
+        &mut self,
+        task: &Task,
+        status: StageStatus,
+        secs: f64,
+        log: Option<&Path>,
+        jobs: Vec<SlurmJob>,
+    ) -> Result<()> {
+        let mut tags = vec![(format!("stage.{}", task.key), status.as_str().to_string())];
+        if !jobs.is_empty() {
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            tags.push((format!("slurm.{}", task.key), ids.join(",")));
+        }
         self.record.stages.push(StageRecord {
             key: task.key.clone(),
             entry: task.entry.clone(),
@@ -254,10 +274,10 @@ impl Tracker {
             command: task.argv.clone(),
             log: log.map(|l| l.display().to_string()),
             outs: task.outs.iter().map(|o| o.display().to_string()).collect(),
+            jobs,
         });
         if let Some(m) = &self.mlflow {
-            let tag = (format!("stage.{}", task.key), status.as_str().to_string());
-            if let Err(e) = m.client.log_batch(&m.run_id, &[], &[], &[tag]) {
+            if let Err(e) = m.client.log_batch(&m.run_id, &[], &[], &tags) {
                 eprintln!("tracking: MLflow: {e:#}");
             }
         }

@@ -62,6 +62,29 @@ pub struct StageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     pub outs: Vec<String>,
+    /// The Slurm jobs that ran the stage (`--executor slurm`): one, or an array's tasks and
+    /// its merge job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<SlurmJob>,
+}
+
+/// One Slurm job (or array task) of a stage, as `scontrol show job` last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlurmJob {
+    /// `1234`, or `1234_0` for an array task.
+    pub id: String,
+    /// COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, …
+    pub state: String,
+    /// Slurm's StartTime and EndTime (`2026-11-24T19:39:26`, the controller's local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The job's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// Where the run was also logged in MLflow.
