@@ -637,20 +637,29 @@ impl Runner {
                 };
                 if let Err(e) = outcome {
                     let dropped = cancel_dependants(subs[k].task, ups, subs)?;
-                    let e = if dropped.is_empty() {
-                        e
+                    let cancelled = if dropped.is_empty() {
+                        String::new()
                     } else {
-                        e.context(format!(
-                            "its dependants will not run (cancelled, earlier outputs kept): {}",
+                        format!(
+                            "\nCancelled, as they depend on it (their earlier outputs are kept): {}",
                             dropped
                                 .iter()
                                 .map(|(t, ids)| format!("{} (job {ids})", tasks[*t].key))
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        ))
+                        )
                     };
-                    eprintln!("{}: {e:#}", task.key);
-                    failure.get_or_insert(e);
+                    let open = subs.iter().filter(|s| !s.done).count();
+                    eprintln!(
+                        "{}: failed{}",
+                        task.key,
+                        if open > 0 {
+                            format!("; waiting for the {open} stage(s) that do not depend on it")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    failure.get_or_insert(anyhow!("{e:#}{cancelled}"));
                 }
             }
             if subs.iter().all(|s| s.done) {

@@ -1,0 +1,348 @@
+//! `--executor slurm` against a real single-node Slurm cluster that the test starts on loopback
+//! (`scripts/slurm-local`: munged, slurmctld and slurmd, Debian's packages, installed by
+//! `scripts/setup --test`) and stops by pid afterwards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// The cluster: started on creation, stopped (by the pids in its folder) on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        for p in ["sbatch", "scontrol", "squeue", "scancel"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {p}")])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success(),
+                "{p} is missing: run `scripts/setup --test` (it installs Debian's slurmctld slurmd slurm-client munge)"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Two CPUs, as on the machines this suite runs on: two 1-CPU jobs at a time.
+        let out = Command::new(repo().join("scripts/slurm-local"))
+            .args(["start", dir.path().to_str().unwrap(), "2"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "starting the test cluster failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir }
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", self.conf());
+        c
+    }
+
+    /// Job ids still queued or running.
+    fn queue(&self) -> Vec<String> {
+        let out = self
+            .cmd("squeue")
+            .args(["-h", "-o", "%i %j %T"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The runner with this cluster's config; one thread per job, here and locally alike.
+    fn pipeline(&self, dir: &Path, args: &[&str], params: &[String]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(dir)
+            .args(args)
+            .env("SLURM_CONF", self.conf())
+            .env("OMP_NUM_THREADS", "1")
+            .env_remove("MLFLOW_TRACKING_URI");
+        for p in params {
+            c.args(["-P", p]);
+        }
+        c
+    }
+
+    fn run(&self, dir: &Path, args: &[&str], params: &[String]) -> Output {
+        self.pipeline(dir, args, params).output().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/slurm-local"))
+            .args(["stop", self.dir.path().to_str().unwrap()])
+            .status();
+    }
+}
+
+fn params(extra: &[&str]) -> Vec<String> {
+    let mut p = tiny();
+    p.extend(["rounds=2", "seeds=2"].map(String::from));
+    p.extend(extra.iter().map(|s| s.to_string()));
+    p
+}
+
+/// Every image set and model (`*.safetensors`) under `artifacts/` but the run records, by
+/// path relative to it, with their bytes.
+fn safetensors(art: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == "runs" || rel.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if rel.ends_with(".safetensors") {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(art, art, &mut out);
+    out
+}
+
+/// A classifier's metrics.json without its timings.
+fn metrics(path: &Path) -> Value {
+    let mut m = json(path);
+    for r in m["runs"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("train_s");
+    }
+    m
+}
+
+/// (job id, stage, start, end) of every job the run record lists.
+fn jobs(run: &Value) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for s in run["stages"].as_array().unwrap() {
+        for j in s["jobs"].as_array().into_iter().flatten() {
+            out.push((
+                j["id"].as_str().unwrap().to_string(),
+                s["key"].as_str().unwrap().to_string(),
+                j["start"].as_str().unwrap_or_default().to_string(),
+                j["end"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn stage<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no stage {key} in {run}"))
+}
+
+#[test]
+fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels_on_sigterm() {
+    require_stage_binaries();
+    let cluster = Cluster::start();
+
+    // The same tiny chain (2 rounds, 2 seeds) here and on Slurm.
+    let local = project();
+    let out = cluster.run(local.path(), &["-q"], &params(&[]));
+    ok(&out);
+    let on_slurm = project();
+    let dir = on_slurm.path();
+    let art = dir.join("artifacts");
+    let p = params(&["resources.cpus=1"]);
+
+    // Requests the cluster cannot meet fail before anything is submitted, in Slurm's words.
+    let err = fails(&cluster.run(
+        dir,
+        &["--executor", "slurm", "-q"],
+        &params(&["resources.cpus=64"]),
+    ));
+    assert!(err.contains("Slurm refuses"), "{err}");
+    assert!(
+        err.contains("Requested node configuration is not available"),
+        "{err}"
+    );
+    let err = fails(&cluster.run(
+        dir,
+        &["--executor", "slurm", "-q"],
+        &params(&["gan-train.resources.partition=nowhere"]),
+    ));
+    assert!(err.contains("invalid partition"), "{err}");
+    assert!(!art.join("dataset").exists(), "nothing ran");
+
+    let err = ok(&cluster.run(dir, &["--executor", "slurm", "-q"], &p));
+    let run = last_run(&art);
+    assert_eq!(run["status"], "FINISHED");
+    let ran = statuses(&run);
+    assert_eq!(ran.len(), 16, "{ran:?}");
+    assert!(ran.iter().all(|(_, s)| s == "ran"), "{ran:?}");
+    assert!(err.contains("submitted as Slurm array job"), "{err}");
+    // Every stage was a Slurm job (the seeds of classify and baseline two array tasks and a
+    // merge job), and each completed.
+    let all = jobs(&run);
+    for (key, _) in &ran {
+        let s = stage(&run, key);
+        let js = s["jobs"].as_array().unwrap();
+        let want = if key.ends_with("classify") || key == "baseline" {
+            3
+        } else {
+            1
+        };
+        assert_eq!(js.len(), want, "{key}: {s}");
+        assert!(js.iter().all(|j| j["state"] == "COMPLETED"), "{s}");
+    }
+    // Slurm's own completion log knows each of them.
+    let comp = std::fs::read_to_string(cluster.dir.path().join("jobcomp.txt")).unwrap();
+    for (id, ..) in &all {
+        let job = id.split('_').next().unwrap();
+        assert!(
+            comp.contains(&format!("JobId={job} ")),
+            "{id} not in jobcomp.txt"
+        );
+    }
+
+    // The same outputs: byte-identical image sets and models, the same metrics and verdict.
+    let a = safetensors(&local.path().join("artifacts"));
+    let b = safetensors(&art);
+    assert!(a.len() >= 20, "{:?}", a.keys());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in &a {
+        assert!(v == &b[k], "{k} differs between --executor local and slurm");
+    }
+    for m in [
+        "judge/metrics.json",
+        "classify/metrics.json",
+        "baseline/metrics.json",
+        "rounds/2/classify/metrics.json",
+    ] {
+        assert_eq!(
+            metrics(&local.path().join("artifacts").join(m)),
+            metrics(&art.join(m)),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(local.path().join("artifacts/report/verdict.txt")).unwrap(),
+        std::fs::read_to_string(art.join("report/verdict.txt")).unwrap()
+    );
+
+    // Independent stages overlapped in time: the judge's chain and the GAN both wait only for
+    // ingest, and each asks for 1 of the node's 2 CPUs (Slurm's start and end times, 1 s
+    // resolution: a real overlap, not a shared second).
+    let span = |key: &str| {
+        let j = &stage(&run, key)["jobs"][0];
+        (
+            j["start"].as_str().unwrap().to_string(),
+            j["end"].as_str().unwrap().to_string(),
+        )
+    };
+    let (gs, ge) = span("gan-train");
+    let (js, je) = span("judge-train");
+    assert!(
+        js < ge && gs < je,
+        "judge-train {js}..{je}, gan-train {gs}..{ge}"
+    );
+
+    // Again: everything cached, nothing submitted.
+    let before = cluster.queue();
+    let err = ok(&cluster.run(dir, &["--executor", "slurm", "-q"], &p));
+    assert!(!err.contains("submitted"), "{err}");
+    assert!(statuses(&last_run(&art)).iter().all(|(_, s)| s == "cached"));
+    assert_eq!(cluster.queue(), before);
+
+    // A failing stage: the GAN (a bad batch size). Its dependants are cancelled and named,
+    // the error names its job and log, its earlier outputs stay, the judge's side is cached.
+    let generator = std::fs::read(art.join("gan/generator.safetensors")).unwrap();
+    let err = fails(&cluster.run(
+        dir,
+        &["--executor", "slurm", "-q"],
+        &params(&["resources.cpus=1", "gan-train.batch=0"]),
+    ));
+    let run = last_run(&art);
+    assert_eq!(run["status"], "FAILED");
+    let gan = stage(&run, "gan-train");
+    assert_eq!(gan["status"], "failed");
+    let id = gan["jobs"][0]["id"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("Slurm job {id} ended FAILED")),
+        "{err}"
+    );
+    assert!(err.contains(gan["log"].as_str().unwrap()), "{err}");
+    assert!(err.contains("--batch must be at least 1"), "{err}");
+    assert!(err.contains("Cancelled, as they depend on it"), "{err}");
+    for key in ["generate", "filter", "classify", "report"] {
+        assert!(err.contains(&format!("{key} (job ")), "{key}: {err}");
+    }
+    assert_eq!(
+        std::fs::read(art.join("gan/generator.safetensors")).unwrap(),
+        generator,
+        "the failed stage's earlier outputs are back"
+    );
+    assert!(art.join("report/index.html").is_file());
+    common::until(30, "the cancelled jobs to leave the queue", || {
+        cluster.queue().is_empty()
+    });
+
+    // SIGTERM while the GAN trains: every job is cancelled, the run is KILLED, and the same
+    // command again resumes the GAN from its checkpoint.
+    let long = params(&["resources.cpus=1", "steps=3000", "checkpoint_every=10"]);
+    let start = |cluster: &Cluster| {
+        cluster
+            .pipeline(dir, &["--executor", "slurm", "-q"], &long)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = start(&cluster);
+    let ck = art.join(".gan.partial/checkpoints/latest.safetensors");
+    common::until(300, "the GAN's first checkpoint", || ck.is_file());
+    assert!(cluster.queue().len() > 1, "{:?}", cluster.queue());
+    common::signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("cancelling Slurm jobs"), "{err}");
+    assert_eq!(cluster.queue(), Vec::<String>::new(), "every job cancelled");
+    let run = last_run(&art);
+    assert_eq!(run["status"], "KILLED");
+    assert_eq!(stage(&run, "gan-train")["status"], "killed");
+    assert_eq!(
+        std::fs::read(art.join("gan/generator.safetensors")).unwrap(),
+        generator,
+        "the stopped stage's earlier outputs are back"
+    );
+    let child = start(&cluster);
+    let resumed = || {
+        std::fs::read_dir(art.join("runs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("logs/gan-train.log"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .any(|t| t.contains("resumed from") && t.contains("at step"))
+    };
+    common::until(300, "the GAN to resume from its checkpoint", resumed);
+    common::signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    common::until(30, "the queue to empty", || cluster.queue().is_empty());
+}
