@@ -237,6 +237,12 @@ fn documented_fields_are_the_contract_types() {
             "Fields:",
             fields::<runs::StageRecord>(),
         ),
+        (
+            "`artifacts/runs/<id>/`",
+            "| `run.json` `stages` `jobs`",
+            "Fields:",
+            fields::<runs::SlurmJob>(),
+        ),
     ];
     let blocks = blocks(&doc);
     let find = |section: &str, key: &str| {

@@ -111,6 +111,15 @@ struct RunArgs {
     /// The `-P resources.*` overrides (taken out of `params`).
     #[arg(skip)]
     resources: Overrides,
+    /// Log the run in MLflow as a child of this MLflow run id (a value of a sweep on Slurm)
+    #[arg(long, hide = true)]
+    parent_run: Option<String>,
+    /// The MLflow run name
+    #[arg(long, hide = true)]
+    run_name: Option<String>,
+    /// An MLflow tag `key=value` (repeatable)
+    #[arg(long = "run-tag", hide = true, value_parser = parse_override)]
+    run_tags: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -416,7 +425,11 @@ fn run(args: RunArgs) -> Result<()> {
         &artifacts,
         id,
         &stop,
-        &Link::default(),
+        &Link {
+            parent: args.parent_run.clone(),
+            name: args.run_name.clone(),
+            tags: args.run_tags.clone(),
+        },
     )?;
     if let Err(e) = out.result {
         if let Some(i) = e.downcast_ref::<Interrupted>() {
@@ -674,6 +687,40 @@ fn run_sweep(
     let mut rare = Vec::new();
     let mut baseline = None;
     for (i, (value, tasks)) in swept.values.iter().zip(&plans).enumerate() {
+        if i == 1 && run_args.executor == Executor::Slurm {
+            // The first value ran every stage; the others run side by side as one job array.
+            let on_slurm = SlurmSweep {
+                run_args,
+                fixed: &fixed,
+                swept,
+                name: &name,
+                plans: &plans,
+                root: &root,
+                dir: &dir,
+            };
+            let rest = match on_slurm.rest(&mut parent, &stop, &rare) {
+                Ok(r) => r,
+                Err(e) => {
+                    let status = if e.is::<Interrupted>() {
+                        RunStatus::Killed
+                    } else {
+                        RunStatus::Failed
+                    };
+                    parent.finish(status, None, &[])?;
+                    if let Some(int) = e.downcast_ref::<Interrupted>() {
+                        exit_interrupted(int, &parent, lock);
+                    }
+                    return Err(e);
+                }
+            };
+            for (j, row) in rest.into_iter().enumerate() {
+                for (k, s) in &row.metrics {
+                    parent.metric(&format!("sweep.{k}"), s.mean, (j + 1) as i64)?;
+                }
+                rows.push(row);
+            }
+            break;
+        }
         eprintln!(
             "sweep {name}: [{}/{}] {}={value}",
             i + 1,
@@ -797,6 +844,192 @@ fn run_sweep(
         stop,
         parent_mlflow: parent.mlflow_run_id().map(str::to_string),
     }))
+}
+
+/// `pipeline sweep --executor slurm`, after the first value ran in the artifacts folder: every
+/// other value in a folder of its own (`sweep::mirror`, so the stages the parameter does not
+/// touch are cached there), run by one task of a Slurm job array each, at the same time.
+struct SlurmSweep<'a> {
+    run_args: &'a RunArgs,
+    fixed: &'a [(String, String)],
+    swept: &'a sweep::Swept,
+    name: &'a str,
+    plans: &'a [Vec<Task>],
+    root: &'a Path,
+    dir: &'a Path,
+}
+
+impl SlurmSweep<'_> {
+    /// The values after the first, as a job array; their rows.
+    fn rest(
+        &self,
+        parent: &mut Tracker,
+        stop: &Stop,
+        rare: &[String],
+    ) -> Result<Vec<sweep::SweepRow>> {
+        let runner = std::env::current_exe().context("finding this runner's own path")?;
+        let manifest = std::fs::canonicalize(&self.run_args.file)?;
+        let lock = self
+            .run_args
+            .lock
+            .clone()
+            .unwrap_or_else(|| self.root.join("pipeline.lock"));
+        let artifacts = PathBuf::from(artifacts_of(&self.plans[0]));
+        let key = &self.swept.key;
+        let values = &self.swept.values[1..];
+        let mut scripts = Vec::new();
+        let mut folders = Vec::new();
+        for value in values {
+            let slug = sweep::slug(&format!("{key}={value}"));
+            let folder = self.dir.join("values").join(&slug);
+            sweep::mirror(self.root, &manifest, &lock, &artifacts, &folder)?;
+            let mut argv: Vec<String> = vec![
+                runner.display().to_string(),
+                "run".into(),
+                "-f".into(),
+                manifest
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                "-e".into(),
+                self.run_args.entry.clone(),
+                "-q".into(),
+            ];
+            for (k, v) in self
+                .fixed
+                .iter()
+                .chain(std::iter::once(&(key.clone(), value.clone())))
+            {
+                argv.extend(["-P".into(), format!("{k}={v}")]);
+            }
+            if let Some(p) = parent.mlflow_run_id() {
+                argv.extend(["--parent-run".into(), p.to_string()]);
+            }
+            argv.extend(["--run-name".into(), format!("{key}={value}")]);
+            for (k, v) in [
+                ("rebalance.sweep", self.name.to_string()),
+                ("rebalance.sweep.param", key.clone()),
+                ("rebalance.sweep.value", value.clone()),
+            ] {
+                argv.extend(["--run-tag".into(), format!("{k}={v}")]);
+            }
+            let words: Vec<String> = argv.iter().map(|a| pipeline::slurm::sh_quote(a)).collect();
+            scripts.push(format!(
+                "cd {} && exec {}",
+                pipeline::slurm::sh_quote(&folder.display().to_string()),
+                words.join(" ")
+            ));
+            folders.push(folder);
+        }
+        let request = self.request();
+        let jobs = pipeline::slurm::run_array(
+            &format!("sweep-{}", self.name),
+            &scripts,
+            &request,
+            self.root,
+            &parent.dir.join("logs"),
+            &parent.env(),
+            stop,
+            !self.run_args.quiet,
+        );
+        let jobs = jobs?;
+        let mut rows = Vec::new();
+        for ((value, folder), (job, log)) in values.iter().zip(&folders).zip(&jobs) {
+            if job.state != "COMPLETED" {
+                bail!(
+                    "sweep {}: {key}={value} failed: Slurm job {} ended {} (exit code {}). Its log: {}\n--- last lines ---\n{}",
+                    self.name,
+                    job.id,
+                    job.state,
+                    job.exit_code,
+                    log.display(),
+                    std::fs::read_to_string(log)
+                        .unwrap_or_default()
+                        .lines()
+                        .rev()
+                        .take(12)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            let plan = &self.plans[1 + rows.len()];
+            let record = newest_run(&folder.join(&artifacts))?;
+            let ran = record
+                .stages
+                .iter()
+                .filter(|s| s.status == StageStatus::Ran)
+                .map(|s| s.key.clone())
+                .collect();
+            let row = sweep::collect_row(
+                value,
+                &record.id,
+                ran,
+                &sweep::result_tasks(plan)?,
+                folder,
+                rare,
+                &self.dir.join(sweep::slug(&format!("{key}={value}"))),
+            )?;
+            eprintln!(
+                "sweep {}: {key}={value} (Slurm {}): macro-F1 {} ({} stage(s) ran: {})",
+                self.name,
+                job.id,
+                row.metrics
+                    .get("macro_f1")
+                    .map(|s| format!("{:.4} ± {:.4}", s.mean, s.std))
+                    .unwrap_or_else(|| "—".into()),
+                row.ran.len(),
+                row.ran.join(", ")
+            );
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// What each value's job asks for: the request of the heaviest stage the parameter touches
+    /// (or that runs after one it touches).
+    fn request(&self) -> pipeline::spec::Resources {
+        let first = &self.plans[0];
+        let mut best = pipeline::spec::Resources::default();
+        for plan in &self.plans[1..] {
+            let ups = pipeline::slurm::upstream(plan);
+            let mut touched = vec![false; plan.len()];
+            for (i, t) in plan.iter().enumerate() {
+                let same = first.iter().find(|f| f.key == t.key).is_some_and(|f| {
+                    f.argv == t.argv && f.rendered_params() == t.rendered_params()
+                });
+                touched[i] = !same || ups[i].iter().any(|&j| touched[j]);
+                if touched[i] {
+                    let r = self.run_args.resources.resolve(t);
+                    if (r.cpus, r.gpus) > (best.cpus, best.gpus) {
+                        best = r;
+                    }
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The newest run record under `<artifacts>/runs`.
+fn newest_run(artifacts: &Path) -> Result<rebalance_core::contract::runs::RunRecord> {
+    let runs = artifacts.join("runs");
+    let mut best: Option<rebalance_core::contract::runs::RunRecord> = None;
+    for e in std::fs::read_dir(&runs).with_context(|| format!("listing {}", runs.display()))? {
+        let p = e?.path().join(file::RUN);
+        if let Ok(r) = read_json::<rebalance_core::contract::runs::RunRecord>(&p) {
+            if best
+                .as_ref()
+                .is_none_or(|b| r.started_unix_ms > b.started_unix_ms)
+            {
+                best = Some(r);
+            }
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no run record in {}", runs.display()))
 }
 
 /// What to send to MLflow besides the run folder: the report and each stage's metrics, as

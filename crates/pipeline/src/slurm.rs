@@ -99,7 +99,7 @@ pub fn sbatch_options(r: &Resources) -> Vec<String> {
 }
 
 /// A word for `sh`: single-quoted unless plain.
-fn sh_quote(a: &str) -> String {
+pub fn sh_quote(a: &str) -> String {
     shell_words(std::slice::from_ref(&a.to_string()))
 }
 
@@ -798,6 +798,94 @@ impl Runner {
             )?;
         }
         Err(i.into())
+    }
+}
+
+/// One job array outside a stage (`pipeline sweep --executor slurm`: one task per value):
+/// task i runs the shell command `scripts[i]`, logging to `<logs>/<name>.task<i>.log`. Waits for
+/// every task, echoing their logs; SIGINT/SIGTERM cancels them. Each task's last state and log.
+#[allow(clippy::too_many_arguments)]
+pub fn run_array(
+    name: &str,
+    scripts: &[String],
+    r: &Resources,
+    root: &Path,
+    logs: &Path,
+    env: &[(String, String)],
+    stop: &crate::guard::Stop,
+    echo: bool,
+) -> Result<Vec<(JobInfo, PathBuf)>> {
+    check_feasible(name, r, root)?;
+    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut script = String::from("case \"$SLURM_ARRAY_TASK_ID\" in\n");
+    for (i, s) in scripts.iter().enumerate() {
+        script.push_str(&format!("  {i}) {s} ;;\n"));
+    }
+    script.push_str("  *) echo \"no task $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac");
+    let mut args = vec![
+        "--parsable".to_string(),
+        format!("--job-name={name}"),
+        format!("--chdir={}", root.display()),
+        format!("--array=0-{}", scripts.len().saturating_sub(1)),
+        format!("--output={}/{name}.task%a.log", logs.display()),
+    ];
+    args.extend(sbatch_options(r));
+    args.extend(["--wrap".to_string(), script]);
+    let id = job_id(&slurm("sbatch", &args, env)?);
+    let task_logs: Vec<PathBuf> = (0..scripts.len())
+        .map(|i| logs.join(format!("{name}.task{i}.log")))
+        .collect();
+    eprintln!(
+        "{name}: submitted as Slurm array job {id} ({} tasks, {}); logs {}/{name}.task<i>.log",
+        scripts.len(),
+        sbatch_options(r).join(" "),
+        logs.display()
+    );
+    let mut tail = Tail::default();
+    loop {
+        let jobs = query(&id)?;
+        if echo {
+            for (i, l) in task_logs.iter().enumerate() {
+                tail.pump(&format!("{name}.{i}"), l);
+            }
+        }
+        if let Some(i) = stop.requested() {
+            eprintln!("{i}: cancelling Slurm array job {id}");
+            if let Err(e) = slurm("scancel", std::slice::from_ref(&id), &[]) {
+                eprintln!("warning: {e:#}");
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && !query(&id)?.iter().all(JobInfo::terminal) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            return Err(i.into());
+        }
+        let ended: Vec<JobInfo> = jobs
+            .iter()
+            .filter(|j| j.terminal() && !j.id.contains('-'))
+            .cloned()
+            .collect();
+        if ended.len() == scripts.len() {
+            let mut out: Vec<(JobInfo, PathBuf)> = ended
+                .into_iter()
+                .map(|j| {
+                    let t: usize =
+                        j.id.rsplit('_')
+                            .next()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0);
+                    (j, task_logs[t.min(task_logs.len() - 1)].clone())
+                })
+                .collect();
+            out.sort_by_key(|(j, _)| {
+                j.id.rsplit('_')
+                    .next()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .unwrap_or(0)
+            });
+            return Ok(out);
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -269,6 +269,64 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     assert!(statuses(&last_run(&art)).iter().all(|(_, s)| s == "cached"));
     assert_eq!(cluster.queue(), before);
 
+    // A sweep: the first value in the artifacts folder, the other two side by side as the two
+    // tasks of one job array, each in a folder of its own where the untouched stages are
+    // cached; the same table as a local sweep.
+    let sweep = |d: &Path, exec: &[&str]| {
+        let mut args = vec!["sweep", "-q"];
+        args.extend_from_slice(exec);
+        ok(&cluster.run(
+            d,
+            &args,
+            &params(&["resources.cpus=1", "classify.epochs=2,3,4"]),
+        ))
+    };
+    let err = sweep(dir, &["--executor", "slurm"]);
+    assert!(err.contains("submitted as Slurm array job"), "{err}");
+    sweep(local.path(), &[]);
+    let table = |d: &Path| json(&d.join("artifacts/sweeps/classify.epochs/sweep.json"));
+    let (a, b) = (table(local.path()), table(dir));
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for (x, y) in a["rows"].as_array().unwrap().iter().zip(rows) {
+        assert_eq!(x["value"], y["value"]);
+        assert_eq!(x["metrics"], y["metrics"], "{}", y["value"]);
+        assert_eq!(x["val"], y["val"], "{}", y["value"]);
+    }
+    for r in &rows[1..] {
+        let ran: Vec<&str> = r["ran"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(ran.contains(&"classify"), "{r}");
+        assert!(
+            !ran.contains(&"gan-train") && !ran.contains(&"ingest"),
+            "{r}"
+        );
+    }
+    // Slurm's completion log: the two value tasks ran at the same time.
+    let comp = std::fs::read_to_string(cluster.dir.path().join("jobcomp.txt")).unwrap();
+    let spans: Vec<(String, String)> = comp
+        .lines()
+        .filter(|l| l.contains("Name=sweep-classify.epochs "))
+        .map(|l| {
+            let get = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap()
+                    .to_string()
+            };
+            (get("StartTime="), get("EndTime="))
+        })
+        .collect();
+    assert_eq!(spans.len(), 2, "{comp}");
+    assert!(
+        spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1,
+        "the value tasks did not overlap: {spans:?}"
+    );
+
     // A failing stage: the GAN (a bad batch size). Its dependants are cancelled and named,
     // the error names its job and log, its earlier outputs stay, the judge's side is cached.
     let generator = std::fs::read(art.join("gan/generator.safetensors")).unwrap();
