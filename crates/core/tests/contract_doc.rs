@@ -131,6 +131,12 @@ fn documented_fields_are_the_contract_types() {
         ),
         (
             "`gan-train` →",
+            "| `classes.json`",
+            "Fields:",
+            fields::<gan::PerClassGans>(),
+        ),
+        (
+            "`gan-train` →",
             "| `manifest.json`",
             "Fields:",
             fields::<gan::GanInfo>(),

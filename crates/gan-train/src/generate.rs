@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use rebalance_core::contract::class_index;
 use rebalance_core::contract::dataset::rare_classes_of;
-use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics};
+use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics, PerClassGans};
 use rebalance_core::contract::layout::{file, Layout, DATASET, GAN, GENERATED};
+use rebalance_core::contract::read_json;
 use rebalance_core::{CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
@@ -238,40 +239,28 @@ fn wanted_classes(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
+    let from = args
+        .from
+        .clone()
+        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GAN));
+    if from.join(file::PER_CLASS).is_file() {
+        return run_per_class(args, &from, started);
+    }
     let plan = Plan::resolve(args)?;
     let (set, grid_rows, counts) = sample(args, &plan);
-    let staged = StagedDir::new(&plan.out)?;
-    set.write(&staged.path().join(file::GENERATED))?;
-    write_grid(&staged.path().join("grid.png"), &grid_rows, &plan.cfg)?;
-    if args.png {
-        write_pngs(&set, staged.path())?;
-    }
-    let mut m = Manifest::new(
-        "generate",
-        serde_json::to_value(args)?,
-        &device_name(plan.device),
-        args.common.seed,
-    );
-    m.inputs.push(rebalance_core::FileRecord::of_file(
-        &plan.weights,
-        &plan.weights.display().to_string(),
-    )?);
+    let mut inputs = vec![plan.weights.clone()];
     if let Some((_, data)) = &plan.sources {
-        m.inputs.push(rebalance_core::FileRecord::of_file(
-            data,
-            &data.display().to_string(),
-        )?);
+        inputs.push(data.clone());
     }
-    m.record_outputs(staged.path())?;
-    m.set_extra(&GenerateInfo {
+    let out = Outputs {
+        set: &set,
+        grid_rows: &grid_rows,
         counts,
-        model: plan.cfg.model,
-    })?;
-    m.set_metrics(&GenerateMetrics {
-        n_images: set.len(),
-    })?;
-    m.finish(staged.path(), started)?;
-    staged.commit()?;
+        cfg: &plan.cfg,
+        device: plan.device,
+        inputs: &inputs,
+    };
+    out.write(args, &plan.out, started)?;
     if plan.cfg.model.translates() {
         let (a, b) = (plan.cfg.trained_classes[0], plan.cfg.trained_classes[1]);
         println!(
@@ -291,6 +280,117 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A `--per-class-gans` output: each wanted class from its own generator, in one image set.
+fn run_per_class(args: &GenerateArgs, from: &Path, started: Instant) -> Result<()> {
+    let gans: PerClassGans = read_json(&from.join(file::PER_CLASS))?;
+    let wanted = if args.classes.is_empty() {
+        gans.classes.clone()
+    } else {
+        for c in &args.classes {
+            if !gans.classes.contains(c) {
+                bail!(
+                    "class `{c}` has no GAN of its own in {} (it has: {})",
+                    from.display(),
+                    gans.classes.join(", ")
+                );
+            }
+        }
+        args.classes.clone()
+    };
+    let mut merged: Option<(ImageSet, GanConfig, tch::Device, PathBuf)> = None;
+    let (mut grid_rows, mut counts, mut inputs) = (Vec::new(), BTreeMap::new(), Vec::new());
+    for c in &wanted {
+        let sub = GenerateArgs {
+            from: Some(from.join(crate::per_class::CLASSES).join(c)),
+            classes: Vec::new(),
+            ..args.clone()
+        };
+        let plan = Plan::resolve(&sub)?;
+        let (set, rows, n) = sample(&sub, &plan);
+        grid_rows.extend(rows);
+        counts.extend(n);
+        inputs.push(plan.weights.clone());
+        match &mut merged {
+            None => merged = Some((set, plan.cfg, plan.device, plan.out)),
+            Some((all, cfg, ..)) => {
+                if set.classes != all.classes || set.image_len() != all.image_len() {
+                    bail!(
+                        "{}: its classes or image shape differ from the other classes' GANs ({})",
+                        plan.weights.display(),
+                        cfg.describe()
+                    );
+                }
+                for i in 0..set.len() {
+                    all.push(set.image(i), set.labels[i]);
+                }
+            }
+        }
+    }
+    let (set, cfg, device, out_dir) =
+        merged.ok_or_else(|| anyhow!("{}: no classes", from.display()))?;
+    let out = Outputs {
+        set: &set,
+        grid_rows: &grid_rows,
+        counts,
+        cfg: &cfg,
+        device,
+        inputs: &inputs,
+    };
+    out.write(args, &out_dir, started)?;
+    println!(
+        "generate: {} images ({} per class for {} classes, each from its own dcgan) in {}",
+        set.len(),
+        args.per_class,
+        wanted.len(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+/// What `generate` writes: the image set, the grid, the manifest.
+struct Outputs<'a> {
+    set: &'a ImageSet,
+    grid_rows: &'a [Vec<u8>],
+    counts: BTreeMap<String, usize>,
+    cfg: &'a GanConfig,
+    device: tch::Device,
+    /// The generators' weights and, for dagan and cyclegan, the real images.
+    inputs: &'a [PathBuf],
+}
+
+impl Outputs<'_> {
+    fn write(self, args: &GenerateArgs, out: &Path, started: Instant) -> Result<()> {
+        let staged = StagedDir::new(out)?;
+        self.set.write(&staged.path().join(file::GENERATED))?;
+        write_grid(&staged.path().join("grid.png"), self.grid_rows, self.cfg)?;
+        if args.png {
+            write_pngs(self.set, staged.path())?;
+        }
+        let mut m = Manifest::new(
+            "generate",
+            serde_json::to_value(args)?,
+            &device_name(self.device),
+            args.common.seed,
+        );
+        for p in self.inputs {
+            m.inputs.push(rebalance_core::FileRecord::of_file(
+                p,
+                &p.display().to_string(),
+            )?);
+        }
+        m.record_outputs(staged.path())?;
+        m.set_extra(&GenerateInfo {
+            counts: self.counts,
+            model: self.cfg.model,
+        })?;
+        m.set_metrics(&GenerateMetrics {
+            n_images: self.set.len(),
+        })?;
+        m.finish(staged.path(), started)?;
+        staged.commit()
+    }
 }
 
 /// `--per-class` images of each wanted class (fewer for a cyclegan whose source class has

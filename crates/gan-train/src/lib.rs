@@ -4,6 +4,7 @@
 pub mod cyclegan;
 pub mod diffaug;
 pub mod generate;
+pub mod per_class;
 pub mod train;
 
 use std::path::PathBuf;
@@ -60,6 +61,22 @@ pub struct TrainArgs {
     /// Train on every class with fewer than N training images.
     #[arg(long)]
     pub minority: Option<usize>,
+    /// dcgan: one GAN per class instead of one for all. Each of these classes (comma-separated)
+    /// is trained on its own, as with --class, into <out>/classes/<class>/; `generate` draws
+    /// each class from its own generator. Empty: one GAN.
+    #[arg(long, value_delimiter = ',', value_name = "CLASSES")]
+    pub per_class_gans: Vec<String>,
+    /// With --per-class-gans: train only its I-th class (0-based) into the work folder beside
+    /// --out, and write no outputs: one task of a job array (`pipeline --executor slurm` passes
+    /// `$SLURM_ARRAY_TASK_ID`). `--merge-classes` with the same flags then writes the outputs.
+    #[arg(long, value_name = "I", conflicts_with = "merge_classes")]
+    #[serde(skip)]
+    pub class_task: Option<u64>,
+    /// With --per-class-gans: write the outputs from the classes that `--class-task` runs
+    /// trained; each must have finished with these same flags and data.
+    #[arg(long)]
+    #[serde(skip)]
+    pub merge_classes: bool,
     /// cyclegan: the class translated from, a common one whose pose, background and style
     /// variety the target inherits (`auto`: the class with the most training images).
     #[arg(long, default_value = "auto", value_name = "CLASS|auto")]

@@ -1084,6 +1084,13 @@ fn write_samples(
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let per_class = crate::per_class::classes_of(args);
+    if !per_class.is_empty() {
+        return crate::per_class::run(args, &per_class);
+    }
+    if args.class_task.is_some() || args.merge_classes {
+        bail!("--class-task and --merge-classes go with --per-class-gans");
+    }
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
     let resume_from = prepare_work(&plan)?;

@@ -1139,3 +1139,124 @@ fn cyclegan_translates_a_into_b_and_resumes_exactly() {
     );
     assert!(e.contains("add --model cyclegan"), "{e}");
 }
+
+/// `generate` into `<root>/<out>` from `<root>/<from>`; the image set.
+fn generate(root: &Path, from: &str, out: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["generate", "--per-class", "5", "--quiet", "--from"])
+        .arg(root.join(from))
+        .arg("--out")
+        .arg(root.join(out))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn per_class_gans_train_alone_or_as_array_tasks_alike_and_generate_each_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    dataset(root, 16);
+    let base = [
+        "--model",
+        "dcgan",
+        "--steps",
+        "6",
+        "--per-class-gans",
+        "a,c",
+    ];
+    // One process, the classes one after another.
+    ok(
+        root,
+        &[&base[..], &["--out", root.join("one").to_str().unwrap()]].concat(),
+    );
+    let one = root.join("one");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(one.join("classes.json")).unwrap()).unwrap();
+    assert_eq!(info["classes"], serde_json::json!(["a", "c"]));
+    assert_eq!(info["model"], "dcgan");
+    let entries: Vec<String> = std::fs::read_dir(one.join("classes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries.len(), 2, "only the classes' folders: {entries:?}");
+    for c in ["a", "c"] {
+        let cfg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(one.join("classes").join(c).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["trained_classes"].as_array().unwrap().len(), 1, "{cfg}");
+    }
+    // As a job array would: each class a task of its own (in either order), then the merge.
+    let arr = root.join("arr");
+    let arr_s = arr.to_str().unwrap();
+    let e = err(
+        root,
+        &[&base[..], &["--out", arr_s, "--merge-classes"]].concat(),
+    );
+    assert!(
+        e.contains("class a has not been trained") && e.contains("--class-task 0"),
+        "{e}"
+    );
+    ok(
+        root,
+        &[&base[..], &["--out", arr_s, "--class-task", "1"]].concat(),
+    );
+    ok(
+        root,
+        &[&base[..], &["--out", arr_s, "--class-task", "0"]].concat(),
+    );
+    assert!(!arr.exists(), "tasks write no outputs");
+    ok(
+        root,
+        &[&base[..], &["--out", arr_s, "--merge-classes"]].concat(),
+    );
+    for c in ["a", "c"] {
+        let f = format!("classes/{c}/generator.safetensors");
+        assert_eq!(
+            std::fs::read(one.join(&f)).unwrap(),
+            std::fs::read(arr.join(&f)).unwrap(),
+            "{f}: the same weights both ways"
+        );
+    }
+    // generate draws each class from its own generator.
+    let o = generate(root, "one", "gen", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let set = ImageSet::read(&root.join("gen/generated.safetensors")).unwrap();
+    assert_eq!(set.classes, vec!["a", "b", "c"]);
+    assert_eq!(set.labels, [vec![0i64; 5], vec![2i64; 5]].concat());
+    let o = generate(root, "one", "gen-c", &["--classes", "c"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = generate(root, "one", "gen-b", &["--classes", "b"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("class `b` has no GAN of its own"),
+        "{e}"
+    );
+    // Refusals.
+    let e = err(
+        root,
+        &["--model", "cgan", "--steps", "2", "--per-class-gans", "a"],
+    );
+    assert!(e.contains("use --model dcgan"), "{e}");
+    let e = err(
+        root,
+        &[
+            "--model",
+            "dcgan",
+            "--steps",
+            "2",
+            "--per-class-gans",
+            "a,z",
+        ],
+    );
+    assert!(e.contains("`z`"), "{e}");
+    let e = err(root, &[&base[..], &["--class-task", "2"]].concat());
+    assert!(
+        e.contains("--class-task 2") && e.contains("2 classes"),
+        "{e}"
+    );
+    let e = err(root, &["--steps", "2", "--class-task", "0"]);
+    assert!(e.contains("go with --per-class-gans"), "{e}");
+}

@@ -117,7 +117,10 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
     }
     let array = match &e.array {
         Some(a) => {
-            let count = params[&a.over].as_int().unwrap_or(1);
+            let count = match &params[&a.over] {
+                Value::List(items) => items.len() as i64,
+                v => v.as_int().unwrap_or(1),
+            };
             let mut with_task = values.clone();
             with_task.insert("task".into(), "{task}".into());
             let rt = |t: &String| {

@@ -10,7 +10,7 @@ use rebalance_core::contract::augment::Composition;
 use rebalance_core::contract::classify::{paired, ClassifierMetrics};
 use rebalance_core::contract::dataset::DatasetInfo;
 use rebalance_core::contract::filter::{AcceptanceRow, FilterMetrics};
-use rebalance_core::contract::gan::{GanInfo, GanMetrics};
+use rebalance_core::contract::gan::{GanInfo, GanMetrics, PerClassGans};
 use rebalance_core::contract::layout::{self, file, Layout};
 use rebalance_core::contract::{read_csv, read_json};
 use rebalance_core::Manifest;
@@ -569,6 +569,37 @@ fn strings(s: &[&str]) -> Vec<String> {
 /// The GAN's run, loss chart and sample grids across training.
 fn gan_section(inp: &Inputs) -> String {
     let mut h = String::from("<h2>GAN</h2>");
+    let dir = inp.layout.dir(layout::GAN);
+    if let Ok(gans) = read_json::<PerClassGans>(&dir.join(file::PER_CLASS)) {
+        // `--per-class-gans`: one dcgan per class, each with its losses and last grid.
+        let _ = write!(
+            h,
+            "<p>One {} per class ({}), each trained on that class alone:</p><div class=\"row grids\">",
+            esc(&gans.model.to_string()),
+            esc(&gans.classes.join(", "))
+        );
+        for c in &gans.classes {
+            let sub = dir.join("classes").join(c);
+            h.push_str(&img(&sub.join("losses.svg"), &format!("class {c}: losses")));
+            let last = std::fs::read_dir(sub.join("samples"))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("step_"))
+                        })
+                        .max()
+                })
+                .ok()
+                .flatten();
+            if let Some(g) = last {
+                h.push_str(&img(&g, &format!("class {c}: last samples")));
+            }
+        }
+        h.push_str("</div>");
+        return h;
+    }
     let gan = Manifest::read(&inp.layout.dir(layout::GAN)).ok();
     let info = gan.as_ref().and_then(|m| m.extra_as::<GanInfo>().ok());
     let metrics = gan.as_ref().and_then(|m| m.metrics_as::<GanMetrics>().ok());

@@ -342,7 +342,12 @@ pub fn upstream(tasks: &[Task]) -> Vec<Vec<usize>> {
                 .iter()
                 .chain(&t.optional_deps)
                 .cloned()
-                .chain(t.argv[1..].iter().map(PathBuf::from))
+                .chain(
+                    t.argv[1..]
+                        .iter()
+                        .filter(|a| !a.is_empty())
+                        .map(PathBuf::from),
+                )
                 .filter(|p| !t.outs.iter().any(|o| p.starts_with(o)))
                 .collect();
             (0..i)
@@ -1021,6 +1026,38 @@ mod tests {
             seconds_between("2026-11-24T23:59:58", "2026-11-25T00:00:01"),
             Some(3.0)
         );
+    }
+
+    #[test]
+    fn stages_depend_on_the_stages_whose_outputs_they_read() {
+        let spec = Spec::parse(
+            r#"
+name = "t"
+[entry_points.a]
+command = ["p", "--out", "{artifacts}/a"]
+outs = ["{artifacts}/a"]
+[entry_points.a.parameters]
+artifacts = { type = "path", default = "art" }
+[entry_points.b]
+command = ["p", "--empty", "", "--out", "{artifacts}/b"]
+outs = ["{artifacts}/b"]
+[entry_points.b.parameters]
+artifacts = { type = "path", default = "art" }
+[entry_points.c]
+command = ["p", "--in", "{artifacts}/a/x.bin", "--out", "{artifacts}/c"]
+deps = ["{artifacts}/b"]
+outs = ["{artifacts}/c"]
+[entry_points.c.parameters]
+artifacts = { type = "path", default = "art" }
+[entry_points.main]
+steps = ["a", "b", "c"]
+"#,
+        )
+        .unwrap();
+        let b = crate::spec::Bindings::new(&spec, "main", &[]).unwrap();
+        let tasks = crate::plan::plan(&spec, "main", &b).unwrap();
+        // b's empty argument is no path: b does not wait for a.
+        assert_eq!(upstream(&tasks), vec![vec![], vec![], vec![0, 1]]);
     }
 
     #[test]

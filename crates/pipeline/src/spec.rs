@@ -86,7 +86,8 @@ impl Resources {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArraySpec {
-    /// The int parameter that counts the tasks (e.g. `seeds`); at 1, the stage is one job.
+    /// The parameter that counts the tasks: an int (`seeds`: that many tasks) or a list
+    /// (`per_class_gans`: one task per item). At 1 (or 0), the stage is one job.
     pub over: String,
     /// Appended to each task's command; `{task}` is the task's index, from 0.
     pub task: Vec<String>,
@@ -400,9 +401,9 @@ impl Spec {
             }
             if let Some(a) = &e.array {
                 match e.parameters.get(&a.over) {
-                    Some(p) if p.kind == ParamType::Int => {}
+                    Some(p) if matches!(p.kind, ParamType::Int | ParamType::List) => {}
                     _ => bail!(
-                        "entry point `{name}`: array.over = `{}` must name one of its int parameters",
+                        "entry point `{name}`: array.over = `{}` must name one of its int or list parameters",
                         a.over
                     ),
                 }

@@ -403,4 +403,37 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143));
     common::until(30, "the queue to empty", || cluster.queue().is_empty());
+
+    // A GAN per class (dcgan): a job array with one task per class, then the merge; the same
+    // generators as the local run, which trains the classes one after another.
+    let per_class: Vec<String> = ["model=dcgan", "per_class_gans=c,d", "steps=20", "batch=16"]
+        .map(String::from)
+        .to_vec();
+    let mut with_cpus = per_class.clone();
+    with_cpus.push("resources.cpus=1".into());
+    let err = ok(&cluster.run(
+        dir,
+        &["-e", "gan-train", "--executor", "slurm", "-q"],
+        &with_cpus,
+    ));
+    assert!(
+        err.contains("array job") && err.contains("(2 tasks)"),
+        "{err}"
+    );
+    ok(&cluster.run(local.path(), &["-e", "gan-train", "-q"], &per_class));
+    for c in ["c", "d"] {
+        let f = format!("artifacts/gan/classes/{c}/generator.safetensors");
+        assert!(
+            std::fs::read(local.path().join(&f)).unwrap() == std::fs::read(dir.join(&f)).unwrap(),
+            "{f} differs between --executor local and slurm"
+        );
+    }
+    let run = last_run(&art);
+    let js = stage(&run, "gan-train")["jobs"].as_array().unwrap().clone();
+    assert_eq!(js.len(), 3, "two class tasks and the merge: {js:?}");
+    let (t0, t1) = (&js[0], &js[1]);
+    assert!(
+        t0["start"].as_str() < t1["end"].as_str() && t1["start"].as_str() < t0["end"].as_str(),
+        "the class tasks did not overlap: {js:?}"
+    );
 }

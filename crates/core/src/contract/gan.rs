@@ -215,6 +215,15 @@ pub struct GanInfo {
     pub trained_classes: Vec<String>,
 }
 
+/// `gan/classes.json`: a `--per-class-gans` output, one GAN per class in `classes/<class>/`
+/// (each a complete single-class gan-train output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerClassGans {
+    pub model: GanKind,
+    /// The classes, each with its own generator, in training order.
+    pub classes: Vec<String>,
+}
+
 /// `gan/manifest.json` metrics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GanMetrics {

@@ -65,6 +65,8 @@ pub mod file {
     pub const LOSSES: &str = "losses.csv";
     /// cyclegan: reconstruction and identity errors per log step.
     pub const CYCLE: &str = "cycle.csv";
+    /// gan-train --per-class-gans: the classes, each with its generator in `classes/<class>/`.
+    pub const PER_CLASS: &str = "classes.json";
     pub const SCORES: &str = "scores.csv";
     pub const ACCEPTANCE: &str = "acceptance.csv";
     pub const COMPOSITION: &str = "composition.json";
