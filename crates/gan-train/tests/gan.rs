@@ -556,9 +556,9 @@ fn pipeline_toml_matches_clap_defaults() {
         &gan_train::Cli::command(),
     );
     assert_eq!(d.entries, ["gan-finetune", "gan-train"]);
-    // gan-train: model, from, to, steps, batch, seed, checkpoint_every, artifacts; gan-finetune: model,
-    // batch, seed, artifacts.
-    assert_eq!(d.checked.len(), 12, "{:?}", d.checked);
+    // gan-train: model, from, to, steps, batch, seed, checkpoint_every, device, artifacts;
+    // gan-finetune: model, batch, seed, device, artifacts (per_class_gans has no clap default).
+    assert_eq!(d.checked.len(), 14, "{:?}", d.checked);
 }
 
 /// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
