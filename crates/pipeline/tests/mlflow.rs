@@ -485,3 +485,81 @@ fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
         .collect();
     assert_eq!(f1s, [0.5, 0.75, 1.0]);
 }
+
+#[test]
+fn a_sweep_on_slurm_tags_its_jobs_and_logs_each_value_as_a_child_run() {
+    let cluster = common::slurm::Cluster::start();
+    let proj = scripted_classify_project();
+    let dir = proj.path();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path());
+    let o = cluster
+        .pipeline(
+            dir,
+            &["sweep", "-e", "classify", "--executor", "slurm", "-q"],
+            &["add=0,250,500".to_string()],
+        )
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_EXPERIMENT_NAME", "sweep-slurm")
+        .env_remove("MLFLOW_RUN_ID")
+        .output()
+        .unwrap();
+    let err = ok(&o);
+    assert!(err.contains("submitted as Slurm array job"), "{err}");
+    let found = runs(&server, "sweep-slurm");
+    assert_eq!(
+        found.len(),
+        4,
+        "the sweep's run and one per value: {found:?}"
+    );
+    let parent = found
+        .iter()
+        .find(|r| kv(&r["data"]["tags"], "rebalance.entry") == Some(json!("sweep:classify")))
+        .expect("the sweep's own run");
+    let parent_id = parent["info"]["run_id"].clone();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    let mut values = Vec::new();
+    for r in found
+        .iter()
+        .filter(|r| kv(&r["data"]["tags"], "mlflow.parentRunId") == Some(parent_id.clone()))
+    {
+        let v = kv(&r["data"]["tags"], "rebalance.sweep.value").unwrap();
+        let v = v.as_str().unwrap().to_string();
+        assert_eq!(r["info"]["status"], "FINISHED", "{v}");
+        assert_eq!(
+            kv(&r["data"]["tags"], "mlflow.runName"),
+            Some(json!(format!("add={v}")))
+        );
+        assert_eq!(kv(&r["data"]["tags"], "stage.classify"), Some(json!("ran")));
+        if v == "0" {
+            // The first value ran in the artifacts folder on Slurm: its job is tagged, and it
+            // is the one run.json records.
+            let rec = json(
+                &dir.join("artifacts/runs")
+                    .join(
+                        kv(&r["data"]["tags"], "rebalance.run_id")
+                            .unwrap()
+                            .as_str()
+                            .unwrap(),
+                    )
+                    .join("run.json"),
+            );
+            let id = rec["stages"][0]["jobs"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(kv(&r["data"]["tags"], "slurm.classify"), Some(json!(id)));
+        }
+        values.push(v);
+    }
+    values.sort_by_key(|v| v.parse::<i64>().unwrap());
+    assert_eq!(values, ["0", "250", "500"]);
+    let s = json(&dir.join("artifacts/sweeps/add/sweep.json"));
+    let f1s: Vec<f64> = s["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metrics"]["macro_f1"]["mean"].as_f64().unwrap())
+        .collect();
+    assert_eq!(f1s, [0.5, 0.75, 1.0]);
+}

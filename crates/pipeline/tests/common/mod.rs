@@ -1,6 +1,8 @@
 //! Shared helpers: a tiny project folder (pipeline.toml copy + PNG class folders) and runner calls.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
