@@ -17,7 +17,9 @@ use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::layout::{file, Layout, AUGMENTED, CLASSIFY, DATASET};
 use rebalance_core::contract::{self, write_csv};
 use rebalance_core::tensorboard::SummaryWriter;
-use rebalance_core::{partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest};
+use rebalance_core::{
+    partial_dir, remove_path, swap_into, write_atomic, FileRecord, ImageSet, Manifest,
+};
 use rebalance_nn::models::{judge, Classifier, ClassifierConfig, Network};
 use rebalance_nn::train::checkpoint;
 use rebalance_nn::train::run_key::{Claim, RunKey};
@@ -541,13 +543,7 @@ fn finished_seed_tasks(plan: &Plan, key: &RunKey, work: &Path) -> Result<Vec<See
             if keep.contains(&name) || Some(name.as_str()) == also {
                 continue;
             }
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            }
-            .with_context(|| format!("clearing {}", path.display()))?;
+            remove_path(&entry.path())?;
         }
     }
     for name in &keep {

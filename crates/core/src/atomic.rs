@@ -103,6 +103,16 @@ pub fn partial_dir(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.partial"))
 }
 
+/// Remove a file, a folder with its contents, or a link; nothing when it does not exist.
+pub fn remove_path(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => return Ok(()),
+    }
+    .with_context(|| format!("removing {}", path.display()))
+}
+
 /// Replace `target` by the folder `src` in one step (`renameat2(RENAME_EXCHANGE)`), then
 /// remove the previous `target`. Without a previous `target`, a plain rename.
 pub fn swap_into(src: &Path, target: &Path) -> Result<()> {

@@ -14,7 +14,7 @@ pub mod imageset;
 pub mod manifest;
 pub mod tensorboard;
 
-pub use atomic::{partial_dir, swap_into, write_atomic, StagedDir};
+pub use atomic::{partial_dir, remove_path, swap_into, write_atomic, StagedDir};
 pub use cli::{CommonArgs, DeviceSpec};
 pub use imageset::{ContractError, ImageSet};
 pub use manifest::{FileRecord, Manifest};

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rebalance_core::contract::gan::{GanKind, PerClassGans};
 use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
 use rebalance_core::contract::{class_index, write_json};
-use rebalance_core::{partial_dir, swap_into, FileRecord, ImageSet, Manifest};
+use rebalance_core::{partial_dir, remove_path, swap_into, FileRecord, ImageSet, Manifest};
 use rebalance_nn::train::run_key::{Claim, RunKey};
 use rebalance_nn::{device_name, resolve_device};
 use tracing::info;
@@ -107,7 +107,7 @@ pub fn run(args: &TrainArgs, classes: &[String]) -> Result<()> {
         }
         if claim != Claim::Resume {
             // Whatever another command left for this class goes.
-            remove(&work.join(CLASSES).join(class))?;
+            remove_path(&work.join(CLASSES).join(class))?;
         }
         crate::train::run(&one(args, class, &work))?;
         info!("class {class} (task {i}) trained; `--merge-classes` writes the outputs");
@@ -170,7 +170,7 @@ fn write_outputs(
                 classes.contains(&name)
             };
             if !keep {
-                remove(&entry.path())?;
+                remove_path(&entry.path())?;
             }
         }
     }
@@ -191,13 +191,4 @@ fn write_outputs(
         .push(FileRecord::of_file(data, &data.display().to_string())?);
     m.record_outputs(work)?;
     m.finish(work, started)
-}
-
-fn remove(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(_) => return Ok(()),
-    }
-    .with_context(|| format!("removing {}", path.display()))
 }

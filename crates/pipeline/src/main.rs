@@ -364,8 +364,16 @@ fn execute(
 fn status_of(result: &Result<()>) -> RunStatus {
     match result {
         Ok(()) => RunStatus::Finished,
-        Err(e) if e.is::<Interrupted>() => RunStatus::Killed,
-        Err(_) => RunStatus::Failed,
+        Err(e) => error_status(e),
+    }
+}
+
+/// KILLED for a run stopped by a signal, FAILED for any other error.
+fn error_status(e: &anyhow::Error) -> RunStatus {
+    if e.is::<Interrupted>() {
+        RunStatus::Killed
+    } else {
+        RunStatus::Failed
     }
 }
 
@@ -381,6 +389,21 @@ fn exit_interrupted(i: &Interrupted, tracker: &Tracker, lock: ArtifactsLock) -> 
     let code = i.exit_code();
     drop(lock);
     std::process::exit(code.into());
+}
+
+/// A sweep value that failed or was stopped: the sweep's own run ends FAILED or KILLED, and a
+/// stopped sweep exits as any stopped run does (pointing at `record`'s run, else its own).
+fn stop_sweep(
+    parent: &mut Tracker,
+    record: Option<&Tracker>,
+    lock: ArtifactsLock,
+    e: anyhow::Error,
+) -> Result<anyhow::Error> {
+    parent.finish(error_status(&e), None, &[])?;
+    if let Some(int) = e.downcast_ref::<Interrupted>() {
+        exit_interrupted(int, record.unwrap_or(parent), lock);
+    }
+    Ok(e)
 }
 
 fn stages_ran(tracker: &Tracker) -> Vec<String> {
@@ -700,18 +723,7 @@ fn run_sweep(
             };
             let rest = match on_slurm.rest(&mut parent, &stop, &rare) {
                 Ok(r) => r,
-                Err(e) => {
-                    let status = if e.is::<Interrupted>() {
-                        RunStatus::Killed
-                    } else {
-                        RunStatus::Failed
-                    };
-                    parent.finish(status, None, &[])?;
-                    if let Some(int) = e.downcast_ref::<Interrupted>() {
-                        exit_interrupted(int, &parent, lock);
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(stop_sweep(&mut parent, None, lock, e)?),
             };
             for (j, row) in rest.into_iter().enumerate() {
                 for (k, s) in &row.metrics {
@@ -747,15 +759,7 @@ fn run_sweep(
             &link,
         )?;
         if let Err(e) = out.result {
-            let status = if e.is::<Interrupted>() {
-                RunStatus::Killed
-            } else {
-                RunStatus::Failed
-            };
-            parent.finish(status, None, &[])?;
-            if let Some(int) = e.downcast_ref::<Interrupted>() {
-                exit_interrupted(int, &out.tracker, lock);
-            }
+            let e = stop_sweep(&mut parent, Some(&out.tracker), lock, e)?;
             return Err(e.context(format!("sweep {name}: {}={value}", swept.key)));
         }
         let results = sweep::result_tasks(tasks)?;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rebalance_core::contract::runs::StageStatus;
 use rebalance_core::hash::{sha256_file, sha256_tree};
+use rebalance_core::remove_path;
 use serde::{Deserialize, Serialize};
 
 use crate::guard::{Interrupted, Stop};
@@ -619,15 +620,6 @@ fn changed_keys(old: &BTreeMap<String, String>, now: &BTreeMap<String, String>) 
     keys.sort();
     keys.dedup();
     keys
-}
-
-fn remove_path(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(_) => return Ok(()),
-    }
-    .with_context(|| format!("removing {}", path.display()))
 }
 
 pub(crate) fn drop_aside(moved: &[(PathBuf, PathBuf)]) {
