@@ -779,16 +779,7 @@ fn run_sweep(
             &rare,
             &dir.join(sweep::slug(&format!("{}={value}", swept.key))),
         )?;
-        eprintln!(
-            "sweep {name}: {}={value}: macro-F1 {} ({} stage(s) ran: {})",
-            swept.key,
-            row.metrics
-                .get("macro_f1")
-                .map(|s| format!("{:.4} ± {:.4}", s.mean, s.std))
-                .unwrap_or_else(|| "—".into()),
-            row.ran.len(),
-            row.ran.join(", ")
-        );
+        eprintln!("sweep {name}: {}={value}: {}", swept.key, row.summary());
         for (k, s) in &row.metrics {
             parent.metric(&format!("sweep.{k}"), s.mean, i as i64)?;
         }
@@ -948,16 +939,7 @@ impl SlurmSweep<'_> {
                     job.state,
                     job.exit_code,
                     log.display(),
-                    std::fs::read_to_string(log)
-                        .unwrap_or_default()
-                        .lines()
-                        .rev()
-                        .take(12)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    pipeline::runner::last_lines(log, 12)
                 );
             }
             let plan = &self.plans[1 + rows.len()];
@@ -978,15 +960,10 @@ impl SlurmSweep<'_> {
                 &self.dir.join(sweep::slug(&format!("{key}={value}"))),
             )?;
             eprintln!(
-                "sweep {}: {key}={value} (Slurm {}): macro-F1 {} ({} stage(s) ran: {})",
+                "sweep {}: {key}={value} (Slurm {}): {}",
                 self.name,
                 job.id,
-                row.metrics
-                    .get("macro_f1")
-                    .map(|s| format!("{:.4} ± {:.4}", s.mean, s.std))
-                    .unwrap_or_else(|| "—".into()),
-                row.ran.len(),
-                row.ran.join(", ")
+                row.summary()
             );
             rows.push(row);
         }

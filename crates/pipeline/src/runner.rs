@@ -640,7 +640,8 @@ pub(crate) fn restore_aside(moved: &[(PathBuf, PathBuf)]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn last_lines(path: &Path, n: usize) -> String {
+/// The last `n` lines of a log (empty when it cannot be read).
+pub fn last_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

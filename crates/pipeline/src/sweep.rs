@@ -169,6 +169,21 @@ pub struct SweepRow {
     pub val: BTreeMap<String, Stat>,
 }
 
+impl SweepRow {
+    /// `macro-F1 m ± s (k stage(s) ran: …)`, for the progress lines.
+    pub fn summary(&self) -> String {
+        format!(
+            "macro-F1 {} ({} stage(s) ran: {})",
+            self.metrics
+                .get("macro_f1")
+                .map(|s| format!("{:.4} ± {:.4}", s.mean, s.std))
+                .unwrap_or_else(|| "—".into()),
+            self.ran.len(),
+            self.ran.join(", ")
+        )
+    }
+}
+
 /// What `auto` chose, and by what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Choice {

@@ -411,6 +411,16 @@ echo "{\"classes\":[\"r\"],\"model\":\"lenet5\",\"train\":\"t\",\"train_counts\"
     dir
 }
 
+/// The `add` sweep's table: each value's mean macro-F1.
+fn sweep_macro_f1(dir: &Path) -> Vec<f64> {
+    json(&dir.join("artifacts/sweeps/add/sweep.json"))["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metrics"]["macro_f1"]["mean"].as_f64().unwrap())
+        .collect()
+}
+
 #[test]
 fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
     let proj = scripted_classify_project();
@@ -476,14 +486,7 @@ fn a_sweep_logs_each_value_as_a_child_run_of_its_own() {
         // The scripted metrics carry no test means; the table reads the per-seed runs.
         assert!(logged.is_none() || logged == Some(json!(f1)), "{logged:?}");
     }
-    let s = json(&dir.join("artifacts/sweeps/add/sweep.json"));
-    let f1s: Vec<f64> = s["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["metrics"]["macro_f1"]["mean"].as_f64().unwrap())
-        .collect();
-    assert_eq!(f1s, [0.5, 0.75, 1.0]);
+    assert_eq!(sweep_macro_f1(dir), [0.5, 0.75, 1.0]);
 }
 
 #[test]
@@ -554,12 +557,5 @@ fn a_sweep_on_slurm_tags_its_jobs_and_logs_each_value_as_a_child_run() {
     }
     values.sort_by_key(|v| v.parse::<i64>().unwrap());
     assert_eq!(values, ["0", "250", "500"]);
-    let s = json(&dir.join("artifacts/sweeps/add/sweep.json"));
-    let f1s: Vec<f64> = s["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["metrics"]["macro_f1"]["mean"].as_f64().unwrap())
-        .collect();
-    assert_eq!(f1s, [0.5, 0.75, 1.0]);
+    assert_eq!(sweep_macro_f1(dir), [0.5, 0.75, 1.0]);
 }
