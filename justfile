@@ -62,10 +62,11 @@ mlproject: build
 experiment *ARGS: build data
     ./scripts/experiment {{ARGS}}
 
-# The whole test suite; installs what it needs first (.venv with torch and mlflow, chromium).
-test:
+# The whole test suite to the end (--no-fail-fast) with a closing count; installs what it needs first
+# (.venv with torch, mlflow and tensorboard; Debian's chromium, Slurm and munge). Extra flags go to cargo test.
+test *ARGS:
     ./scripts/setup --test
-    cargo test --workspace
+    ./scripts/test {{ARGS}}
 
 # Formatting and lints, warnings as errors.
 lint:

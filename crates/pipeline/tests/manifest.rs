@@ -88,9 +88,13 @@ fn layout_folders_are_the_declared_outs() {
 /// for tests), and `rebalance-core` and the runner link no libtorch.
 #[test]
 fn stages_are_independent_and_core_and_runner_link_no_libtorch() {
+    // Only the host's dependencies: a build fetches no other platform's crates (Windows-only
+    // ones such as anstyle-wincon), so a fresh registry lacks them and an unfiltered
+    // `--offline` resolve fails there.
     let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(repo())
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .arg(host_triple())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -159,4 +163,16 @@ fn stages_are_independent_and_core_and_runner_link_no_libtorch() {
             seen.len()
         );
     }
+}
+
+/// The host target triple, as `rustc -vV` prints it (the toolchain that built this test).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let o = Command::new(rustc).arg("-vV").output().unwrap();
+    ok(&o);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names no host")
+        .to_string()
 }
