@@ -93,7 +93,13 @@ fn stages_are_independent_and_core_and_runner_link_no_libtorch() {
     // `--offline` resolve fails there.
     let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(repo())
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(host_triple())
         .output()
         .unwrap();
