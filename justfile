@@ -86,7 +86,9 @@ bench-gan *args: build data
     test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
     .venv/bin/python scripts/bench/gan.py {{args}}
 
-# Time LeNet-5 training in classify against the same loop in plain PyTorch; prints the ratio.
-bench-classify: build data
+# Time LeNet-5 training in classify against the same loop in plain PyTorch, plain and with the
+# online recipe (class-balanced draws, a fresh affine+elastic per image); prints the ratios.
+bench-classify *args: build data
     test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
-    .venv/bin/python scripts/bench/classify.py
+    .venv/bin/python scripts/bench/classify.py {{args}}
+    .venv/bin/python scripts/bench/classify.py --online {{args}}

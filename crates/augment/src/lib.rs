@@ -2,8 +2,6 @@
 //! by repeating real images, classical transforms, synthetic images, or synthetic + classical.
 //! The real val and test splits are never read or written here.
 
-pub mod classical;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tracing::{info, warn};
 
-pub use classical::ClassicalParams;
+pub use rebalance_nn::transforms::ClassicalParams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 pub enum Strategy {
@@ -498,7 +496,12 @@ fn add_classical(
             .iter()
             .map(|_| plan.args.classical.sample(rng))
             .collect();
-        let y = classical::transform(&x, &mats, plan.args.classical.elastic, plan.device);
+        let y = rebalance_nn::transforms::transform(
+            &x,
+            &mats,
+            plan.args.classical.elastic,
+            plan.device,
+        );
         let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
         for img in v.chunks(per) {
             built.push_added(img, c, per);

@@ -2,13 +2,18 @@
 //! early stopping on val, evaluation on the real test split only), and compare several runs
 //! (`classify compare`). The networks live in `rebalance_nn::models`.
 
+pub mod candidates;
 pub mod compare;
+pub mod recipe;
+pub mod sampler;
 pub mod train;
 
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use rebalance_core::contract::classify::{Loss, OnlineAugment, Sampler};
 use rebalance_core::CommonArgs;
+use rebalance_nn::transforms::{parse_elastic, AffineRanges, Elastic};
 use serde::Serialize;
 
 pub use rebalance_core::contract::classify::{mean_std, Metrics};
@@ -65,6 +70,52 @@ pub struct TrainArgs {
     /// Weight the loss by inverse class frequency (the cost-sensitive baseline).
     #[arg(long)]
     pub class_weighted: bool,
+    /// A named recipe: real, balanced, class-weighted, classical, online, affine, flip-shift,
+    /// trivial, online-la, online-mixup (README, "Recipes"). It sets --augment, --sampler, --loss,
+    /// --mixup and --class-weighted; those given as well win. Its pool is --train.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["candidates", "recipe_from"])]
+    pub recipe: Option<String>,
+    /// Train every named recipe (each on its own pool: `classical` on --classical-train, the
+    /// others on --train), with the same seeds, and choose the best by mean val macro-F1. The
+    /// folder's top-level outputs are the chosen recipe's; recipes.json lists every candidate's
+    /// val and test results, recipes/<name>/ holds each one's outputs.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...", conflicts_with_all = ["augment", "sampler", "loss", "mixup", "class_weighted"])]
+    pub candidates: Vec<String>,
+    /// The static classical copies (augment --strategy classical) the `classical` candidate trains on.
+    #[arg(long, value_name = "FILE")]
+    pub classical_train: Option<PathBuf>,
+    /// Train as the recipe that `classify --candidates` chose in DIR (its recipes.json): the
+    /// same transform, sampler and loss, on --train. The given flags win.
+    #[arg(long, value_name = "DIR", conflicts_with = "candidates")]
+    pub recipe_from: Option<PathBuf>,
+    /// Training-time augmentation, drawn afresh for every image of every batch, on the device
+    /// [default: none].
+    #[arg(long, value_enum)]
+    pub augment: Option<OnlineAugment>,
+    #[command(flatten)]
+    pub affine: AffineRanges,
+    /// The elastic distortion of --augment affine+elastic, `ALPHA,SIGMA` in pixels (Simard et al. 2003).
+    #[arg(long, value_name = "ALPHA,SIGMA", default_value = "34,4", value_parser = parse_elastic)]
+    pub elastic: Elastic,
+    /// --augment flip-shift: the largest shift, as a fraction of the side (whole pixels).
+    #[arg(long, default_value_t = 0.125)]
+    pub max_shift: f64,
+    /// How each epoch's draws are picked [default: uniform].
+    #[arg(long, value_enum)]
+    pub sampler: Option<Sampler>,
+    /// Draws per epoch [default: the training set's size for uniform sampling (one pass);
+    /// classes × the largest class's count for class-balanced and sqrt].
+    #[arg(long, value_name = "N")]
+    pub epoch_size: Option<usize>,
+    /// The training loss [default: ce].
+    #[arg(long, value_enum)]
+    pub loss: Option<Loss>,
+    /// τ of --loss logit-adjusted.
+    #[arg(long, default_value_t = 1.0)]
+    pub tau: f64,
+    /// Mixup (Zhang et al. 2018) inside each batch with λ ~ Beta(α, α); 0 is off [default: 0].
+    #[arg(long, value_name = "ALPHA")]
+    pub mixup: Option<f64>,
     /// Stop after this many epochs without a better val macro-F1 and keep the best epoch's
     /// weights; 0 trains every epoch and keeps the last.
     #[arg(long, default_value_t = 10)]

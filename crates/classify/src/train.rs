@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand_distr::{Beta, Distribution};
 use rebalance_core::contract::classify::{
     confusion, ClassifierMetrics, ClassifyInfo, CurveRow, MeanStd, Metrics, SeedRun,
 };
@@ -29,7 +30,12 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 use tracing::info;
 
+use crate::recipe::{Choice, Recipe};
 use crate::TrainArgs;
+
+/// Images transformed and batched together: one draw of the epoch's sampler is cut into
+/// chunks of this many batches, each transformed in one pass on the device.
+const CHUNK_BATCHES: usize = 16;
 
 /// The real splits and the training set, checked against each other.
 pub struct Data {
@@ -92,11 +98,30 @@ pub struct Plan {
     /// The real data's rare classes: the ingest manifest's, else computed from the train counts.
     pub rare: Vec<String>,
     pub inputs: Vec<FileRecord>,
+    /// How the network trains on `data.train`.
+    pub recipe: Recipe,
 }
 
 impl Plan {
     /// Check the flags first, then read and check the data.
     pub fn resolve(args: &TrainArgs) -> Result<Self> {
+        let (train, _) = Self::paths(args);
+        Self::resolve_with(args, train, Choice::of_args(args)?)
+    }
+
+    /// The training set and the output folder the flags name.
+    pub(crate) fn paths(args: &TrainArgs) -> (PathBuf, PathBuf) {
+        let layout = Layout::new(&args.common.artifacts);
+        let train = args
+            .train
+            .clone()
+            .unwrap_or_else(|| layout.file(AUGMENTED, file::TRAIN));
+        let out = args.out.clone().unwrap_or_else(|| layout.dir(CLASSIFY));
+        (train, out)
+    }
+
+    /// The plan for one recipe on the training set `train_path`.
+    pub fn resolve_with(args: &TrainArgs, train_path: PathBuf, choice: Choice) -> Result<Self> {
         if args.seeds == 0 {
             bail!("--seeds must be at least 1");
         }
@@ -112,20 +137,25 @@ impl Plan {
         let device = resolve_device(args.common.device)?;
         let layout = Layout::new(&args.common.artifacts);
         let data_dir = args.data.clone().unwrap_or_else(|| layout.dir(DATASET));
-        let train_path = args
-            .train
-            .clone()
-            .unwrap_or_else(|| layout.file(AUGMENTED, file::TRAIN));
-        let out = args.out.clone().unwrap_or_else(|| layout.dir(CLASSIFY));
+        let (_, out) = Self::paths(args);
         let data = Data::load(train_path, &data_dir)?;
         let t = &data.train;
-        let cfg = ClassifierConfig::new(
+        let mut cfg = ClassifierConfig::new(
             args.model,
             t.channels as i64,
             t.height as i64,
             t.width as i64,
             t.classes.clone(),
         )?;
+        let recipe = Recipe::new(
+            args,
+            choice,
+            &t.labels,
+            t.classes.len(),
+            t.channels as i64,
+            device,
+        )?;
+        cfg.training = Some(recipe.contract());
         // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
         let rare = rare_classes_of(&data_dir, &cfg.classes, &t.counts());
         let inputs = [&data.train_path, &data.val_path, &data.test_path]
@@ -142,6 +172,7 @@ impl Plan {
             cfg,
             rare,
             inputs,
+            recipe,
         })
     }
 }
@@ -243,16 +274,16 @@ impl SeedModel {
     }
 }
 
-/// The real tensors a seed trains and validates on.
+/// The tensors a seed trains and validates on.
 struct Tensors {
     xtr: Tensor,
     ytr: Tensor,
     xva: Tensor,
     yva: Tensor,
-    weights: Option<Tensor>,
 }
 
-/// One epoch over the training set in a (seed, epoch)-determined order; (mean loss, accuracy).
+/// One epoch of the recipe's draws in a (seed, epoch)-determined order, each chunk of draws
+/// transformed afresh; (mean loss, accuracy over the draws).
 fn train_epoch(
     plan: &Plan,
     sm: &mut SeedModel,
@@ -260,34 +291,68 @@ fn train_epoch(
     seed: u64,
     epoch: usize,
 ) -> Result<(f64, f64)> {
-    let n = plan.data.train.len();
-    // The batch order depends on (seed, epoch) only, so a resumed run sees the same batches.
+    let r = &plan.recipe;
+    // The draws, transforms and mixing depend on (seed, epoch) only, so a resumed run sees the
+    // same batches.
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ epoch as u64);
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    order.shuffle(&mut rng);
+    let draws = r.draws.epoch(r.epoch_size, &mut rng);
     tch::manual_seed((seed * 100_000 + epoch as u64) as i64);
-    let (mut loss_sum, mut correct) = (0.0f64, 0i64);
-    for chunk in order.chunks(plan.args.batch.max(1) as usize) {
+    let batch = plan.args.batch.max(1) as usize;
+    let beta = (r.choice.mixup > 0.0)
+        .then(|| Beta::new(r.choice.mixup, r.choice.mixup))
+        .transpose()
+        .map_err(|e| anyhow!("--mixup {}: {e}", r.choice.mixup))?;
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, plan.device));
+    let mut correct = Tensor::zeros([], (Kind::Int64, plan.device));
+    for chunk in draws.chunks(batch * CHUNK_BATCHES) {
         let idx = Tensor::from_slice(chunk).to_device(plan.device);
-        let x = rebalance_nn::to_unit_range(&t.xtr.index_select(0, &idx));
+        let xu8 = t.xtr.index_select(0, &idx);
+        let x = match r.choice.augment {
+            rebalance_nn::transforms::OnlineAugment::None => rebalance_nn::to_unit_range(&xu8),
+            _ => r.online.apply(&xu8.to_kind(Kind::Float), &mut rng) / 127.5 - 1.0,
+        };
         let y = t.ytr.index_select(0, &idx);
-        let logits = sm.model.forward_t(&x, true);
-        let loss = logits.cross_entropy_loss(&y, t.weights.as_ref(), Reduction::Mean, -100, 0.0);
-        let l = f64::try_from(&loss)?;
-        if !l.is_finite() {
-            bail!(
-                "seed {seed} epoch {epoch}: the training loss is {l}; lower --lr (now {})",
-                plan.args.lr
+        for start in (0..chunk.len()).step_by(batch) {
+            let len = batch.min(chunk.len() - start) as i64;
+            let (xb, yb) = (
+                x.narrow(0, start as i64, len),
+                y.narrow(0, start as i64, len),
             );
+            let (logits, loss) = match &beta {
+                None => {
+                    let logits = sm.model.forward_t(&xb, true);
+                    let loss = r.loss(&logits, &yb);
+                    (logits, loss)
+                }
+                Some(b) => {
+                    let lam = b.sample(&mut rng);
+                    let mut perm: Vec<i64> = (0..len).collect();
+                    perm.shuffle(&mut rng);
+                    let perm = Tensor::from_slice(&perm).to_device(plan.device);
+                    let mixed = &xb * lam + xb.index_select(0, &perm) * (1.0 - lam);
+                    let logits = sm.model.forward_t(&mixed, true);
+                    let loss = r.loss(&logits, &yb) * lam
+                        + r.loss(&logits, &yb.index_select(0, &perm)) * (1.0 - lam);
+                    (logits, loss)
+                }
+            };
+            sm.opt.zero_grad();
+            loss.backward();
+            sm.opt.step();
+            loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
+            correct += logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64);
         }
-        sm.opt.zero_grad();
-        loss.backward();
-        sm.opt.step();
-        loss_sum += l * chunk.len() as f64;
-        correct += i64::try_from(logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64))?;
     }
-    Ok((loss_sum / n as f64, correct as f64 / n as f64))
+    let n = draws.len().max(1) as f64;
+    let l = f64::try_from(&loss_sum)? / n;
+    if !l.is_finite() {
+        bail!(
+            "seed {seed} epoch {epoch}: the training loss is {l}; lower --lr (now {})",
+            plan.args.lr
+        );
+    }
+    Ok((l, i64::try_from(&correct)? as f64 / n))
 }
 
 /// Train one seed in `dir` (resuming from `dir/checkpoint.safetensors` when present).
@@ -297,18 +362,7 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
     let mut sm = SeedModel::new(plan, seed)?;
     let (xtr, ytr) = imageset_tensors(&plan.data.train, plan.device);
     let (xva, yva) = imageset_tensors(&plan.data.val, plan.device);
-    let weights = args.class_weighted.then(|| {
-        Tensor::from_slice(&class_weights(&plan.data.train.counts()))
-            .to_kind(Kind::Float)
-            .to_device(plan.device)
-    });
-    let t = Tensors {
-        xtr,
-        ytr,
-        xva,
-        yva,
-        weights,
-    };
+    let t = Tensors { xtr, ytr, xva, yva };
     let ckpt = dir.join("checkpoint.safetensors");
     let mut prog = if ckpt.exists() {
         let p = sm.load(&ckpt, plan.device)?;
@@ -410,7 +464,7 @@ fn finish_seed(
 }
 
 /// Train (or reuse, when already finished in an interrupted run) every seed in `work`.
-fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
+pub(crate) fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
     let mut runs = Vec::new();
     for &seed in &plan.seeds {
         let dir = work.join(format!("seed-{seed}"));
@@ -431,17 +485,22 @@ fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if !args.candidates.is_empty() {
+        return crate::candidates::run(args);
+    }
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
+    crate::recipe::warn_if_ranges_differ(args, plan.cfg.training.as_ref().expect("set"))?;
     info!(
-        "classify: {} on {} ({} images, {} classes) → {}, device {}, {} seed(s)",
+        "classify: {} on {} ({} images, {} classes) → {}, device {}, {} seed(s); {}",
         plan.cfg.model,
         plan.data.train_path.display(),
         plan.data.train.len(),
         plan.cfg.classes.len(),
         plan.out.display(),
         device_name(plan.device),
-        args.seeds
+        args.seeds,
+        plan.recipe.contract().describe()
     );
     // The work folder is reused (resumed) only when the same parameters and inputs made it.
     let work = partial_dir(&plan.out);
@@ -467,7 +526,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let summary = write_outputs(&plan, &runs, &work)?;
     RunKey::release(&work)?;
-    write_manifest(&plan, &runs, &work, started)?;
+    write_manifest(&plan, &runs, &work, started, |_| {})?;
     swap_into(&work, &plan.out)?;
     println!("{summary}");
     println!("classify: outputs in {}", plan.out.display());
@@ -554,7 +613,7 @@ fn finished_seed_tasks(plan: &Plan, key: &RunKey, work: &Path) -> Result<Vec<See
 
 /// The top-level files: the first seed's model (the judge), curves of all seeds, the confusion
 /// matrix, metrics.json and the summary table (returned for the terminal).
-fn write_outputs(plan: &Plan, runs: &[SeedRun], work: &Path) -> Result<String> {
+pub(crate) fn write_outputs(plan: &Plan, runs: &[SeedRun], work: &Path) -> Result<String> {
     let seeds = &plan.seeds;
     let first = work.join(format!("seed-{}", seeds[0]));
     for f in [file::MODEL, file::CONFIG] {
@@ -593,6 +652,7 @@ fn write_outputs(plan: &Plan, runs: &[SeedRun], work: &Path) -> Result<String> {
         seeds: seeds.clone(),
         test,
         runs: runs.to_vec(),
+        recipe: plan.cfg.training.clone(),
     };
     contract::write_json(&work.join(file::METRICS), &metrics)?;
     let summary = summary_table(&metrics.test, &plan.cfg.classes, &plan.rare, seeds.len());
@@ -622,7 +682,13 @@ fn curves_svg(curves: &[CurveRow], seed: u64) -> Result<String> {
     )
 }
 
-fn write_manifest(plan: &Plan, runs: &[SeedRun], work: &Path, started: Instant) -> Result<()> {
+pub(crate) fn write_manifest(
+    plan: &Plan,
+    runs: &[SeedRun],
+    work: &Path,
+    started: Instant,
+    extra: impl FnOnce(&mut Manifest),
+) -> Result<()> {
     let args = &plan.args;
     let mut m = Manifest::new(
         "classify",
@@ -649,6 +715,7 @@ fn write_manifest(plan: &Plan, runs: &[SeedRun], work: &Path, started: Instant) 
         seeds: plan.seeds.clone(),
         model: plan.cfg.model,
     })?;
+    extra(&mut m);
     m.finish(work, started)
 }
 
@@ -702,7 +769,7 @@ fn confusion_csv(cm: &[Vec<u64>], classes: &[String]) -> Result<Vec<u8>> {
     Ok(w.into_inner()?)
 }
 
-fn pm(mean: f64, std: f64, k: usize) -> String {
+pub(crate) fn pm(mean: f64, std: f64, k: usize) -> String {
     if k > 1 {
         format!("{mean:.4} ± {std:.4}")
     } else {

@@ -6,6 +6,7 @@ pub mod models;
 pub mod ops;
 pub mod quality;
 pub mod train;
+pub mod transforms;
 
 use anyhow::{bail, Result};
 use rebalance_core::DeviceSpec;

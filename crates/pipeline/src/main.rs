@@ -786,7 +786,7 @@ fn run_sweep(
         if baseline.is_none() {
             baseline = results
                 .baseline
-                .and_then(|t| sweep::output_file(t, &root, file::METRICS))
+                .and_then(|(t, name)| sweep::output_file(t, &root, name))
                 .and_then(|p| read_json::<ClassifierMetrics>(&p).ok())
                 .map(|m| sweep::summarize(&m, &rare));
         }

@@ -291,12 +291,15 @@ pub fn rare_composition(c: &Composition, rare: &[String]) -> Option<(f64, f64)> 
 }
 
 /// The tasks whose outputs the table reads: the last round's classify and augment, and the
-/// real-only baseline.
+/// real-only baseline: the `baseline` stage's metrics, else the judge's `real` candidate's.
 pub struct ResultTasks<'a> {
     pub classify: &'a Task,
     pub augment: Option<&'a Task>,
-    pub baseline: Option<&'a Task>,
+    pub baseline: Option<(&'a Task, &'static str)>,
 }
+
+/// The judge's `real` candidate (`classify --candidates`): the real split alone.
+pub const REAL_CANDIDATE_METRICS: &str = "recipes/real/metrics.json";
 
 pub fn result_tasks(tasks: &[Task]) -> Result<ResultTasks<'_>> {
     let classify = tasks
@@ -312,7 +315,16 @@ pub fn result_tasks(tasks: &[Task]) -> Result<ResultTasks<'_>> {
             .iter()
             .rev()
             .find(|t| t.entry == "augment" && t.round == classify.round),
-        baseline: tasks.iter().find(|t| t.entry == "baseline"),
+        baseline: tasks
+            .iter()
+            .find(|t| t.entry == "baseline")
+            .map(|t| (t, file::METRICS))
+            .or_else(|| {
+                tasks
+                    .iter()
+                    .find(|t| t.entry == "judge")
+                    .map(|t| (t, REAL_CANDIDATE_METRICS))
+            }),
     })
 }
 
@@ -787,6 +799,7 @@ tag = { type = "string", default = "" }
             seeds: vec![1, 2],
             test: MeanStd::default(),
             runs,
+            recipe: None,
         };
         let s = summarize(&m, &["b".to_string()]);
         let close = |k: &str, mean: f64, std: f64| {

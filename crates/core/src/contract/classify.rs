@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+pub use super::augment::ClassicalRanges;
 pub use super::metrics::{confusion, mean_std, paired, ClassMetrics, Metrics};
 
 /// Which classifier.
@@ -54,6 +55,9 @@ pub struct ClassifierConfig {
     pub classes: Vec<String>,
     /// Width of the `features` layer.
     pub feature_dim: i64,
+    /// How the network was trained (not needed to rebuild it); absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecipe>,
 }
 
 impl ClassifierConfig {
@@ -84,6 +88,7 @@ impl ClassifierConfig {
             width,
             classes,
             feature_dim: model.feature_dim(height, width),
+            training: None,
         })
     }
 
@@ -162,6 +167,9 @@ pub struct ClassifierMetrics {
     /// Over seeds, on the real test split.
     pub test: MeanStd,
     pub runs: Vec<SeedRun>,
+    /// How the classifier was trained; absent in files older than `--augment`/`--sampler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<TrainingRecipe>,
 }
 
 impl ClassifierMetrics {
@@ -175,6 +183,306 @@ impl ClassifierMetrics {
             .map(|c| self.test.mean.get(&format!("recall/{c}")).copied())
             .collect();
         vals.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+/// `classify --augment`: the transform drawn afresh for every training image of every batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+pub enum OnlineAugment {
+    /// No transform: the images as they are.
+    #[default]
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    None,
+    /// A random affine transform (augment's ranges: --rotation, --shear, --zoom, --shift).
+    #[value(name = "affine")]
+    #[serde(rename = "affine")]
+    Affine,
+    /// The affine transform, then Simard's elastic distortion (--elastic).
+    #[value(name = "affine+elastic")]
+    #[serde(rename = "affine+elastic")]
+    AffineElastic,
+    /// A horizontal flip (p = 0.5) and a shift of whole pixels (--max-shift), background fill:
+    /// for data whose mirror image keeps its class.
+    #[value(name = "flip-shift")]
+    #[serde(rename = "flip-shift")]
+    FlipShift,
+    /// TrivialAugment (torchvision's TrivialAugmentWide): one random operation per image.
+    #[value(name = "trivial")]
+    #[serde(rename = "trivial")]
+    Trivial,
+}
+
+/// `classify --sampler`: how an epoch's draws are picked from the training set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampler {
+    /// Shuffled passes over the set, without replacement.
+    #[default]
+    Uniform,
+    /// A class uniformly, then one of its images (PyTorch's WeightedRandomSampler with weights 1/n_c).
+    ClassBalanced,
+    /// A class with probability ∝ √n_c, then one of its images.
+    Sqrt,
+}
+
+/// `classify --loss`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Cross-entropy.
+    #[default]
+    Ce,
+    /// Cross-entropy on logits + τ·log(prior), the prior being the training set's class
+    /// frequencies (Menon et al. 2021); prediction uses the plain logits.
+    LogitAdjusted,
+    /// Balanced softmax (Ren et al. 2020): cross-entropy on logits + log(n_c). It equals the
+    /// logit-adjusted loss at τ = 1.
+    BalancedSoftmax,
+}
+
+macro_rules! display_by_value {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.to_possible_value().expect("no skipped variants").get_name())
+            }
+        }
+    )*};
+}
+display_by_value!(OnlineAugment, Sampler, Loss);
+
+/// How a classifier was trained: `config.json` `training`, `metrics.json` `recipe`, and each
+/// candidate of `recipes.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecipe {
+    pub augment: OnlineAugment,
+    /// The transform's ranges: affine and affine+elastic (with `elastic`), flip-shift (`shift`
+    /// and `hflip` only); absent for none and trivial.
+    #[serde(default)]
+    pub ranges: Option<ClassicalRanges>,
+    pub sampler: Sampler,
+    /// Draws per epoch.
+    pub epoch_size: usize,
+    pub loss: Loss,
+    /// The logit adjustment's τ (logit-adjusted only; balanced-softmax is τ = 1).
+    #[serde(default)]
+    pub tau: f64,
+    /// Inverse-frequency class weights in the loss.
+    #[serde(default)]
+    pub class_weighted: bool,
+    /// Mixup's α (0: off).
+    #[serde(default)]
+    pub mixup: f64,
+}
+
+impl TrainingRecipe {
+    /// In words: "online affine+elastic, class-balanced sampling".
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match self.augment {
+            OnlineAugment::None => "no transform".to_string(),
+            OnlineAugment::Trivial => "online TrivialAugment".to_string(),
+            a => format!("online {a}"),
+        }];
+        parts.push(match self.sampler {
+            Sampler::Uniform => "uniform sampling".to_string(),
+            Sampler::ClassBalanced => "class-balanced sampling".to_string(),
+            Sampler::Sqrt => "square-root sampling".to_string(),
+        });
+        match self.loss {
+            Loss::Ce => {}
+            Loss::LogitAdjusted => parts.push(format!("logit-adjusted loss (τ {})", self.tau)),
+            Loss::BalancedSoftmax => parts.push("balanced-softmax loss".into()),
+        }
+        if self.class_weighted {
+            parts.push("class-weighted loss".into());
+        }
+        if self.mixup > 0.0 {
+            parts.push(format!("mixup (α {})", self.mixup));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Where a named recipe's training images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pool {
+    /// The real training split (`--train`).
+    Real,
+    /// The real split with the rare classes grown by static classical copies (`augment
+    /// --strategy classical`, passed as `--classical-train`).
+    Classical,
+}
+
+/// A named training recipe: a pool and the way classify trains on it (`classify --recipe`,
+/// `--candidates`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub pool: Pool,
+    pub augment: OnlineAugment,
+    pub sampler: Sampler,
+    pub loss: Loss,
+    pub class_weighted: bool,
+    pub mixup: f64,
+    /// What a practitioner would call it.
+    pub about: &'static str,
+}
+
+impl Preset {
+    /// Cross-entropy, no class weights, no mixup.
+    const fn new(
+        name: &'static str,
+        pool: Pool,
+        augment: OnlineAugment,
+        sampler: Sampler,
+        about: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            pool,
+            augment,
+            sampler,
+            loss: Loss::Ce,
+            class_weighted: false,
+            mixup: 0.0,
+            about,
+        }
+    }
+
+    const fn loss(mut self, loss: Loss) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    const fn weighted(mut self) -> Self {
+        self.class_weighted = true;
+        self
+    }
+
+    const fn mixup(mut self, alpha: f64) -> Self {
+        self.mixup = alpha;
+        self
+    }
+}
+
+/// Every named recipe. None uses synthetic images: these are the cheap alternatives.
+pub const PRESETS: [Preset; 10] = {
+    use OnlineAugment as A;
+    use Pool::*;
+    use Sampler::*;
+    let p = Preset::new;
+    [
+        p("real", Real, A::None, Uniform, "the real split alone"),
+        p(
+            "balanced",
+            Real,
+            A::None,
+            ClassBalanced,
+            "class-balanced sampling with no transform (oversampling)",
+        ),
+        p(
+            "class-weighted",
+            Real,
+            A::None,
+            Uniform,
+            "a class-weighted loss",
+        )
+        .weighted(),
+        p(
+            "classical",
+            Classical,
+            A::None,
+            Uniform,
+            "static classical copies of the rare classes",
+        ),
+        p(
+            "online",
+            Real,
+            A::AffineElastic,
+            ClassBalanced,
+            "online affine+elastic with class-balanced sampling",
+        ),
+        p(
+            "affine",
+            Real,
+            A::Affine,
+            ClassBalanced,
+            "online affine with class-balanced sampling",
+        ),
+        p(
+            "flip-shift",
+            Real,
+            A::FlipShift,
+            ClassBalanced,
+            "online flip + shift with class-balanced sampling",
+        ),
+        p(
+            "trivial",
+            Real,
+            A::Trivial,
+            ClassBalanced,
+            "online TrivialAugment with class-balanced sampling",
+        ),
+        p(
+            "online-la",
+            Real,
+            A::AffineElastic,
+            Uniform,
+            "online affine+elastic with a logit-adjusted loss",
+        )
+        .loss(Loss::LogitAdjusted),
+        p(
+            "online-mixup",
+            Real,
+            A::AffineElastic,
+            ClassBalanced,
+            "online affine+elastic with class-balanced sampling and mixup",
+        )
+        .mixup(0.2),
+    ]
+};
+
+/// The named recipe, or an error listing the names.
+pub fn find_preset(name: &str) -> Result<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "there is no recipe `{name}`; the recipes are {}",
+            PRESETS.map(|p| p.name).join(", ")
+        )
+    })
+}
+
+/// One candidate of `recipes.json`: its recipe and its results over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeResult {
+    pub name: String,
+    /// In words, as the verdict names it.
+    pub about: String,
+    /// The training set's path.
+    pub train: String,
+    pub recipe: TrainingRecipe,
+    /// Over seeds, on the real validation split (the best epoch's): what the choice is made by.
+    pub val: MeanStd,
+    /// Over seeds, on the real test split: reported, never chosen by.
+    pub test: MeanStd,
+    pub seeds: Vec<u64>,
+}
+
+/// `recipes.json` of `classify --candidates`: every candidate, and the one chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeSelection {
+    /// The chosen candidate's name (its outputs are the folder's top-level files).
+    pub chosen: String,
+    /// What the choice was made by: `val macro_f1` (mean over seeds; ties go to the earlier candidate).
+    pub by: String,
+    pub candidates: Vec<RecipeResult>,
+}
+
+impl RecipeSelection {
+    pub fn chosen(&self) -> Option<&RecipeResult> {
+        self.candidates.iter().find(|c| c.name == self.chosen)
     }
 }
 

@@ -70,6 +70,8 @@ pub mod file {
     pub const SCORES: &str = "scores.csv";
     pub const ACCEPTANCE: &str = "acceptance.csv";
     pub const COMPOSITION: &str = "composition.json";
+    /// `classify --candidates`: every candidate recipe and the chosen one.
+    pub const RECIPES: &str = "recipes.json";
     pub const VERDICT: &str = "verdict.txt";
     pub const INDEX: &str = "index.html";
     pub const RUN: &str = "run.json";
