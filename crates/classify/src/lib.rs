@@ -71,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub class_weighted: bool,
     /// A named recipe: real, balanced, class-weighted, classical, online, affine, flip-shift,
-    /// trivial, online-la, online-mixup (README, "Recipes"). It sets --augment, --sampler, --loss,
+    /// trivial, online-la, online-mixup (README, "Training recipes and the bar"). It sets --augment, --sampler, --loss,
     /// --mixup and --class-weighted; those given as well win. Its pool is --train.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["candidates", "recipe_from"])]
     pub recipe: Option<String>,

@@ -139,10 +139,25 @@ fn trains_with_seeds_and_writes_the_contract_outputs() {
 
 #[test]
 fn a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends() {
+    killed_and_resumed(&[]);
+}
+
+/// The online recipe too: the draws, transforms and mixup of a resumed epoch are the ones an
+/// uninterrupted run makes.
+#[test]
+fn a_killed_online_run_resumes_exactly() {
+    killed_and_resumed(&["--recipe", "online-mixup"]);
+}
+
+fn killed_and_resumed(recipe: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());
     let train = d.join("train.safetensors");
-    let common = ["--epochs", "30", "--patience", "0", "--batch", "8"];
+    let common = [
+        &["--epochs", "30", "--patience", "0", "--batch", "8"][..],
+        recipe,
+    ]
+    .concat();
     let whole = tmp.path().join("whole");
     ok(
         CLASSIFY,
@@ -175,7 +190,7 @@ fn a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends() {
             s(&out),
             "--quiet",
         ])
-        .args(common)
+        .args(&common)
         .args(["--device", "cpu"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -606,4 +621,127 @@ fn tensorboard_reads_back_each_seeds_curves() {
             }
         }
     }
+}
+
+/// `--candidates`: every recipe trains with the same seeds, the best mean val macro-F1 is chosen,
+/// its outputs are the folder's; `real` is exactly a plain run; `--recipe-from` trains as the
+/// chosen recipe.
+#[test]
+fn the_bar_is_chosen_on_validation_and_classify_trains_as_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let train = d.join("train.safetensors");
+    let bar = tmp.path().join("bar");
+    let common = ["--epochs", "3", "--batch", "16", "--seeds", "2", "--quiet"];
+    let base = ["--train", s(&train), "--data", s(&d)];
+    let stdout = ok(
+        CLASSIFY,
+        &[
+            &base[..],
+            &["--out", s(&bar), "--classical-train", s(&train)],
+            &["--candidates", "real,online,classical,trivial"],
+            &common,
+        ]
+        .concat(),
+    );
+    let sel = json(&bar.join("recipes.json"));
+    let cands = sel["candidates"].as_array().unwrap();
+    let names: Vec<&str> = cands.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["real", "online", "classical", "trivial"]);
+    let val = |c: &Value| c["val"]["mean"]["macro_f1"].as_f64().unwrap();
+    let best = cands
+        .iter()
+        .fold(&cands[0], |b, c| if val(c) > val(b) { c } else { b });
+    assert_eq!(sel["chosen"], best["name"], "{sel}");
+    let chosen = sel["chosen"].as_str().unwrap();
+    assert!(stdout.contains(&format!("{chosen} (chosen)")), "{stdout}");
+    for c in cands {
+        assert_eq!(c["seeds"], serde_json::json!([42, 43]), "the same seeds");
+        let own = json(
+            &bar.join("recipes")
+                .join(c["name"].as_str().unwrap())
+                .join("metrics.json"),
+        );
+        assert_eq!(own["recipe"], c["recipe"]);
+        assert_eq!(own["test"], c["test"]);
+    }
+    // The top level is the chosen recipe's.
+    let top = json(&bar.join("metrics.json"));
+    assert_eq!(
+        top,
+        json(&bar.join("recipes").join(chosen).join("metrics.json"))
+    );
+    assert_eq!(json(&bar.join("config.json"))["training"], best["recipe"]);
+    assert_eq!(
+        std::fs::read(bar.join("model.safetensors")).unwrap(),
+        std::fs::read(bar.join("recipes").join(chosen).join("model.safetensors")).unwrap()
+    );
+    // `real` is a plain classify run, bit for bit.
+    let plain = tmp.path().join("plain");
+    ok(
+        CLASSIFY,
+        &[&base[..], &["--out", s(&plain)], &common].concat(),
+    );
+    assert_eq!(
+        std::fs::read(plain.join("model.safetensors")).unwrap(),
+        std::fs::read(bar.join("recipes/real/model.safetensors")).unwrap()
+    );
+    assert_eq!(json(&plain.join("metrics.json"))["test"], cands[0]["test"]);
+    let m = json(&bar.join("manifest.json"));
+    assert_eq!(m["metrics"]["recipe"], chosen);
+    assert!(
+        m["metrics"]["trivial/val_macro_f1"].as_f64().is_some(),
+        "{m}"
+    );
+    // Trained as the chosen recipe trains.
+    let follow = tmp.path().join("follow");
+    ok(
+        CLASSIFY,
+        &[
+            &base[..],
+            &["--out", s(&follow), "--recipe-from", s(&bar)],
+            &common,
+        ]
+        .concat(),
+    );
+    let r = &json(&follow.join("metrics.json"))["recipe"];
+    for k in ["augment", "sampler", "loss", "mixup", "class_weighted"] {
+        assert_eq!(r[k], best["recipe"][k], "{k}");
+    }
+    // Bad choices are refused by name.
+    let e = fails(
+        CLASSIFY,
+        &[
+            &base[..],
+            &["--out", s(&follow), "--candidates", "real,classical"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("--classical-train"), "{e}");
+    let e = fails(
+        CLASSIFY,
+        &[
+            &base[..],
+            &["--out", s(&follow), "--candidates", "real,nope"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("no recipe `nope`"), "{e}");
+    let e = fails(
+        CLASSIFY,
+        &[
+            &base[..],
+            &["--out", s(&follow), "--candidates", "real,real"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("twice"), "{e}");
+    let e = fails(
+        CLASSIFY,
+        &[&base[..], &["--out", s(&follow), "--recipe-from", s(&d)]].concat(),
+    );
+    assert!(
+        e.contains("recipes.json") || e.contains("no recipe choice"),
+        "{e}"
+    );
 }

@@ -173,6 +173,24 @@ fn documented_fields_are_the_contract_types() {
         ),
         (
             "`classify` →",
+            "| training recipe",
+            "Fields:",
+            fields::<classify::TrainingRecipe>(),
+        ),
+        (
+            "`classify` →",
+            "| `recipes.json` |",
+            "Fields:",
+            fields::<classify::RecipeSelection>(),
+        ),
+        (
+            "`classify` →",
+            "| `recipes.json` `candidates`",
+            "Fields:",
+            fields::<classify::RecipeResult>(),
+        ),
+        (
+            "`classify` →",
             "| `curves.csv`",
             "Columns:",
             fields::<classify::CurveRow>(),

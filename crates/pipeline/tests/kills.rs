@@ -269,7 +269,7 @@ fn two_concurrent_default_chains_give_one_success_and_one_refusal() {
         "filtered/kept.safetensors",
         "augmented/train.safetensors",
         "classify/metrics.json",
-        "baseline/metrics.json",
+        "judge/recipes.json",
         "report/index.html",
         "report/verdict.txt",
     ] {

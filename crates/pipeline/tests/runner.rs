@@ -55,7 +55,6 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
             "filter",
             "augment",
             "classify",
-            "baseline",
             "round2/refine-data",
             "round2/gan-finetune",
             "round2/generate",
@@ -135,34 +134,38 @@ fn default_chain_caches_swaps_fails_cleanly_and_reports() {
         ["classify", "round2/classify", "report"]
     );
     // An output edited by hand is noticed.
-    std::fs::write(art.join("baseline/summary.txt"), "edited").unwrap();
+    std::fs::write(art.join("classify/summary.txt"), "edited").unwrap();
     // `pipeline status` lists every reason a stage would run, and runs nothing.
     let mut both = changed.clone();
-    both.push("baseline.epochs=4".into());
+    both.push("classify.epochs=4".into());
     let o = pipeline(dir, &["status"], &both);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    let baseline = out
-        .split("\nbaseline: ")
+    let classify = out
+        .split("\nclassify: ")
         .nth(1)
         .and_then(|s| s.split("\nround2/").next())
         .unwrap_or_default();
     for reason in [
         "would run",
-        "  - command changed (was `classify --model lenet5 --epochs 2",
+        "  - command changed (was `classify --model lenet5 --epochs 3",
         "  - parameters changed: epochs",
-        "  - output artifacts/baseline changed since it was made",
+        "  - output artifacts/classify changed since it was made",
     ] {
-        assert!(baseline.contains(reason), "{reason}:\n{out}");
+        assert!(classify.contains(reason), "{reason}:\n{out}");
     }
-    assert!(out.contains("\nclassify: cached"), "{out}");
+    assert!(out.contains("\njudge: cached"), "{out}");
     assert!(
-        out.contains("\nreport: would run\n  - inputs changed: artifacts/baseline"),
+        out.contains("\nreport: would run\n  - inputs changed: artifacts/classify"),
         "{out}"
     );
-    let err = ok(&pipeline(dir, &[], &changed));
-    assert_eq!(ran(&last_run(&art)), ["baseline", "report"], "{err}");
-    assert!(err.contains("output artifacts/baseline changed"), "{err}");
+    let err = ok(&pipeline(dir, &[], &both));
+    assert_eq!(
+        ran(&last_run(&art)),
+        ["classify", "round2/classify", "report"],
+        "{err}"
+    );
+    assert!(err.contains("output artifacts/classify changed"), "{err}");
     // --force reruns one entry point whatever the lock says.
     ok(&pipeline(
         dir,

@@ -112,20 +112,16 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     let run = last_run(&art);
     assert_eq!(run["status"], "FINISHED");
     let ran = statuses(&run);
-    assert_eq!(ran.len(), 16, "{ran:?}");
+    assert_eq!(ran.len(), 15, "{ran:?}");
     assert!(ran.iter().all(|(_, s)| s == "ran"), "{ran:?}");
     assert!(err.contains("submitted as Slurm array job"), "{err}");
-    // Every stage was a Slurm job (the seeds of classify and baseline two array tasks and a
-    // merge job), and each completed.
+    // Every stage was a Slurm job (the seeds of classify two array tasks and a merge job; the
+    // judge trains its candidates' seeds in one job), and each completed.
     let all = jobs(&run);
     for (key, _) in &ran {
         let s = stage(&run, key);
         let js = s["jobs"].as_array().unwrap();
-        let want = if key.ends_with("classify") || key == "baseline" {
-            3
-        } else {
-            1
-        };
+        let want = if key.ends_with("classify") { 3 } else { 1 };
         assert_eq!(js.len(), want, "{key}: {s}");
         assert!(js.iter().all(|j| j["state"] == "COMPLETED"), "{s}");
     }
@@ -150,7 +146,7 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     for m in [
         "judge/metrics.json",
         "classify/metrics.json",
-        "baseline/metrics.json",
+        "judge/recipes/real/metrics.json",
         "rounds/2/classify/metrics.json",
     ] {
         assert_eq!(
@@ -159,13 +155,18 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
             "{m}"
         );
     }
+    // The bar: the same candidates, numbers and choice.
+    assert_eq!(
+        json(&local.path().join("artifacts/judge/recipes.json")),
+        json(&art.join("judge/recipes.json"))
+    );
     assert_eq!(
         std::fs::read_to_string(local.path().join("artifacts/report/verdict.txt")).unwrap(),
         std::fs::read_to_string(art.join("report/verdict.txt")).unwrap()
     );
 
-    // Independent stages overlapped in time: the judge's side (judge-train, judge) and the
-    // baseline's seeds wait only for ingest, the GAN too, and each asks for 1 of the node's 2
+    // Independent stages overlapped in time: the judge's side (judge-train, judge) waits only
+    // for ingest, the GAN too, and each asks for 1 of the node's 2
     // CPUs. Slurm's start and end times have 1 s resolution, so only a strict overlap counts
     // (not a shared second).
     let (gs, ge) = {
@@ -175,9 +176,7 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     let beside: Vec<&(String, String, String, String)> = all
         .iter()
         .filter(|(_, key, s, e)| {
-            ["judge-train", "judge", "baseline"].contains(&key.as_str())
-                && s.as_str() < ge
-                && gs < e.as_str()
+            ["judge-train", "judge"].contains(&key.as_str()) && s.as_str() < ge && gs < e.as_str()
         })
         .collect();
     assert!(
