@@ -357,6 +357,7 @@ struct Built {
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
+    let _lock = rebalance_core::stage_lock::StageLock::share("augment", &plan.out)?;
     let built = build(&plan)?;
     let totals = write_outputs(&plan, &built, started)?;
     println!(

@@ -84,6 +84,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let plans = resolve(args)?;
     let out = plans[0].1.out.clone();
+    let _lock = rebalance_core::stage_lock::StageLock::share("classify", &out)?;
     let mut inputs: Vec<FileRecord> = Vec::new();
     for (_, p) in &plans {
         for r in &p.inputs {
@@ -191,7 +192,7 @@ fn table(sel: &RecipeSelection, k: usize) -> String {
         "recipe".to_string(),
         format!("val macro-F1 ({k} seed(s))"),
         "test macro-F1".to_string(),
-        "how it trains".to_string(),
+        "what it is".to_string(),
     ]);
     for r in &sel.candidates {
         let g = |m: &MeanStd| {
@@ -204,7 +205,7 @@ fn table(sel: &RecipeSelection, k: usize) -> String {
         } else {
             r.name.clone()
         };
-        t.add_row(vec![name, g(&r.val), g(&r.test), r.recipe.describe()]);
+        t.add_row(vec![name, g(&r.val), g(&r.test), r.about.clone()]);
     }
     format!(
         "{t}\nchosen by {}; test is reported, never chosen by",

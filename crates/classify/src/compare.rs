@@ -324,12 +324,10 @@ fn write_outputs(args: &CompareArgs, plan: &Plan, table: &Table, out: &Path) -> 
     );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_atomic(&out.join("comparison.md"), md.as_bytes())?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&header)?;
-    for row in &table.rows {
-        w.write_record(row)?;
-    }
-    write_atomic(&out.join("comparison.csv"), &w.into_inner()?)?;
+    let csv = rebalance_core::contract::csv_of_records(
+        std::iter::once(header.clone()).chain(table.rows.iter().cloned()),
+    )?;
+    write_atomic(&out.join("comparison.csv"), &csv)?;
     let runs_json: Vec<Value> = plan.runs.iter().map(|r| json!({ "name": r.name, "dir": r.dir.display().to_string(), "seeds": r.per_seed.keys().collect::<Vec<_>>() })).collect();
     let j = json!({ "baseline": plan.base_name(), "rare_classes": plan.rare, "alpha": args.alpha, "runs": runs_json, "rows": table.json_rows, "differences": table.diffs });
     write_atomic(

@@ -2,6 +2,7 @@ use clap::Parser;
 use classify::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    rebalance_core::process_setup();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Compare(args)) => rebalance_core::main_wrapper("classify compare", || {

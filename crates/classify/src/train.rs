@@ -490,6 +490,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
+    let _lock = rebalance_core::stage_lock::StageLock::share("classify", &plan.out)?;
     crate::recipe::warn_if_ranges_differ(args, plan.cfg.training.as_ref().expect("set"))?;
     info!(
         "classify: {} on {} ({} images, {} classes) → {}, device {}, {} seed(s); {}",
@@ -757,16 +758,13 @@ pub fn confusion_png(cm: &[Vec<u64>]) -> Result<Vec<u8>> {
 }
 
 fn confusion_csv(cm: &[Vec<u64>], classes: &[String]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["true\\predicted".to_string()];
-    header.extend(classes.iter().cloned());
-    w.write_record(&header)?;
-    for (c, row) in classes.iter().zip(cm) {
-        let mut rec = vec![c.clone()];
-        rec.extend(row.iter().map(|v| v.to_string()));
-        w.write_record(&rec)?;
-    }
-    Ok(w.into_inner()?)
+    let header = std::iter::once("true\\predicted".to_string()).chain(classes.iter().cloned());
+    let rows = classes.iter().zip(cm).map(|(c, row)| {
+        std::iter::once(c.clone())
+            .chain(row.iter().map(|v| v.to_string()))
+            .collect::<Vec<_>>()
+    });
+    contract::csv_of_records(std::iter::once(header.collect::<Vec<_>>()).chain(rows))
 }
 
 pub(crate) fn pm(mean: f64, std: f64, k: usize) -> String {

@@ -88,7 +88,9 @@ pub fn pipeline_toml_drift(
         }
         drift.entries.push(name.clone());
         for flag in argv.iter().filter(|a| a.starts_with("--")) {
-            if known(&flag[2..]).is_none() {
+            // `--flag={param}` names the flag before the `=`.
+            let long = flag[2..].split('=').next().unwrap_or_default();
+            if known(long).is_none() {
                 drift
                     .problems
                     .push(format!("{name}: {program} has no flag {flag}"));

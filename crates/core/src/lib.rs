@@ -12,6 +12,8 @@ pub mod grid;
 pub mod hash;
 pub mod imageset;
 pub mod manifest;
+pub mod memory;
+pub mod stage_lock;
 pub mod tensorboard;
 
 pub use atomic::{partial_dir, remove_path, swap_into, write_atomic, StagedDir};
@@ -24,17 +26,26 @@ pub use manifest::{FileRecord, Manifest};
 pub const CONTRACT_VERSION: &str = "1.0";
 
 /// Run a stage's `run()` and turn its error into a non-zero exit with the whole cause chain.
+/// Signal dispositions every binary starts with; call it first in `main` (before argument
+/// parsing, which may print `--help`). Idempotent.
+/// - SIGXFSZ ignored: a file-size limit (`ulimit -f`) would otherwise kill the process midway
+///   through a write; ignored, the write fails with EFBIG and the error names the file.
+/// - SIGPIPE back to its default: Rust ignores it, so printing into a closed pipe
+///   (`pipeline list | head`) panicked; now the process ends quietly, as Unix tools do.
+pub fn process_setup() {
+    // SAFETY: setting signal dispositions at start-up, before any thread is started.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main_wrapper<F: FnOnce() -> anyhow::Result<()>>(
     stage: &str,
     run: F,
 ) -> std::process::ExitCode {
-    // A file-size limit (`ulimit -f`) would otherwise kill the process with SIGXFSZ midway
-    // through a write; ignored, the write fails with EFBIG and the error names the file.
-    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
+    process_setup();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -355,6 +355,7 @@ fn class_quality(
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
+    let _lock = rebalance_core::stage_lock::StageLock::share("filter", &plan.out)?;
     let t = Tensors {
         generated: imageset_tensors(&plan.generated, plan.device).0,
         train: imageset_tensors(&plan.train, plan.device).0,

@@ -243,6 +243,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         .from
         .clone()
         .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GAN));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GENERATED));
+    let _lock = rebalance_core::stage_lock::StageLock::share("gan-train generate", &out)?;
     if from.join(file::PER_CLASS).is_file() {
         return run_per_class(args, &from, started);
     }

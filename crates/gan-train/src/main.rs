@@ -2,6 +2,7 @@ use clap::Parser;
 use gan_train::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    rebalance_core::process_setup();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate(args)) => rebalance_core::main_wrapper("gan-train generate", || {

@@ -936,6 +936,15 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
         let out = train_step(plan, nets, real, step);
         prog.train_time += t0.elapsed().as_secs_f64();
         bar.inc(1);
+        let done = step - prog.steps_at_start;
+        if done == ESTIMATE_AFTER.min(args.steps - prog.steps_at_start) && !args.common.quiet {
+            let per_step = prog.train_time / done as f64;
+            bar.suspend(|| {
+                for line in estimate(plan, done, per_step, args.steps - step) {
+                    tracing::info!("{line}");
+                }
+            });
+        }
         let mut found = if out.warmup {
             None
         } else {
@@ -999,6 +1008,40 @@ fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> 
     Ok(prog)
 }
 
+/// Steps timed before the stage's time is estimated.
+const ESTIMATE_AFTER: u64 = 20;
+
+/// An estimate that takes longer than this on the CPU says how to make it shorter.
+const LONG_S: f64 = 3600.0;
+
+/// "35 s", "4 min 10 s", "2 h 05 min".
+pub(crate) fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// What the first steps say about the whole stage: its time, and when that is over an hour on
+/// the CPU, the flags that make it shorter.
+fn estimate(plan: &Plan, done: u64, per_step: f64, left: u64) -> Vec<String> {
+    let args = &plan.args;
+    let mut lines = vec![format!(
+        "estimate after {done} steps: {per_step:.2} s a step, so about {} for the {left} steps left of {}",
+        duration_text(per_step * left as f64),
+        args.steps
+    )];
+    if per_step * left as f64 > LONG_S && plan.device == tch::Device::Cpu {
+        lines.push(format!(
+            "that is over an hour on the CPU ({}x{} images, batch {}): fewer steps (--steps; in the pipeline -P steps=N), smaller images (ingest --size; -P size=HxW) or a GPU (--device cuda) shorten it",
+            plan.cfg.height, plan.cfg.width, args.batch
+        ));
+    }
+    lines
+}
+
 /// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
 fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
     let args = &plan.args;
@@ -1029,8 +1072,10 @@ fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
             / 10.0,
     };
     if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let done = (prog.step - prog.steps_at_start).max(1) as f64;
+        let eta = prog.train_time / done * args.steps.saturating_sub(prog.step) as f64;
         tracing::info!(
-            "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s",
+            "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s, ETA {}",
             row.step,
             args.steps,
             row.d_loss_real,
@@ -1038,7 +1083,8 @@ fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
             row.g_loss,
             row.d_acc_real,
             row.d_acc_fake,
-            row.images_per_s
+            row.images_per_s,
+            duration_text(eta)
         );
     }
     row
@@ -1084,6 +1130,11 @@ fn write_samples(
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GAN));
+    let _lock = rebalance_core::stage_lock::StageLock::share("gan-train", &out)?;
     let per_class = crate::per_class::classes_of(args);
     if !per_class.is_empty() {
         return crate::per_class::run(args, &per_class);
@@ -1269,6 +1320,13 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration_text(35.4), "35 s");
+        assert_eq!(duration_text(250.0), "4 min 10 s");
+        assert_eq!(duration_text(7500.0), "2 h 05 min");
+    }
 
     #[test]
     fn class_moments_match_only_for_the_same_per_class_statistics() {

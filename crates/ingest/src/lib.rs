@@ -85,10 +85,11 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// Resize every image to HxW (or N for NxN). Default: keep the source size (all images
-    /// must then share one size); 32x32 for GTSRB.
-    #[arg(long, value_parser = parse_size)]
-    pub size: Option<(usize, usize)>,
+    /// Resize every image to HxW (or N for NxN). `auto`: the source's size, or when sizes
+    /// differ the most common one (every image is then resized to it, and the summary says
+    /// so); 32x32 for GTSRB.
+    #[arg(long, value_parser = parse_size, default_value = "auto", value_name = "HxW|N|auto")]
+    pub size: Size,
 
     /// Output channels: 1 (grey) or 3 (RGB). Default: those of the first image.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
@@ -107,29 +108,39 @@ pub struct Args {
     #[arg(long, value_parser = parse_fractions, default_value = "0.8,0.1,0.1")]
     pub split: (f64, f64, f64),
 
-    /// Exact number of test images per class (overrides the test fraction).
-    #[arg(long)]
+    /// Exact number of test images per class (overrides the test fraction); 0 is the same as
+    /// not giving it: the fraction of --split.
+    #[arg(long, value_parser = parse_count_or_none)]
     pub test_per_class: Option<usize>,
 
-    /// Exact number of validation images per class (overrides the val fraction).
-    #[arg(long)]
+    /// Exact number of validation images per class (overrides the val fraction); 0: the
+    /// fraction of --split.
+    #[arg(long, value_parser = parse_count_or_none)]
     pub val_per_class: Option<usize>,
 
     /// Ignore the source's own train/val/test split and split everything anew.
     #[arg(long)]
     pub resplit: bool,
 
-    /// Cap chosen classes in the train split, e.g. `2=10,5=10,8=10` (builds rare classes).
-    #[arg(long, value_parser = parse_keep, value_delimiter = ',')]
-    pub keep: Vec<(String, usize)>,
+    /// Cap chosen classes in the train split, e.g. `2=10,5=10,8=10` (builds rare classes);
+    /// `none` (or an empty value) caps nothing.
+    #[arg(long, value_parser = parse_keep, default_value = "none", value_name = "CLASS=N,…|none")]
+    pub keep: Caps,
 
-    /// Cap every class in the train split at N images (classes in --keep use their own cap).
-    #[arg(long)]
+    /// Cap every class in the train split at N images (classes in --keep use their own cap);
+    /// 0 caps nothing.
+    #[arg(long, value_parser = parse_count_or_none)]
     pub max_per_class: Option<usize>,
 
     /// A class is marked rare when its train count is below this fraction of the median.
     #[arg(long, default_value_t = 0.5)]
     pub rare_below: f64,
+
+    /// Read image files that resolve outside the image folder (an absolute path or `..` in a
+    /// labels CSV, a symlink). Without it they are skipped with the reason: a downloaded data
+    /// set cannot pull other files of the machine into the artifacts and the report.
+    #[arg(long)]
+    pub allow_outside: bool,
 
     /// Make every per-file problem (unreadable image, bad row, unknown label) fatal.
     #[arg(long)]
@@ -153,16 +164,24 @@ pub struct Args {
     pub suffix: String,
 
     /// GTSRB: crop each image to its ROI columns before resizing (`--roi-crop`, or
-    /// `--roi-crop true|false`).
+    /// `--roi-crop=true|false`; it never takes the next argument as its value).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false,
-          default_missing_value = "true", value_name = "BOOL")]
+          default_missing_value = "true", require_equals = true, value_name = "BOOL")]
     pub roi_crop: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-fn parse_size(s: &str) -> Result<(usize, usize), String> {
+/// `--size`: `Some((height, width))`, or `None` for `auto`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Size(pub Option<(usize, usize)>);
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Size(None));
+    }
     let (h, w) = match s.split_once(['x', 'X']) {
         Some((h, w)) => (h.trim(), w.trim()),
         None => (s.trim(), s.trim()),
@@ -173,7 +192,7 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
             .filter(|&n| (1..=4096).contains(&n))
             .ok_or_else(|| format!("`{s}` is not a size; use HxW or N, e.g. 32x32"))
     };
-    Ok((p(h)?, p(w)?))
+    Ok(Size(Some((p(h)?, p(w)?))))
 }
 
 fn parse_fractions(s: &str) -> Result<(f64, f64, f64), String> {
@@ -193,15 +212,54 @@ fn parse_fractions(s: &str) -> Result<(f64, f64, f64), String> {
     Ok((v[0], v[1], v[2]))
 }
 
-fn parse_keep(s: &str) -> Result<(String, usize), String> {
-    let (class, n) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not CLASS=N, e.g. 5=10"))?;
-    let n = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}`: `{n}` is not a count"))?;
-    Ok((class.trim().to_string(), n))
+impl Args {
+    /// `--test-per-class`, 0 being not given.
+    pub fn test_n(&self) -> Option<usize> {
+        self.test_per_class.filter(|&n| n > 0)
+    }
+
+    /// `--val-per-class`, 0 being not given.
+    pub fn val_n(&self) -> Option<usize> {
+        self.val_per_class.filter(|&n| n > 0)
+    }
+
+    /// `--max-per-class`, 0 being no cap.
+    pub fn max_n(&self) -> Option<usize> {
+        self.max_per_class.filter(|&n| n > 0)
+    }
+}
+
+/// `--keep`: per-class train caps, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Caps(pub Vec<(String, usize)>);
+
+/// `CLASS=N,CLASS=N`, or `none` / nothing for no caps.
+fn parse_keep(s: &str) -> Result<Caps, String> {
+    let t = s.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("none") {
+        return Ok(Caps::default());
+    }
+    t.split(',')
+        .map(|item| {
+            let (class, n) = item.split_once('=').ok_or_else(|| {
+                format!("`{item}` is not CLASS=N, e.g. 5=10 (or `none` for no caps)")
+            })?;
+            let n = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{item}`: `{n}` is not a count"))?;
+            Ok((class.trim().to_string(), n))
+        })
+        .collect::<Result<_, String>>()
+        .map(Caps)
+}
+
+/// A count where 0 means "not given" (the pipeline passes every flag; 0 leaves it to the data).
+fn parse_count_or_none(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{s}` is not a count"))
 }
 
 /// What a finished ingest produced; also printed as the terminal summary.
@@ -219,6 +277,8 @@ struct Decoded {
     problems: Vec<Problem>,
     inputs: Vec<rebalance_core::FileRecord>,
     target: prepare::Target,
+    /// What ingest chose for mixed sizes or modes.
+    notes: Vec<String>,
     decode_s: f64,
 }
 
@@ -232,6 +292,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
     if !args.source.exists() {
         bail!("{}: no such file or folder", args.source.display());
     }
+    let _lock = rebalance_core::stage_lock::StageLock::share("ingest", &out)?;
     let d = decode(args)?;
     if args.strict && !d.problems.is_empty() {
         bail!(
@@ -249,7 +310,16 @@ pub fn run(args: &Args) -> Result<Outcome> {
             d.problems[0].reason
         );
     }
+    if d.classes.len() < 2 {
+        bail!(
+            "{}: only one class (`{}`, {} images) could be used; a classifier needs at least two",
+            args.source.display(),
+            d.classes[0],
+            d.samples.len()
+        );
+    }
     let mut assignment = split::assign(&d.samples, &d.classes, args)?;
+    assignment.notes.splice(0..0, d.notes.iter().cloned());
     let sets = split::build_sets(&d.samples, &assignment, &d.classes, &d.target);
     for (split, set) in Split::ALL.iter().zip(&sets) {
         if set.is_empty() {
@@ -292,7 +362,7 @@ fn decode(args: &Args) -> Result<Decoded> {
         );
     }
     let t_decode = Instant::now();
-    let target = prepare::Target::choose(args, format, &items)?;
+    let (target, size_notes) = prepare::Target::choose(args, format, &items)?;
     let prepared = prepare::prepare_all(&items, &target, args.common.quiet)?;
     let decode_s = t_decode.elapsed().as_secs_f64();
     let mut samples = Vec::with_capacity(prepared.len());
@@ -327,6 +397,7 @@ fn decode(args: &Args) -> Result<Decoded> {
         problems,
         inputs,
         target,
+        notes: size_notes,
         decode_s,
     })
 }
@@ -387,8 +458,9 @@ mod tests {
 
     #[test]
     fn value_parsers() {
-        assert_eq!(parse_size("32"), Ok((32, 32)));
-        assert_eq!(parse_size("48x64"), Ok((48, 64)));
+        assert_eq!(parse_size("32"), Ok(Size(Some((32, 32)))));
+        assert_eq!(parse_size("48x64"), Ok(Size(Some((48, 64)))));
+        assert_eq!(parse_size("auto"), Ok(Size(None)));
         assert!(parse_size("0x5").is_err());
         assert!(parse_size("big").unwrap_err().contains("`big`"));
         assert_eq!(parse_fractions("0.7,0.1,0.2"), Ok((0.7, 0.1, 0.2)));
@@ -396,7 +468,15 @@ mod tests {
         assert!(parse_fractions("0.7,0.2,0.2")
             .unwrap_err()
             .contains("add up"));
-        assert_eq!(parse_keep("5=10"), Ok(("5".into(), 10)));
+        assert_eq!(parse_keep("5=10"), Ok(Caps(vec![("5".into(), 10)])));
+        assert_eq!(
+            parse_keep("2=10, 5=3"),
+            Ok(Caps(vec![("2".into(), 10), ("5".into(), 3)]))
+        );
+        // No caps: `none`, or nothing (a pipeline `-P keep=`).
+        assert_eq!(parse_keep("none"), Ok(Caps::default()));
+        assert_eq!(parse_keep(""), Ok(Caps::default()));
+        assert_eq!(parse_count_or_none("0"), Ok(0));
         assert!(parse_keep("5:10").is_err());
         assert!(parse_keep("5=ten").unwrap_err().contains("`ten`"));
     }

@@ -37,51 +37,116 @@ pub enum Failure {
 }
 
 impl Target {
-    /// `--size`/`--channels` where given; otherwise from the first image that decodes.
-    pub fn choose(args: &Args, format: Format, items: &[&Item]) -> Result<Self> {
+    /// `--size`/`--channels` where given; otherwise from the data: the most common size (all
+    /// images are resized to it when sizes differ) and 3 channels when any image has colour.
+    /// The notes say what was chosen when the data was mixed.
+    pub fn choose(args: &Args, format: Format, items: &[&Item]) -> Result<(Self, Vec<String>)> {
         let default_size = (format == Format::Gtsrb).then_some((32, 32));
-        let size = args.size.or(default_size);
-        let probe = || -> Result<DynamicImage> {
-            for item in items {
-                if let Ok((img, _)) = decode(item) {
-                    return Ok(img);
-                }
+        let size = args.size.0.or(default_size);
+        let mut notes = Vec::new();
+        let shapes: Vec<(usize, usize, bool)> = if size.is_none() || args.channels.is_none() {
+            let s: Vec<_> = items.par_iter().filter_map(|it| shape(it)).collect();
+            if s.is_empty() {
+                bail!(
+                    "{}: none of the images could be decoded",
+                    args.source.display()
+                );
             }
-            bail!(
-                "{}: none of the images could be decoded",
-                args.source.display()
-            )
-        };
-        let first = if size.is_none() || args.channels.is_none() {
-            Some(probe()?)
+            s
         } else {
-            None
+            Vec::new()
         };
         let channels = match args.channels {
             Some(c) if c == 1 || c == 3 => c as usize,
             Some(c) => bail!("--channels {c}: use 1 (grey) or 3 (RGB)"),
             None => {
-                let img = first.as_ref().expect("probed");
-                if img.color().has_color() {
+                let colour = shapes.iter().filter(|s| s.2).count();
+                if colour > 0 && colour < shapes.len() {
+                    notes.push(format!(
+                        "{colour} of {} images are in colour and the rest grey: all were made RGB (--channels 1 makes them grey)",
+                        shapes.len()
+                    ));
+                }
+                if colour > 0 {
                     3
                 } else {
                     1
                 }
             }
         };
-        let (height, width) = match size {
-            Some(s) => s,
+        let (height, width, resize) = match size {
+            Some((h, w)) => (h, w, true),
             None => {
-                let img = first.as_ref().expect("probed");
-                (img.height() as usize, img.width() as usize)
+                let mut counts: std::collections::BTreeMap<(usize, usize), usize> =
+                    Default::default();
+                for &(h, w, _) in &shapes {
+                    *counts.entry((h, w)).or_default() += 1;
+                }
+                // The most common size; among equally common ones the largest.
+                let (&(h, w), _) = counts
+                    .iter()
+                    .max_by_key(|((h, w), n)| (**n, h * w))
+                    .expect("at least one shape");
+                if counts.len() > 1 {
+                    let mut by_count: Vec<(&(usize, usize), &usize)> = counts.iter().collect();
+                    by_count.sort_by_key(|((h, w), n)| std::cmp::Reverse((**n, h * w)));
+                    let mut seen: Vec<String> = by_count
+                        .iter()
+                        .take(4)
+                        .map(|((h, w), n)| format!("{h}x{w} ({n})"))
+                        .collect();
+                    if counts.len() > 4 {
+                        seen.push("…".into());
+                    }
+                    notes.push(format!(
+                        "images come in {} sizes (HxW: {}): all were resized to {h}x{w}, the most common (--size HxW chooses)",
+                        counts.len(),
+                        seen.join(", ")
+                    ));
+                }
+                (h, w, counts.len() > 1)
             }
         };
-        Ok(Self {
-            channels,
-            height,
-            width,
-            resize: size.is_some(),
-        })
+        for n in &notes {
+            tracing::info!("{n}");
+        }
+        Ok((
+            Self {
+                channels,
+                height,
+                width,
+                resize,
+            },
+            notes,
+        ))
+    }
+}
+
+/// (height, width, has colour) of an item from its header, without decoding the pixels (an
+/// ROI crop, or an image already in memory, from the image itself); `None` when it cannot be
+/// read (the item is then skipped with its reason when it is decoded).
+fn shape(item: &Item) -> Option<(usize, usize, bool)> {
+    let of = |img: &DynamicImage| {
+        (
+            img.height() as usize,
+            img.width() as usize,
+            img.color().has_color(),
+        )
+    };
+    match &item.payload {
+        Payload::Image(img) => Some(of(img)),
+        Payload::File { roi: Some(_), .. } => decode(item).ok().map(|(img, _)| of(&img)),
+        Payload::File { path, roi: None } => {
+            let mut reader = image::ImageReader::open(path)
+                .ok()?
+                .with_guessed_format()
+                .ok()?;
+            reader.limits(decode_limits());
+            let dec = reader.into_decoder().ok()?;
+            let (w, h) = image::ImageDecoder::dimensions(&dec);
+            let colour = image::ImageDecoder::color_type(&dec).has_color();
+            Some((h as usize, w as usize, colour))
+        }
     }
 }
 

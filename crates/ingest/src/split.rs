@@ -66,7 +66,7 @@ pub struct Assignment {
 
 /// Split stratified by class and seeded; then cap the train split per class.
 pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assignment> {
-    for (class, _) in &args.keep {
+    for (class, _) in &args.keep.0 {
         if !names.contains(class) {
             bail!(
                 "--keep {class}=…: there is no class `{class}`; the classes are {}",
@@ -101,7 +101,7 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
             own_train.shuffle(&mut rng);
         }
         if !source_has_test && !own_train.is_empty() {
-            let n_test = count(own_train.len(), args.test_per_class, args.split.2);
+            let n_test = count(own_train.len(), args.test_n(), args.split.2);
             for i in own_train.drain(..n_test) {
                 split[i] = Some(Split::Test);
             }
@@ -109,7 +109,7 @@ pub fn assign(samples: &[Sample], names: &[String], args: &Args) -> Result<Assig
         if !source_has_val && !own_train.is_empty() {
             let n_val = count(
                 own_train.len(),
-                args.val_per_class,
+                args.val_n(),
                 f_val / (f_train + f_val).max(1e-12),
             );
             for &i in &own_train[..n_val] {
@@ -159,12 +159,12 @@ fn made_splits(
             } else {
                 "the source has no split of its own"
             },
-            per(args.test_per_class, args.split.2),
-            per(args.val_per_class, args.split.1),
+            per(args.test_n(), args.split.2),
+            per(args.val_n(), args.split.1),
         ));
         return (vec![Split::Test, Split::Val], notes);
     }
-    if source_has_test && args.test_per_class.is_some() {
+    if source_has_test && args.test_n().is_some() {
         notes.push("the source has its own split: --test-per-class was not used (pass --resplit to split anew)".into());
     }
     if !source_has_test {
@@ -173,7 +173,7 @@ fn made_splits(
         carved.push(Split::Test);
         notes.push(format!(
             "the source has no test split of its own: a stratified test split was carved from its training images ({})",
-            per(args.test_per_class, args.split.2)
+            per(args.test_n(), args.split.2)
         ));
     }
     if !source_has_val {
@@ -193,9 +193,9 @@ fn split_free(
 ) {
     let (_, f_val, f_test) = args.split;
     let n = free.len();
-    let n_test = count(n, args.test_per_class, f_test);
-    let n_val = count(n, args.val_per_class, f_val).min(n - n_test);
-    let asked = args.test_per_class.unwrap_or(0) + args.val_per_class.unwrap_or(0);
+    let n_test = count(n, args.test_n(), f_test);
+    let n_val = count(n, args.val_n(), f_val).min(n - n_test);
+    let asked = args.test_n().unwrap_or(0) + args.val_n().unwrap_or(0);
     if n_test + n_val == n && asked >= n {
         notes.push(format!(
             "class `{name}`: only {n} images for the {asked} asked for test + val; train gets none"
@@ -224,11 +224,12 @@ fn cap_train(
 ) {
     let kept_by_name = args
         .keep
+        .0
         .iter()
         .rev()
         .find(|(k, _)| k == name)
         .map(|(_, n)| *n);
-    let Some(cap) = kept_by_name.or(args.max_per_class) else {
+    let Some(cap) = kept_by_name.or(args.max_n()) else {
         return;
     };
     let mut train: Vec<usize> = of_class

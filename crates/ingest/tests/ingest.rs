@@ -195,19 +195,54 @@ fn image_folder_with_every_extension_and_bad_files() {
 }
 
 #[test]
-fn differing_sizes_need_size_flag() {
+fn mixed_sizes_and_modes_follow_the_most_common_size_and_colour() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("d");
-    save(&solid(8, 8, 1), &root.join("a/1.png"), ImageFormat::Png);
-    save(&solid(9, 8, 1), &root.join("a/2.png"), ImageFormat::Png);
-    let err = fails(&[
-        root.to_str().unwrap(),
-        "--out",
-        tmp.path().join("o").to_str().unwrap(),
-    ]);
+    // Class a: three 8x8 colour images and one 12x9 one; class b: three 8x8 grey ones.
+    for i in 0..3u8 {
+        save(
+            &RgbImage::from_pixel(8, 8, Rgb([200, 10 * i, 0])),
+            &root.join(format!("a/{i}.png")),
+            ImageFormat::Png,
+        );
+        let grey = image::GrayImage::from_pixel(8, 8, image::Luma([40 + i]));
+        fs::create_dir_all(root.join("b")).unwrap();
+        grey.save(root.join(format!("b/{i}.png"))).unwrap();
+    }
+    save(&solid(12, 9, 1), &root.join("a/wide.png"), ImageFormat::Png);
+    let out = tmp.path().join("o");
+    let m = ok(&root, &out, &[]);
+    assert_eq!(
+        m["image_shape"],
+        serde_json::json!({"channels": 3, "height": 8, "width": 8})
+    );
+    let notes = m["notes"].to_string();
     assert!(
-        err.contains("differ in size") && err.contains("2.png is 9x8") && err.contains("--size"),
-        "{err}"
+        notes.contains(
+            "images come in 2 sizes (HxW: 8x8 (6), 9x12 (1)): all were resized to 8x8, the most common"
+        ),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("4 of 7 images are in colour and the rest grey: all were made RGB"),
+        "{notes}"
+    );
+    let summary = fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(summary.contains("resized to 8x8"), "{summary}");
+    // --size and --channels still decide when given.
+    let m = ok(
+        &root,
+        &tmp.path().join("o2"),
+        &["--size", "6x5", "--channels", "1"],
+    );
+    assert_eq!(
+        m["image_shape"],
+        serde_json::json!({"channels": 1, "height": 6, "width": 5})
+    );
+    assert!(
+        !m["notes"].to_string().contains("resized to"),
+        "{}",
+        m["notes"]
     );
 }
 
@@ -699,7 +734,8 @@ fn missing_path_and_atomic_output() {
     let stray: Vec<_> = fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        // `.lock`: the artifacts folder's lock, which a stage run on its own shares.
+        .filter(|n| n.starts_with('.') && n != ".lock")
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
@@ -839,8 +875,10 @@ fn crafted_headers_are_refused_before_allocating() {
         &[
             "shape-bomb.npz:x.npy",
             "field `shape`",
-            "1000000000000000 bytes",
-            "the file has 100",
+            "(1000000000000000 bytes) of data",
+            "more than the",
+            "this process can have",
+            "Refused before reading it",
         ],
     );
     // A header-length field of 4 GiB in a folder of .npy files.
@@ -1067,6 +1105,203 @@ fn a_full_disk_fails_with_the_path_and_keeps_the_previous_output() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
         .collect();
     assert_eq!(left, ["out"], "no staging folder is left behind");
+}
+
+/// A `.npy` file whose header declares `shape` (u8) and whose data is `data` bytes long.
+fn npy_declaring(path: &Path, shape: &[u64], data: usize) {
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({dims},), }}");
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend(std::iter::repeat_n(0u8, data));
+    fs::write(path, bytes).unwrap();
+}
+
+/// Issue 24: an array larger than this process may have is refused before it is read, with
+/// the sizes and the limit that says so; "may have" is the smallest of available memory, the
+/// cgroup limit and `ulimit -v`.
+#[test]
+fn a_declared_array_beyond_the_memory_limit_is_refused_before_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("npy");
+    fs::create_dir_all(&dir).unwrap();
+    // 1,000,000 32x32 grey images: 1 GiB declared, 100 bytes present.
+    npy_declaring(&dir.join("x.npy"), &[1_000_000, 32, 32], 100);
+    npy_declaring(&dir.join("y.npy"), &[1_000_000], 100);
+    let out = tmp.path().join("out");
+    let cmd = format!(
+        "ulimit -v 2000000 && exec {} {} --out {} --quiet",
+        env!("CARGO_BIN_EXE_ingest"),
+        dir.display(),
+        out.display()
+    );
+    let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("x.npy: declares field `shape` [1000000, 32, 32] of '|u1' = 976.6 MiB (1024000000 bytes) of data")
+            && err.contains("the address-space limit (ulimit -v)"),
+        "{err}"
+    );
+    // Without the limit it fits, and the file is then refused for holding too little.
+    refused(
+        &[dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &["x.npy", "needs 1024000000 bytes of data; the file has 100"],
+    );
+    assert!(!out.exists());
+}
+
+/// Issue 24: a labels CSV (or a symlink) cannot pull files from outside the image folder into
+/// the artifacts, unless `--allow-outside` says so.
+#[test]
+fn paths_outside_the_image_folder_are_skipped_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("images");
+    let outside = tmp.path().join("private");
+    for i in 0..6u8 {
+        save(
+            &solid(6, 6, i * 20),
+            &imgs.join(format!("img{i}.png")),
+            ImageFormat::Png,
+        );
+    }
+    save(
+        &solid(6, 6, 255),
+        &outside.join("photo.png"),
+        ImageFormat::Png,
+    );
+    std::os::unix::fs::symlink(outside.join("photo.png"), imgs.join("link.png")).unwrap();
+    let mut rows = String::from("image,label\n");
+    for i in 0..6 {
+        rows += &format!("img{i}.png,{}\n", i % 2);
+    }
+    rows += "../private/photo.png,0\n";
+    rows += &format!("{},1\n", outside.join("photo.png").display());
+    rows += "link.png,1\n";
+    let csv = tmp.path().join("labels.csv");
+    fs::write(&csv, rows).unwrap();
+    let args = ["--csv", csv.to_str().unwrap(), "--id-col", "image"];
+    let m = ok(&imgs, &tmp.path().join("o"), &args);
+    let total: u64 = ["train", "val", "test"]
+        .iter()
+        .flat_map(|s| counts(&m, s))
+        .sum();
+    assert_eq!(total, 6, "only the six images inside the folder");
+    let sk = skipped(&m);
+    let out_of = sk
+        .iter()
+        .filter(|(_, r)| r.contains("leaves the image folder") && r.contains("--allow-outside"))
+        .count();
+    assert_eq!(out_of, 3, "{sk:?}");
+    assert!(
+        sk.iter()
+            .any(|(f, r)| f.ends_with("link.png") && r.contains("photo.png")),
+        "{sk:?}"
+    );
+    // A class folder with a symlink out of it, the same.
+    let folder = tmp.path().join("folder");
+    for (c, v) in [("a", 10u8), ("b", 90)] {
+        for i in 0..3u8 {
+            save(
+                &solid(6, 6, v + i),
+                &folder.join(format!("{c}/{i}.png")),
+                ImageFormat::Png,
+            );
+        }
+    }
+    std::os::unix::fs::symlink(outside.join("photo.png"), folder.join("a/leak.png")).unwrap();
+    let m = ok(&folder, &tmp.path().join("f"), &[]);
+    assert!(skipped(&m)
+        .iter()
+        .any(|(f, r)| f.ends_with("leak.png") && r.contains("leaves the image folder")));
+    // Asked for, they are read.
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-outside");
+    let m = ok(&imgs, &tmp.path().join("o2"), &allowed);
+    let total: u64 = ["train", "val", "test"]
+        .iter()
+        .flat_map(|s| counts(&m, s))
+        .sum();
+    assert_eq!(total, 9);
+}
+
+#[test]
+fn a_single_class_is_refused_with_its_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("d");
+    for i in 0..5u8 {
+        save(
+            &solid(6, 6, i),
+            &root.join(format!("only/{i}.png")),
+            ImageFormat::Png,
+        );
+    }
+    refused(
+        &[
+            root.to_str().unwrap(),
+            "--out",
+            tmp.path().join("o").to_str().unwrap(),
+        ],
+        &["only one class (`only`, 5 images)", "at least two"],
+    );
+}
+
+/// `--keep none`, `--max-per-class 0` and `--test-per-class 0` are the same as not giving
+/// them (the pipeline passes every flag); `--roi-crop` never takes the next argument.
+#[test]
+fn no_caps_spelled_out_are_no_caps_and_roi_crop_takes_no_positional() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("mnist-300");
+    let plain = ok(&src, &tmp.path().join("a"), &[]);
+    let spelled = ok(
+        &src,
+        &tmp.path().join("b"),
+        &[
+            "--keep",
+            "none",
+            "--max-per-class",
+            "0",
+            "--test-per-class",
+            "0",
+            "--val-per-class",
+            "0",
+        ],
+    );
+    for split in ["train", "val", "test"] {
+        assert_eq!(counts(&plain, split), counts(&spelled, split), "{split}");
+    }
+    let empty = ok(&src, &tmp.path().join("c"), &["--keep", ""]);
+    assert_eq!(counts(&plain, "train"), counts(&empty, "train"));
+    let root = tmp.path().join("GTSRB");
+    gtsrb_fixture(&root);
+    let out = tmp.path().join("roi");
+    let o = ingest(&[
+        "--roi-crop",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(manifest(&out)["params"]["roi_crop"], true);
+    let o = ingest(&[
+        "--roi-crop=false",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(manifest(&out)["params"]["roi_crop"], false);
 }

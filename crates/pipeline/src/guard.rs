@@ -61,7 +61,10 @@ impl ArtifactsLock {
             Err(TryLockError::WouldBlock) => {
                 let who = read_holder(&mut file)
                     .map(|h| h.to_string())
-                    .unwrap_or_else(|| "another run".to_string());
+                    .unwrap_or_else(|| {
+                        "a stage binary run on its own (it shares the lock), or a run just starting"
+                            .to_string()
+                    });
                 let shown = shown.trim_end_matches('/');
                 if !wait {
                     bail!(

@@ -163,6 +163,7 @@ fn root_of(file: &Path) -> Result<PathBuf> {
 }
 
 fn main() -> std::process::ExitCode {
+    rebalance_core::process_setup();
     rebalance_core::main_wrapper("pipeline", || {
         let cli = Cli::parse();
         match cli.cmd {
@@ -183,7 +184,14 @@ fn main() -> std::process::ExitCode {
                 if !artifacts.is_dir() {
                     bail!("no artifacts folder at {}", artifacts.display());
                 }
-                let r = report::write(&ReportInput { artifacts, rounds }, &out)?;
+                let r = report::write(
+                    &ReportInput {
+                        artifacts,
+                        rounds,
+                        auto: None,
+                    },
+                    &out,
+                )?;
                 println!("{}", r.verdict);
                 eprintln!("report: {}", out.join("index.html").display());
                 Ok(())
@@ -221,6 +229,7 @@ fn list(file: &Path, entry: Option<&str>) -> Result<()> {
                 println!("  {name:<13} {}{kind}", e.help);
             }
             println!("`pipeline list <entry>` shows its parameters.");
+            print_presets(&spec);
         }
         Some(name) => {
             let e = spec.entry(name)?;
@@ -236,9 +245,33 @@ fn list(file: &Path, entry: Option<&str>) -> Result<()> {
                     }
                 }
             }
+            print_presets(&spec);
         }
     }
     Ok(())
+}
+
+/// The presets: when each applies and what it sets.
+fn print_presets(spec: &Spec) {
+    if spec.presets.is_empty() {
+        return;
+    }
+    println!("presets (values for the parameters not given, while every `when` holds):");
+    for (name, p) in &spec.presets {
+        let show = |m: &std::collections::BTreeMap<String, toml::Value>| {
+            m.iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(s) => format!("{k}={s}"),
+                    None => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("  {name}: when {}: {}", show(&p.when), show(&p.values));
+        if !p.help.is_empty() {
+            println!("    {}", p.help);
+        }
+    }
 }
 
 fn artifacts_of(tasks: &[Task]) -> String {
@@ -260,6 +293,11 @@ fn planned(args: &RunArgs) -> Result<Planned> {
     let spec = Spec::load(&args.file)?;
     spec.entry(&args.entry)?;
     let bindings = Bindings::new(&spec, &args.entry, &args.params)?;
+    if !args.quiet {
+        for line in bindings.describe_presets(&spec) {
+            eprintln!("{line}");
+        }
+    }
     let tasks = plan(&spec, &args.entry, &bindings)?;
     Ok(Planned { root, spec, tasks })
 }
@@ -565,7 +603,7 @@ fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> Resul
         return Err(e);
     }
     // The report, whatever the cache did, with the choice in it.
-    let report = rewrite_report(&tasks, &done.root, &done.artifacts)?;
+    let report = rewrite_report(&tasks, &done.root, &done.artifacts, Some(key))?;
     if let Some(r) = report {
         println!("\n{}\nreport: {}", r.0, r.1.join(file::INDEX).display());
     }
@@ -604,6 +642,7 @@ fn rewrite_report(
     tasks: &[Task],
     root: &Path,
     artifacts: &Path,
+    auto: Option<&str>,
 ) -> Result<Option<(String, PathBuf)>> {
     let Some(out) = tasks
         .iter()
@@ -618,6 +657,7 @@ fn rewrite_report(
         &ReportInput {
             artifacts: artifacts.to_path_buf(),
             rounds,
+            auto: auto.map(str::to_string),
         },
         &out,
     )?;
@@ -810,7 +850,7 @@ fn run_sweep(
     }
     result.write(&dir)?;
     // The report again, now with the sweep's table and plots.
-    let report = rewrite_report(&plans[0], &root, &artifacts)?;
+    let report = rewrite_report(&plans[0], &root, &artifacts, None)?;
     let mut upload: Vec<(PathBuf, String)> = ["sweep.json", "table.md", "table.csv"]
         .iter()
         .map(|f| (dir.join(f), format!("sweep/{f}")))
@@ -918,8 +958,12 @@ impl SlurmSweep<'_> {
             folders.push(folder);
         }
         let request = self.request();
+        let art_dir = self.root.join(artifacts_of(&self.plans[0]));
+        let comment =
+            pipeline::slurm::job_comment(&art_dir.canonicalize().unwrap_or(art_dir), parent.id());
         let jobs = pipeline::slurm::run_array(
             &format!("sweep-{}", self.name),
+            &comment,
             &scripts,
             &request,
             self.root,

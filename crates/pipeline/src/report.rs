@@ -18,6 +18,9 @@ use rebalance_core::Manifest;
 pub struct ReportInput {
     pub artifacts: PathBuf,
     pub rounds: u32,
+    /// The parameter this run chose with `-P <param>=auto`, whose choice the verdict then
+    /// names; `None` for every other run, so an earlier run's choice never reaches it.
+    pub auto: Option<String>,
 }
 
 fn esc(s: &str) -> String {
@@ -295,14 +298,15 @@ fn confusion_table(path: &Path, title: &str) -> String {
             esc(&path.display().to_string())
         );
     };
+    let cell = |c: &str| rebalance_core::contract::csv_uncell(c).to_string();
     let headers: Vec<String> = rdr
         .headers()
-        .map(|h| h.iter().map(str::to_string).collect())
+        .map(|h| h.iter().map(cell).collect())
         .unwrap_or_default();
     let rows: Vec<Vec<String>> = rdr
         .records()
         .flatten()
-        .map(|r| r.iter().map(str::to_string).collect())
+        .map(|r| r.iter().map(cell).collect())
         .collect();
     let mut h = format!(
         "<div class=\"cm\"><h4>{}</h4><table class=\"confusion\"><tr>",
@@ -530,7 +534,11 @@ fn full_verdict(inp: &Inputs) -> String {
 
 pub fn build(input: &ReportInput) -> Result<Report> {
     let inp = Inputs::load(input);
-    let verdict = match auto_choice(&input.artifacts, &inp.strategy) {
+    let chose = input
+        .auto
+        .as_deref()
+        .and_then(|param| auto_choice(&input.artifacts, param, &inp.strategy));
+    let verdict = match chose {
         Some(c) => format!("{c} {}", full_verdict(&inp)),
         None => full_verdict(&inp),
     };
@@ -813,7 +821,8 @@ fn recipes_section(inp: &Inputs) -> String {
     );
     let headers = strings(&[
         "recipe",
-        "how it trains",
+        "what it is",
+        "how classify trains",
         "val macro-F1",
         "test macro-F1",
         "test mean rare recall",
@@ -838,6 +847,7 @@ fn recipes_section(inp: &Inputs) -> String {
             };
             vec![
                 name,
+                c.about.clone(),
                 c.recipe.describe(),
                 fmt_ms(c.val.get("macro_f1"), n),
                 fmt_ms(c.test.get("macro_f1"), n),
@@ -919,13 +929,14 @@ fn classifiers_section(inp: &Inputs) -> String {
     h
 }
 
-/// "strategy=auto chose classical on validation macro-F1 (0.951 ± 0.003; next best …)." when an
-/// `auto` choice of the strategy is the strategy the augmented set was built with.
-fn auto_choice(artifacts: &Path, strategy: &str) -> Option<String> {
+/// "strategy=auto chose classical on validation macro-F1 (0.951 ± 0.003; next best …)." when
+/// the `param=auto` sweep of this run chose the strategy the augmented set was built with.
+fn auto_choice(artifacts: &Path, param: &str, strategy: &str) -> Option<String> {
     let (_, s) = crate::sweep::SweepResult::all(artifacts)
         .into_iter()
         .find(|(_, s)| {
-            s.param.rsplit('.').next() == Some("strategy")
+            s.param == param
+                && s.param.rsplit('.').next() == Some("strategy")
                 && s.choice.as_ref().is_some_and(|c| c.value == strategy)
         })?;
     let chosen = &s.choice.as_ref()?.value;

@@ -426,6 +426,7 @@ impl Runner {
         tracker: &mut Tracker,
         over: &Overrides,
     ) -> Result<()> {
+        cancel_orphans(&artifacts_dir(&self.root, tasks), tracker.id())?;
         let mut lock = Lock::read(&self.lock_path)?;
         lock.version = 1;
         let ups = upstream(tasks);
@@ -506,6 +507,7 @@ impl Runner {
         subs: &mut Vec<Submitted>,
     ) -> Result<()> {
         let env = tracker.env();
+        let comment = job_comment(&artifacts_dir(&self.root, tasks), tracker.id());
         for &i in to_run {
             let task = &tasks[i];
             let r = over.resolve(task);
@@ -520,6 +522,7 @@ impl Runner {
             let mut base = vec![
                 "--parsable".to_string(),
                 format!("--job-name={}", task.key),
+                format!("--comment={comment}"),
                 format!("--chdir={}", self.root.display()),
                 "--kill-on-invalid-dep=yes".to_string(),
             ];
@@ -812,6 +815,7 @@ impl Runner {
 #[allow(clippy::too_many_arguments)]
 pub fn run_array(
     name: &str,
+    comment: &str,
     scripts: &[String],
     r: &Resources,
     root: &Path,
@@ -830,6 +834,7 @@ pub fn run_array(
     let mut args = vec![
         "--parsable".to_string(),
         format!("--job-name={name}"),
+        format!("--comment={comment}"),
         format!("--chdir={}", root.display()),
         format!("--array=0-{}", scripts.len().saturating_sub(1)),
         format!("--output={}/{name}.task%a.log", logs.display()),
@@ -895,6 +900,65 @@ pub fn run_array(
 }
 
 /// `sbatch --parsable` prints `id` or `id;cluster`.
+/// The comment of every job a run submits: `rebalance:<artifacts folder>:<run id>`, so that
+/// the next run of the same folder can find jobs an earlier runner left behind.
+pub fn job_comment(artifacts: &Path, run_id: &str) -> String {
+    format!("rebalance:{}:{run_id}", artifacts.display())
+}
+
+/// The absolute artifacts folder of a run's tasks.
+fn artifacts_dir(root: &Path, tasks: &[Task]) -> PathBuf {
+    let a = root.join(
+        tasks
+            .iter()
+            .find_map(|t| t.params.get("artifacts").map(|v| v.render()))
+            .unwrap_or_else(|| "artifacts".to_string()),
+    );
+    a.canonicalize().unwrap_or(a)
+}
+
+/// Cancel the jobs that other runs of this artifacts folder left queued or running: this run
+/// holds the folder's lock, so their runners are gone (killed outright, say, before they could
+/// cancel). Says which jobs, of which run.
+pub fn cancel_orphans(artifacts: &Path, run_id: &str) -> Result<Vec<String>> {
+    let listed = slurm(
+        "squeue",
+        &["--noheader".to_string(), "--format=%i|%k".to_string()],
+        &[],
+    )?;
+    let prefix = job_comment(artifacts, "");
+    let mut ids: Vec<String> = Vec::new();
+    let mut runs: BTreeSet<String> = BTreeSet::new();
+    for line in listed.lines() {
+        let Some((id, comment)) = line.trim().split_once('|') else {
+            continue;
+        };
+        let Some(run) = comment.strip_prefix(&prefix) else {
+            continue;
+        };
+        if run == run_id {
+            continue;
+        }
+        let job = id.split('_').next().unwrap_or(id).to_string();
+        if !ids.contains(&job) {
+            ids.push(job);
+        }
+        runs.insert(run.to_string());
+    }
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    slurm("scancel", &ids, &[])?;
+    eprintln!(
+        "cancelled {} Slurm job(s) that run {} of {} left queued or running (its runner ended without cancelling them): {}",
+        ids.len(),
+        runs.into_iter().collect::<Vec<_>>().join(", "),
+        artifacts.display(),
+        ids.join(", ")
+    );
+    Ok(ids)
+}
+
 fn job_id(out: &str) -> String {
     out.lines()
         .last()

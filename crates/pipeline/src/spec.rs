@@ -24,6 +24,22 @@ pub struct Spec {
     #[serde(default)]
     pub resources: Resources,
     pub entry_points: BTreeMap<String, Entry>,
+    /// Parameter values that apply together when some parameters have given values.
+    #[serde(default)]
+    pub presets: BTreeMap<String, Preset>,
+}
+
+/// A set of parameter values for the parameters a user did not give, applied while every
+/// `when` parameter has its `when` value (given or by default). The MNIST demo's caps are one:
+/// they apply while `source` is the demo's folder, so a user's `-P source=DIR` gets the
+/// data-driven defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    #[serde(default)]
+    pub help: String,
+    pub when: BTreeMap<String, toml::Value>,
+    pub values: BTreeMap<String, toml::Value>,
 }
 
 /// A Slurm job's request (`--executor slurm`). Unset fields fall back to the manifest's
@@ -266,9 +282,14 @@ impl ParamSpec {
 
     /// The declared default, type-checked.
     pub fn default_value(&self) -> Result<Option<Value>, String> {
-        let Some(d) = &self.default else {
-            return Ok(None);
-        };
+        match &self.default {
+            None => Ok(None),
+            Some(d) => self.value_of(d).map(Some),
+        }
+    }
+
+    /// A value written in the manifest (a default, a preset's value), type-checked.
+    pub fn value_of(&self, d: &toml::Value) -> Result<Value, String> {
         let scalar = |kind: ParamType, d: &toml::Value| -> Result<Value, String> {
             match (kind, d) {
                 (ParamType::Int, toml::Value::Integer(i)) => Ok(Value::Int(*i)),
@@ -292,7 +313,7 @@ impl ParamSpec {
             (kind, d) => scalar(kind, d)?,
         };
         self.check_choice(&v)?;
-        Ok(Some(v))
+        Ok(v)
     }
 
     /// `int = 300`-style one-line description for listings.
@@ -436,7 +457,50 @@ impl Spec {
         for name in self.entry_points.keys() {
             self.check_cycle(name, &mut Vec::new())?;
         }
+        for (name, p) in &self.presets {
+            for (key, v) in p.when.iter().chain(&p.values) {
+                let decls: Vec<&ParamSpec> = self
+                    .entry_points
+                    .values()
+                    .filter_map(|e| e.parameters.get(key))
+                    .collect();
+                if decls.is_empty() {
+                    bail!("preset `{name}` names `{key}`, which no entry point has");
+                }
+                for d in decls {
+                    d.value_of(v)
+                        .map_err(|m| anyhow!("preset `{name}`, `{key}`: {m}"))?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The presets that apply to `entry` with the given unqualified values: every `when`
+    /// parameter is one of the entry's, at the `when` value.
+    pub fn presets_for<'a>(
+        &'a self,
+        entry: &str,
+        given: &BTreeMap<String, Value>,
+    ) -> Result<Vec<(&'a str, &'a Preset)>> {
+        let params = self.params_of(entry)?;
+        let mut out = Vec::new();
+        for (name, p) in &self.presets {
+            let applies = p.when.iter().all(|(key, want)| {
+                let Some(Param::Shared(spec)) = params.get(key) else {
+                    return false;
+                };
+                let now = match given.get(key) {
+                    Some(v) => Some(v.clone()),
+                    None => spec.default_value().ok().flatten(),
+                };
+                now.is_some() && spec.value_of(want).ok() == now
+            });
+            if applies {
+                out.push((name.as_str(), p));
+            }
+        }
+        Ok(out)
     }
 
     fn check_cycle(&self, name: &str, path: &mut Vec<String>) -> Result<()> {
@@ -536,6 +600,8 @@ pub struct Bindings {
     pub shared: BTreeMap<String, Value>,
     /// `entry.name` → value.
     pub qualified: BTreeMap<(String, String), Value>,
+    /// The presets that applied, and the values each set (those not given).
+    pub presets: Vec<(String, Vec<(String, Value)>)>,
 }
 
 impl Bindings {
@@ -599,7 +665,71 @@ impl Bindings {
                 }
             }
         }
+        b.apply_presets(spec, entry, &params)?;
         Ok(b)
+    }
+
+    /// Fill the parameters nobody gave from the presets that apply.
+    fn apply_presets(
+        &mut self,
+        spec: &Spec,
+        entry: &str,
+        params: &BTreeMap<String, Param>,
+    ) -> Result<()> {
+        for (name, p) in spec.presets_for(entry, &self.shared)? {
+            let mut set = Vec::new();
+            for (key, raw) in &p.values {
+                let Some(Param::Shared(pspec)) = params.get(key) else {
+                    continue;
+                };
+                let given =
+                    self.shared.contains_key(key) || self.qualified.keys().any(|(_, k)| k == key);
+                if given {
+                    continue;
+                }
+                let v = pspec
+                    .value_of(raw)
+                    .map_err(|m| anyhow!("preset `{name}`, `{key}`: {m}"))?;
+                self.shared.insert(key.clone(), v.clone());
+                set.push((key.clone(), v));
+            }
+            self.presets.push((name.to_string(), set));
+        }
+        Ok(())
+    }
+
+    /// "preset mnist-demo (source = data/mnist): keep=…, …" for each preset that applied.
+    pub fn describe_presets(&self, spec: &Spec) -> Vec<String> {
+        self.presets
+            .iter()
+            .map(|(name, set)| {
+                let when: Vec<String> = spec.presets[name]
+                    .when
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{k} = {}",
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        )
+                    })
+                    .collect();
+                let vals: Vec<String> = set
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.render()))
+                    .collect();
+                format!(
+                    "preset {name} ({}): {}",
+                    when.join(", "),
+                    if vals.is_empty() {
+                        "every value given".to_string()
+                    } else {
+                        vals.join(" ")
+                    }
+                )
+            })
+            .collect()
     }
 
     /// The values of `entry`'s own parameters: default, then unqualified, then qualified.

@@ -453,38 +453,34 @@ impl SweepResult {
 
     /// One row per value and metric: value, metric, mean, std, seeds.
     pub fn csv(&self) -> Result<Vec<u8>> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(["value", "split", "metric", "mean", "std", "seeds"])?;
-        let mut put =
-            |value: &str, split: &str, m: &BTreeMap<String, Stat>, seeds: usize| -> Result<()> {
-                for (k, _) in COLUMNS {
-                    if let Some(s) = m.get(k) {
-                        w.write_record([
-                            value.to_string(),
-                            split.to_string(),
-                            k.to_string(),
-                            s.mean.to_string(),
-                            s.std.to_string(),
-                            seeds.to_string(),
-                        ])?;
-                    }
+        let mut rows = vec![["value", "split", "metric", "mean", "std", "seeds"].map(String::from)];
+        let mut put = |value: &str, split: &str, m: &BTreeMap<String, Stat>, seeds: usize| {
+            for (k, _) in COLUMNS {
+                if let Some(s) = m.get(k) {
+                    rows.push([
+                        value.to_string(),
+                        split.to_string(),
+                        k.to_string(),
+                        s.mean.to_string(),
+                        s.std.to_string(),
+                        seeds.to_string(),
+                    ]);
                 }
-                Ok(())
-            };
+            }
+        };
         if let Some(b) = &self.baseline {
             put(
                 "baseline",
                 "test",
                 b,
                 self.rows.first().map(|r| r.seeds.len()).unwrap_or(1),
-            )?;
+            );
         }
         for r in &self.rows {
-            put(&r.value, "test", &r.metrics, r.seeds.len())?;
-            put(&r.value, "val", &r.val, r.seeds.len())?;
+            put(&r.value, "test", &r.metrics, r.seeds.len());
+            put(&r.value, "val", &r.val, r.seeds.len());
         }
-        w.into_inner()
-            .map_err(|e| anyhow!("writing the sweep table: {e}"))
+        rebalance_core::contract::csv_of_records(rows)
     }
 
     /// The value with the best validation macro-F1 (mean over seeds); the first in order on

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use rebalance_core::fixtures::bar_image;
 
 fn ran(run: &serde_json::Value) -> Vec<String> {
     statuses(run)
@@ -492,5 +493,134 @@ fn parameters_are_typed_and_checked() {
     assert!(
         err.contains("bad.toml") && err.contains("`{nope}`"),
         "{err}"
+    );
+}
+
+/// Issue 24: a user's own folder (natural imbalance, grey and colour images, two sizes) runs
+/// to a report and a verdict with `-P source=DIR` and tiny-step parameters only: no demo caps,
+/// the rare class found from the counts, every split non-empty.
+#[test]
+fn a_users_own_folder_runs_with_only_its_source() {
+    require_stage_binaries();
+    let proj = project();
+    let dir = proj.path();
+    let raw = dir.join("mine");
+    // a and b: 40 grey images each; c: 40 colour ones, a quarter of them 32x32; d: 8, colour.
+    for (c, (name, n)) in [("a", 40), ("b", 40), ("c", 40), ("d", 8)]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::create_dir_all(raw.join(name)).unwrap();
+        for i in 0..n {
+            let side = if name == "c" && i % 4 == 0 { 32 } else { 28 };
+            let px = bar_image(c, i, side, 4);
+            let path = raw.join(name).join(format!("{i}.png"));
+            if c < 2 {
+                image::GrayImage::from_raw(side as u32, side as u32, px)
+                    .unwrap()
+                    .save(&path)
+                    .unwrap();
+            } else {
+                let rgb: Vec<u8> = px.iter().flat_map(|&v| [v, v / 2, 255 - v]).collect();
+                image::RgbImage::from_raw(side as u32, side as u32, rgb)
+                    .unwrap()
+                    .save(&path)
+                    .unwrap();
+            }
+        }
+    }
+    let params: Vec<String> = [
+        "source=mine",
+        "steps=40",
+        "batch=16",
+        "epochs=2",
+        "per_class=12",
+        "threshold=0",
+        "candidates=real,balanced,online",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let err = ok(&pipeline(dir, &[], &params));
+    assert!(
+        !err.contains("preset mnist-demo"),
+        "the demo's caps stay out:\n{err}"
+    );
+    let art = dir.join("artifacts");
+    let m = json(&art.join("dataset/manifest.json"));
+    assert_eq!(m["rare_classes"], serde_json::json!(["d"]), "{m}");
+    for split in ["train", "val", "test"] {
+        for c in ["a", "b", "c", "d"] {
+            let n = m["counts"][split][c].as_u64().unwrap();
+            assert!(n > 0, "{split}/{c} is empty: {m}");
+        }
+    }
+    // 80/10/10 of 40 and of 8 (a class of 3 or more keeps at least one for val and test).
+    assert_eq!(m["counts"]["train"]["a"], 32);
+    assert_eq!(m["counts"]["test"]["d"], 1);
+    assert_eq!(
+        m["image_shape"],
+        serde_json::json!({"channels": 3, "height": 28, "width": 28})
+    );
+    let notes = m["notes"].to_string();
+    assert!(
+        notes.contains("all were resized to 28x28") && notes.contains("all were made RGB"),
+        "{notes}"
+    );
+    let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
+    assert!(
+        verdict.contains("recall of class d") && verdict.contains("The best cheap alternative"),
+        "{verdict}"
+    );
+    assert!(art.join("report/index.html").is_file());
+    // The demo still gets its caps: `pipeline list` shows the preset, and a dry run with the
+    // default source says it applies.
+    let o = pipeline(dir, &["list", "main"], &[]);
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("mnist-demo: when source=data/mnist: keep=2=10,5=10,8=10 max_per_class=300 test_per_class=400 val_per_class=100"),
+        "{listed}"
+    );
+    std::fs::create_dir_all(dir.join("data/mnist")).unwrap();
+    let o = pipeline(dir, &["--dry-run"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        err.contains("preset mnist-demo (source = data/mnist): keep=2=10,5=10,8=10 max_per_class=300 test_per_class=400 val_per_class=100"),
+        "{err}"
+    );
+    assert!(out.contains("--keep 2=10,5=10,8=10"), "{out}");
+    // A value given wins over the preset.
+    let o = pipeline(dir, &["--dry-run"], &["keep=none".to_string()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("--keep none") && out.contains("--max-per-class 300"),
+        "{out}"
+    );
+}
+
+/// Issue 24: printing into a closed pipe (`pipeline list | head`) ends quietly, no panic.
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let proj = project();
+    let mut child = Command::new(BIN)
+        .current_dir(proj.path())
+        .args(["list", "main"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
     );
 }

@@ -191,6 +191,52 @@ fn the_slurm_executor_matches_local_overlaps_stages_stops_dependants_and_cancels
     assert!(statuses(&last_run(&art)).iter().all(|(_, s)| s == "cached"));
     assert_eq!(cluster.queue(), before);
 
+    // A job an earlier run of this folder left behind (its runner killed outright): the next
+    // run finds it by its comment and cancels it before anything else, saying so.
+    let canon = art.canonicalize().unwrap();
+    let left = cluster
+        .cmd("sbatch")
+        .args([
+            "--parsable",
+            "--job-name=gan-train",
+            &format!(
+                "--comment=rebalance:{}:20000101-000000-dead00",
+                canon.display()
+            ),
+            "--wrap",
+            "sleep 600",
+        ])
+        .output()
+        .unwrap();
+    assert!(left.status.success(), "{left:?}");
+    let left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    assert!(cluster.queue().iter().any(|l| l.starts_with(&left)));
+    let err = ok(&cluster.run(dir, &["--executor", "slurm", "-q"], &p));
+    assert!(
+        err.contains(&format!(
+            "cancelled 1 Slurm job(s) that run 20000101-000000-dead00 of {} left queued or running",
+            canon.display()
+        )) && err.contains(&left),
+        "{err}"
+    );
+    let t0 = std::time::Instant::now();
+    while cluster
+        .queue()
+        .iter()
+        .any(|l| l.starts_with(&format!("{left} ")))
+        && t0.elapsed().as_secs() < 30
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !cluster
+            .queue()
+            .iter()
+            .any(|l| l.starts_with(&format!("{left} "))),
+        "{:?}",
+        cluster.queue()
+    );
+
     // A sweep: the first value in the artifacts folder, the other two side by side as the two
     // tasks of one job array, each in a folder of its own where the untouched stages are
     // cached; the same table as a local sweep.

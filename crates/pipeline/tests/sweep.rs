@@ -224,6 +224,20 @@ fn strategy_auto_chooses_on_validation_and_ends_with_the_chosen_artifacts() {
     // Runs: the sweep's, one per candidate, and the final one with the choice.
     let runs = std::fs::read_dir(art.join("runs")).unwrap().count();
     assert_eq!(runs, 1 + 5 + 1);
+    // A later plain run did not choose anything: its verdict says nothing of the earlier
+    // choice, though the sweep is still in the artifacts folder.
+    let mut plain = tiny();
+    plain.push("seeds=2".into());
+    plain.push(format!("strategy={chosen}"));
+    let err = ok(&pipeline(dir, &["-q"], &plain));
+    let verdict = std::fs::read_to_string(art.join("report/verdict.txt")).unwrap();
+    assert!(!verdict.contains("strategy=auto"), "{verdict}\n{err}");
+    assert!(verdict.contains("macro-F1"), "{verdict}");
+    let run = last_run(&art);
+    assert!(
+        !run["verdict"].as_str().unwrap().contains("strategy=auto"),
+        "{run}"
+    );
 }
 
 /// `-P gan-train.model=cyclegan`: the default chain with the translator as its generator; filter gates

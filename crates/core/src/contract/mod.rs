@@ -66,25 +66,79 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::write_atomic(path, &json)
 }
 
-/// Read the typed rows of a CSV contract file; a missing file has none.
+/// Read the typed rows of a CSV contract file; a missing file has none. Cells written by
+/// [`csv_cell`] read back as they were.
 pub fn read_csv<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
     let mut r =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    r.deserialize()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", path.display()))
+    let headers = r
+        .headers()
+        .with_context(|| format!("reading {}", path.display()))?
+        .clone();
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.with_context(|| format!("parsing {}", path.display()))?;
+        let plain: csv::StringRecord = rec.iter().map(csv_uncell).collect();
+        rows.push(
+            plain
+                .deserialize(Some(&headers))
+                .with_context(|| format!("parsing {}", path.display()))?,
+        );
+    }
+    Ok(rows)
 }
 
-/// The CSV text of typed rows (the header comes from the row type).
+/// A cell as a spreadsheet will not evaluate it (OWASP's CSV injection): text that begins
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, unless it is a
+/// number (`-0.25` stays a number). A cell that begins with `'` gets one more, so
+/// [`csv_uncell`] gives back exactly what was written.
+pub fn csv_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && cell.parse::<f64>().is_err();
+    if risky || cell.starts_with('\'') {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// The text [`csv_cell`] was given.
+pub fn csv_uncell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['\'', '=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
+/// CSV text from rows of cells, each made safe by [`csv_cell`].
+pub fn csv_of_records<I, R, S>(rows: I) -> Result<Vec<u8>>
+where
+    I: IntoIterator<Item = R>,
+    R: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.write_record(row.into_iter().map(|c| csv_cell(c.as_ref()).into_owned()))?;
+    }
+    Ok(w.into_inner()?)
+}
+
+/// The CSV text of typed rows (the header comes from the row type), every cell made safe by
+/// [`csv_cell`].
 pub fn csv_bytes<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
         w.serialize(r)?;
     }
-    Ok(w.into_inner()?)
+    let raw = w.into_inner()?;
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(raw.as_slice());
+    let records: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>()?;
+    csv_of_records(records.iter().map(|r| r.iter()))
 }
 
 /// Write typed rows as a CSV contract file, atomically.
@@ -102,6 +156,47 @@ pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formula_cells_are_quoted_and_read_back_as_written() {
+        for (cell, written) in [
+            ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+            ("+1+1", "'+1+1"),
+            ("-cmd", "'-cmd"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("'quoted", "''quoted"),
+            ("-0.25", "-0.25"),
+            ("+3", "+3"),
+            ("a,b\"c", "a,b\"c"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(csv_cell(cell), written, "{cell}");
+            assert_eq!(csv_uncell(written), cell, "{written}");
+        }
+        #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Row {
+            class: String,
+            x: f64,
+        }
+        let rows = vec![
+            Row {
+                class: "=cmd|calc".into(),
+                x: -1.5,
+            },
+            Row {
+                class: "a,b\"c".into(),
+                x: 2.0,
+            },
+        ];
+        let bytes = csv_bytes(&rows).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("'=cmd|calc,-1.5"), "{text}");
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("r.csv");
+        std::fs::write(&p, bytes).unwrap();
+        assert_eq!(read_csv::<Row>(&p).unwrap(), rows);
+    }
 
     fn names(k: usize) -> Vec<String> {
         (0..k).map(|i| i.to_string()).collect()

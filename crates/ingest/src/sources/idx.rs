@@ -138,6 +138,13 @@ pub fn parse(raw: Vec<u8>, path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8
     let Some(expected) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
         bail!("{}: IDX header dimensions {shown} overflow", path.display());
     };
+    // The data, then the images made from it, are held at once.
+    rebalance_core::memory::ensure_fits(
+        &path.display().to_string(),
+        &format!("IDX dimensions {shown}"),
+        expected as u64,
+        3,
+    )?;
     let mut bytes = Vec::new();
     reader
         .take(expected as u64 + 1)

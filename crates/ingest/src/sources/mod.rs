@@ -178,9 +178,10 @@ fn csv_has_column(path: &Path, column: &str) -> bool {
         .any(|h| h.trim().trim_matches('"') == column)
 }
 
-/// Read the source.
+/// Read the source. Image files that resolve outside the image folder (an absolute path or
+/// `..` in a labels CSV, a symlink) are skipped with the reason unless `--allow-outside`.
 pub fn load(format: Format, args: &Args) -> Result<Loaded> {
-    match format {
+    let mut loaded = match format {
         Format::Auto => unreachable!("detect() resolves auto"),
         Format::Folder => folder::load(&args.source),
         Format::Csv => csvimg::load(args),
@@ -189,6 +190,52 @@ pub fn load(format: Format, args: &Args) -> Result<Loaded> {
         Format::Gtsrb => gtsrb::load(&args.source, args.roi_crop),
         Format::Pickle => pickled::load(&args.source),
         Format::Npy => npy::load(&args.source),
+    }?;
+    if !args.allow_outside {
+        confine(&mut loaded, &image_root(format, args));
+    }
+    Ok(loaded)
+}
+
+/// The folder a source's image files must stay inside: the source folder, or the folder of a
+/// labels CSV given as the source.
+fn image_root(format: Format, args: &Args) -> std::path::PathBuf {
+    let src = &args.source;
+    if src.is_dir() || (format == Format::Csv && args.csv.is_some()) {
+        src.clone()
+    } else {
+        src.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    }
+}
+
+/// Drop the file items whose real path (symlinks and `..` resolved) is not under `root`.
+fn confine(loaded: &mut Loaded, root: &Path) {
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let items = std::mem::take(&mut loaded.items);
+    for item in items {
+        let outside = match &item.payload {
+            Payload::File { path, .. } => path
+                .canonicalize()
+                .ok()
+                .filter(|real| !real.starts_with(&root)),
+            Payload::Image(_) => None,
+        };
+        match outside {
+            Some(real) => loaded.problems.push(Problem::new(
+                &item.origin,
+                format!(
+                    "leaves the image folder {} (it is {}): skipped; pass --allow-outside to read files outside it",
+                    root.display(),
+                    real.display()
+                ),
+            )),
+            None => loaded.items.push(item),
+        }
     }
 }
 

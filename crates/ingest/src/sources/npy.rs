@@ -165,6 +165,13 @@ fn read_npy_bounded(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
         .try_fold(item, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= isize::MAX as usize)
         .ok_or_else(|| anyhow!("{what}: field `shape` {:?} overflows", header.shape))?;
+    // The bytes, the parsed array and the pixels are held at once.
+    rebalance_core::memory::ensure_fits(
+        what,
+        &format!("field `shape` {:?} of {descr}", header.shape),
+        need as u64,
+        3,
+    )?;
     let start = buf.len();
     (&mut r)
         .take(need as u64 + 1)
