@@ -15,6 +15,7 @@ use rebalance_core::contract::augment::{
 };
 use rebalance_core::contract::class_index;
 use rebalance_core::contract::layout::{file, Layout, AUGMENTED, DATASET, FILTERED};
+use rebalance_core::imageset::source;
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, resolve_device};
 use serde::{Deserialize, Serialize};
@@ -378,8 +379,10 @@ fn build(plan: &Plan) -> Result<Built> {
     let (args, train) = (&plan.args, &plan.train);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.common.seed);
     rebalance_nn::seed_everything(args.common.seed);
+    let mut out = train.clone();
+    out.source = Some(vec![source::REAL; train.len()]);
     let mut built = Built {
-        out: train.clone(),
+        out,
         added_rows: vec![Vec::new(); train.classes.len()],
     };
     for (c, plan_c) in plan.comp.iter().enumerate() {
@@ -390,9 +393,11 @@ fn build(plan: &Plan) -> Result<Built> {
         real_idx.shuffle(&mut rng);
         // Repeated real images.
         for j in 0..plan_c.repeated {
-            built
-                .out
-                .push(train.image(real_idx[j % real_idx.len()]), c as i64);
+            built.out.push_from(
+                train.image(real_idx[j % real_idx.len()]),
+                c as i64,
+                source::REPEATED,
+            );
         }
         // Sources of the classical transforms: real images, and synthetic ones when asked.
         let mut sources: Vec<&[u8]> = real_idx.iter().map(|&i| train.image(i)).collect();
@@ -415,7 +420,7 @@ fn build(plan: &Plan) -> Result<Built> {
             let mut idx: Vec<usize> = (0..s.len()).filter(|&i| s.labels[i] == c as i64).collect();
             idx.shuffle(&mut rng);
             for &i in idx.iter().take(plan_c.synthetic) {
-                built.push_added(s.image(i), c, train.image_len());
+                built.push_added(s.image(i), c, train.image_len(), source::SYNTHETIC);
             }
         }
         if plan_c.total() > plan_c.real {
@@ -434,8 +439,8 @@ fn build(plan: &Plan) -> Result<Built> {
 }
 
 impl Built {
-    fn push_added(&mut self, img: &[u8], c: usize, per: usize) {
-        self.out.push(img, c as i64);
+    fn push_added(&mut self, img: &[u8], c: usize, per: usize, kind: u8) {
+        self.out.push_from(img, c as i64, kind);
         if self.added_rows[c].len() < 10 * per {
             self.added_rows[c].extend_from_slice(img);
         }
@@ -505,7 +510,7 @@ fn add_classical(
         );
         let v = Vec::<u8>::try_from(y.contiguous().view([-1]))?;
         for img in v.chunks(per) {
-            built.push_added(img, c, per);
+            built.push_added(img, c, per, source::CLASSICAL);
         }
     }
     Ok(())

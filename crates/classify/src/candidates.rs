@@ -239,6 +239,7 @@ mod tests {
                 tau: 0.0,
                 class_weighted: false,
                 mixup: 0.0,
+                synthetic: None,
             },
             val: m.clone(),
             test: m,

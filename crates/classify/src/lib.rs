@@ -6,12 +6,13 @@ pub mod candidates;
 pub mod compare;
 pub mod recipe;
 pub mod sampler;
+pub mod synthetic;
 pub mod train;
 
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use rebalance_core::contract::classify::{Loss, OnlineAugment, Sampler};
+use rebalance_core::contract::classify::{Loss, OnlineAugment, Sampler, SyntheticLabels};
 use rebalance_core::CommonArgs;
 use rebalance_nn::transforms::{parse_elastic, AffineRanges, Elastic};
 use serde::Serialize;
@@ -116,6 +117,36 @@ pub struct TrainArgs {
     /// Mixup (Zhang et al. 2018) inside each batch with λ ~ Beta(α, α); 0 is off [default: 0].
     #[arg(long, value_name = "ALPHA")]
     pub mixup: Option<f64>,
+    /// Synthetic images (an image set, such as filter's kept.safetensors), added to those the
+    /// training set itself marks synthetic (its `source` tensor, as augment writes it).
+    #[arg(long, value_name = "FILE")]
+    pub synthetic: Option<PathBuf>,
+    /// Synthetic images as a capped share of their classes' draws: the sampler draws from the
+    /// real images, and a draw of a class that has synthetic images takes one of them with
+    /// probability S instead. Without it, every image of the training set is one pool.
+    #[arg(long, value_name = "S")]
+    pub synthetic_share: Option<f64>,
+    /// The largest --synthetic-share: 0.5 keeps synthetic draws at most as many as real ones.
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub synthetic_max_share: f64,
+    /// Loss weight of synthetic draws.
+    #[arg(long, default_value_t = 1.0)]
+    pub synthetic_weight: f64,
+    /// The first epoch (1-based) whose draws may be synthetic (deferred, as LDAM-DRW defers
+    /// its re-weighting).
+    #[arg(long, default_value_t = 1, value_name = "E")]
+    pub synthetic_from_epoch: usize,
+    /// Targets of synthetic draws: the generator's label (hard) or the teacher's softmax
+    /// (soft: the mean over the teacher's seeds, at --temperature).
+    #[arg(long, value_enum, default_value_t = SyntheticLabels::Hard)]
+    pub synthetic_labels: SyntheticLabels,
+    /// The teacher of soft labels: a classify folder; when it chose a recipe, the chosen
+    /// recipe's seeds [default: the --recipe-from folder].
+    #[arg(long, value_name = "DIR")]
+    pub teacher: Option<PathBuf>,
+    /// Softmax temperature of soft labels.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
     /// Stop after this many epochs without a better val macro-F1 and keep the best epoch's
     /// weights; 0 trains every epoch and keeps the last.
     #[arg(long, default_value_t = 10)]

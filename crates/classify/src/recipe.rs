@@ -111,15 +111,26 @@ pub struct Recipe {
 impl Recipe {
     /// The recipe for a training set with `labels` (class indices below `k`) of `channels`
     /// channels.
+    /// `pool`: the images the sampler draws from (indices into `labels`), every image when
+    /// `None`; the prior and the class weights are the pool's.
     pub fn new(
         args: &TrainArgs,
         choice: Choice,
         labels: &[i64],
+        pool: Option<&[i64]>,
         k: usize,
         channels: i64,
         device: Device,
     ) -> Result<Self> {
         check(args, &choice)?;
+        let all: Vec<i64>;
+        let pool = match pool {
+            Some(p) => p,
+            None => {
+                all = (0..labels.len() as i64).collect();
+                &all
+            }
+        };
         let online = Online::new(
             choice.augment,
             args.affine,
@@ -127,15 +138,15 @@ impl Recipe {
             args.max_shift,
             channels,
         );
-        let draws = Draws::new(labels, k, choice.sampler);
+        let draws = Draws::over(pool, labels, k, choice.sampler);
         let epoch_size = args
             .epoch_size
             .unwrap_or_else(|| draws.default_epoch_size());
         let mut counts = vec![0usize; k];
-        for &l in labels {
-            counts[l as usize] += 1;
+        for &i in pool {
+            counts[labels[i as usize] as usize] += 1;
         }
-        let n = labels.len().max(1) as f64;
+        let n = pool.len().max(1) as f64;
         let log_prior: Vec<f64> = counts.iter().map(|&c| (c.max(1) as f64 / n).ln()).collect();
         let adjust = match choice.loss {
             Loss::Ce => None,
@@ -178,7 +189,24 @@ impl Recipe {
             },
             class_weighted: self.choice.class_weighted,
             mixup: self.choice.mixup,
+            synthetic: None,
         }
+    }
+
+    /// The loss of `logits` against per-row targets `t` `[B, K]` with row weights `w` `[B]`
+    /// (synthetic draws): Σ wᵢ·cᵢ·CE(tᵢ, zᵢ) / Σ wᵢ·cᵢ, cᵢ the class weight of the row's label
+    /// `y`. With one-hot targets and unit weights it is [`Recipe::loss`].
+    pub fn weighted_loss(&self, logits: &Tensor, y: &Tensor, t: &Tensor, w: &Tensor) -> Tensor {
+        let z = match &self.adjust {
+            Some(a) => logits + a,
+            None => logits.shallow_clone(),
+        };
+        let ce = -(t * z.log_softmax(-1, Kind::Float)).sum_dim_intlist(1, false, Kind::Float);
+        let w = match &self.weights {
+            Some(cw) => w * cw.index_select(0, y),
+            None => w.shallow_clone(),
+        };
+        (ce * &w).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1e-12)
     }
 
     /// The training loss of `logits` against `labels` (mean over the batch).
@@ -261,7 +289,16 @@ mod tests {
 
     fn recipe(extra: &[&str], labels: &[i64]) -> Recipe {
         let a = args(extra);
-        Recipe::new(&a, Choice::of_args(&a).unwrap(), labels, 2, 1, Device::Cpu).unwrap()
+        Recipe::new(
+            &a,
+            Choice::of_args(&a).unwrap(),
+            labels,
+            None,
+            2,
+            1,
+            Device::Cpu,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -290,7 +327,20 @@ mod tests {
         assert!((got(&bs) - ce(adj, 1)).abs() < 1e-5);
         assert_eq!(bs.contract().tau, 1.0);
         // Class weights N / (K n_c) = (4/6, 2): a one-sample batch's weighted mean is the plain loss.
+        // The weighted form with one-hot targets and unit weights is the plain loss.
+        let y2 = Tensor::from_slice(&[0i64, 1]);
+        let z2 = Tensor::from_slice(&[2.0f32, 0.0, -1.0, 3.0]).view([2, 2]);
+        let onehot = y2.one_hot(2).to_kind(Kind::Float);
+        let ones = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        for r in [&plain, &la] {
+            let a = r.loss(&z2, &y2).double_value(&[]);
+            let b = r.weighted_loss(&z2, &y2, &onehot, &ones).double_value(&[]);
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
         let w = recipe(&["--class-weighted"], &labels);
+        let a = w.loss(&z2, &y2).double_value(&[]);
+        let b = w.weighted_loss(&z2, &y2, &onehot, &ones).double_value(&[]);
+        assert!((a - b).abs() < 1e-6, "{a} {b}");
         assert!((got(&w) - ce([2.0, 0.0], 1)).abs() < 1e-6);
         let two = Tensor::from_slice(&[2.0f32, 0.0, 2.0, 0.0]).view([2, 2]);
         let y2 = Tensor::from_slice(&[0i64, 1]);
@@ -335,10 +385,18 @@ mod tests {
             "{e}"
         );
         let a = args(&["--mixup=-1"]);
-        let e = Recipe::new(&a, Choice::of_args(&a).unwrap(), &labels, 2, 1, Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = Recipe::new(
+            &a,
+            Choice::of_args(&a).unwrap(),
+            &labels,
+            None,
+            2,
+            1,
+            Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("--mixup"), "{e}");
     }
 }

@@ -8,18 +8,25 @@ use rebalance_core::contract::classify::Sampler;
 /// The training set's images by class, and how to draw from them.
 pub struct Draws {
     sampler: Sampler,
-    n: usize,
+    /// The images drawn from (indices into the training set).
+    pool: Vec<i64>,
     by_class: Vec<Vec<i64>>,
     /// The class distribution of class-balanced and sqrt draws (over classes with images).
     classes: Option<(Vec<usize>, WeightedIndex<f64>)>,
 }
 
 impl Draws {
-    /// `labels` are class indices below `k`.
+    /// Every image; `labels` are class indices below `k`.
     pub fn new(labels: &[i64], k: usize, sampler: Sampler) -> Self {
+        let all: Vec<i64> = (0..labels.len() as i64).collect();
+        Self::over(&all, labels, k, sampler)
+    }
+
+    /// The images `pool` (indices into `labels`, the whole set's) only.
+    pub fn over(pool: &[i64], labels: &[i64], k: usize, sampler: Sampler) -> Self {
         let mut by_class = vec![Vec::new(); k];
-        for (i, &l) in labels.iter().enumerate() {
-            by_class[l as usize].push(i as i64);
+        for &i in pool {
+            by_class[labels[i as usize] as usize].push(i);
         }
         let present: Vec<usize> = (0..k).filter(|&c| !by_class[c].is_empty()).collect();
         let weight = |c: usize| match sampler {
@@ -32,7 +39,7 @@ impl Draws {
         });
         Self {
             sampler,
-            n: labels.len(),
+            pool: pool.to_vec(),
             by_class,
             classes,
         }
@@ -42,7 +49,7 @@ impl Draws {
     /// the others, as many draws as the balanced set would hold (classes × the largest count).
     pub fn default_epoch_size(&self) -> usize {
         match self.sampler {
-            Sampler::Uniform => self.n,
+            Sampler::Uniform => self.pool.len(),
             _ => {
                 let present = self.by_class.iter().filter(|c| !c.is_empty()).count();
                 present * self.by_class.iter().map(Vec::len).max().unwrap_or(0)
@@ -57,8 +64,8 @@ impl Draws {
         let mut out = Vec::with_capacity(size);
         match &self.classes {
             None => {
-                while out.len() < size && self.n > 0 {
-                    let mut order: Vec<i64> = (0..self.n as i64).collect();
+                while out.len() < size && !self.pool.is_empty() {
+                    let mut order = self.pool.clone();
                     order.shuffle(rng);
                     out.extend(order.into_iter().take(size - out.len()));
                 }

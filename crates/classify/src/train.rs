@@ -100,6 +100,8 @@ pub struct Plan {
     pub inputs: Vec<FileRecord>,
     /// How the network trains on `data.train`.
     pub recipe: Recipe,
+    /// Synthetic images as a capped share of their classes' draws.
+    pub syn: Option<crate::synthetic::SynPlan>,
 }
 
 impl Plan {
@@ -138,7 +140,21 @@ impl Plan {
         let layout = Layout::new(&args.common.artifacts);
         let data_dir = args.data.clone().unwrap_or_else(|| layout.dir(DATASET));
         let (_, out) = Self::paths(args);
-        let data = Data::load(train_path, &data_dir)?;
+        let mut data = Data::load(train_path, &data_dir)?;
+        let mut inputs_extra = Vec::new();
+        if let Some(p) = &args.synthetic {
+            let s = ImageSet::read_input(p, "synthetic", "pass filter's kept.safetensors")?;
+            s.ensure_matches(p, &data.train, &data.train_path)?;
+            for i in 0..s.len() {
+                data.train.push_from(
+                    s.image(i),
+                    s.labels[i],
+                    rebalance_core::imageset::source::SYNTHETIC,
+                );
+            }
+            inputs_extra.push(FileRecord::of_file(p, &p.display().to_string())?);
+        }
+        let syn = crate::synthetic::SynPlan::resolve(args, &data.train)?;
         let t = &data.train;
         let mut cfg = ClassifierConfig::new(
             args.model,
@@ -147,21 +163,37 @@ impl Plan {
             t.width as i64,
             t.classes.clone(),
         )?;
+        // With a synthetic share the sampler draws from the real images only.
+        let pool: Option<Vec<i64>> = syn.as_ref().map(|_| {
+            (0..t.len())
+                .filter(|&i| t.source_of(i) != rebalance_core::imageset::source::SYNTHETIC)
+                .map(|i| i as i64)
+                .collect()
+        });
         let recipe = Recipe::new(
             args,
             choice,
             &t.labels,
+            pool.as_deref(),
             t.classes.len(),
             t.channels as i64,
             device,
         )?;
-        cfg.training = Some(recipe.contract());
+        let mut training = recipe.contract();
+        training.synthetic = syn.as_ref().map(|s| s.contract(&t.classes));
+        if syn.as_ref().is_some_and(|s| s.count() == 0) {
+            tracing::warn!(
+                "--synthetic-share: the training set holds no synthetic image, so every draw is real"
+            );
+        }
+        cfg.training = Some(training);
         // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
         let rare = rare_classes_of(&data_dir, &cfg.classes, &t.counts());
-        let inputs = [&data.train_path, &data.val_path, &data.test_path]
+        let mut inputs = [&data.train_path, &data.val_path, &data.test_path]
             .iter()
             .map(|p| FileRecord::of_file(p, &p.display().to_string()))
             .collect::<Result<Vec<_>>>()?;
+        inputs.extend(inputs_extra);
         Ok(Self {
             args: args.clone(),
             device,
@@ -173,6 +205,7 @@ impl Plan {
             rare,
             inputs,
             recipe,
+            syn,
         })
     }
 }
@@ -280,6 +313,8 @@ struct Tensors {
     ytr: Tensor,
     xva: Tensor,
     yva: Tensor,
+    /// With a synthetic share: each training image's target `[N, K]` and loss weight `[N]`.
+    targets: Option<(Tensor, Tensor)>,
 }
 
 /// One epoch of the recipe's draws in a (seed, epoch)-determined order, each chunk of draws
@@ -296,7 +331,10 @@ fn train_epoch(
     // same batches.
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ epoch as u64);
-    let draws = r.draws.epoch(r.epoch_size, &mut rng);
+    let mut draws = r.draws.epoch(r.epoch_size, &mut rng);
+    if let Some(s) = &plan.syn {
+        s.swap(&mut draws, &plan.data.train.labels, epoch, &mut rng);
+    }
     tch::manual_seed((seed * 100_000 + epoch as u64) as i64);
     let batch = plan.args.batch.max(1) as usize;
     let beta = (r.choice.mixup > 0.0)
@@ -313,16 +351,35 @@ fn train_epoch(
             _ => r.online.apply(&xu8.to_kind(Kind::Float), &mut rng) / 127.5 - 1.0,
         };
         let y = t.ytr.index_select(0, &idx);
+        let tw = t
+            .targets
+            .as_ref()
+            .map(|(tt, w)| (tt.index_select(0, &idx), w.index_select(0, &idx)));
         for start in (0..chunk.len()).step_by(batch) {
             let len = batch.min(chunk.len() - start) as i64;
             let (xb, yb) = (
                 x.narrow(0, start as i64, len),
                 y.narrow(0, start as i64, len),
             );
+            let twb = tw.as_ref().map(|(tt, w)| {
+                (
+                    tt.narrow(0, start as i64, len),
+                    w.narrow(0, start as i64, len),
+                )
+            });
+            // The recipe's loss, or with a synthetic share the one with per-row targets and
+            // weights; `rows` reorders the batch's targets (mixup's partner).
+            let loss_of = |logits: &Tensor, rows: Option<&Tensor>| -> Tensor {
+                let pick = |v: &Tensor| rows.map_or(v.shallow_clone(), |p| v.index_select(0, p));
+                match &twb {
+                    None => r.loss(logits, &pick(&yb)),
+                    Some((tt, w)) => r.weighted_loss(logits, &pick(&yb), &pick(tt), &pick(w)),
+                }
+            };
             let (logits, loss) = match &beta {
                 None => {
                     let logits = sm.model.forward_t(&xb, true);
-                    let loss = r.loss(&logits, &yb);
+                    let loss = loss_of(&logits, None);
                     (logits, loss)
                 }
                 Some(b) => {
@@ -332,8 +389,8 @@ fn train_epoch(
                     let perm = Tensor::from_slice(&perm).to_device(plan.device);
                     let mixed = &xb * lam + xb.index_select(0, &perm) * (1.0 - lam);
                     let logits = sm.model.forward_t(&mixed, true);
-                    let loss = r.loss(&logits, &yb) * lam
-                        + r.loss(&logits, &yb.index_select(0, &perm)) * (1.0 - lam);
+                    let loss =
+                        loss_of(&logits, None) * lam + loss_of(&logits, Some(&perm)) * (1.0 - lam);
                     (logits, loss)
                 }
             };
@@ -362,7 +419,17 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
     let mut sm = SeedModel::new(plan, seed)?;
     let (xtr, ytr) = imageset_tensors(&plan.data.train, plan.device);
     let (xva, yva) = imageset_tensors(&plan.data.val, plan.device);
-    let t = Tensors { xtr, ytr, xva, yva };
+    let targets = match &plan.syn {
+        Some(s) => Some(s.targets(&plan.data.train, plan.device)?),
+        None => None,
+    };
+    let t = Tensors {
+        xtr,
+        ytr,
+        xva,
+        yva,
+        targets,
+    };
     let ckpt = dir.join("checkpoint.safetensors");
     let mut prog = if ckpt.exists() {
         let p = sm.load(&ckpt, plan.device)?;

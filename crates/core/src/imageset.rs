@@ -50,6 +50,23 @@ pub struct ImageSet {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Where each image came from ([`source`]'s kinds), when the set says: the optional
+    /// `source` tensor (u8 `[N]`). Absent: every image is real.
+    pub source: Option<Vec<u8>>,
+}
+
+/// The kinds of the `source` tensor.
+pub mod source {
+    /// A real image of the split.
+    pub const REAL: u8 = 0;
+    /// A copy of a real image (oversampling).
+    pub const REPEATED: u8 = 1;
+    /// A classical transform of a real (or synthetic) image.
+    pub const CLASSICAL: u8 = 2;
+    /// A generated image.
+    pub const SYNTHETIC: u8 = 3;
+    /// The names, by kind.
+    pub const NAMES: [&str; 4] = ["real", "repeated", "classical", "synthetic"];
 }
 
 impl ImageSet {
@@ -62,6 +79,7 @@ impl ImageSet {
             channels,
             height,
             width,
+            source: None,
         }
     }
 
@@ -85,11 +103,27 @@ impl ImageSet {
         &self.images[i * n..(i + 1) * n]
     }
 
-    /// Append one image; its length must be C·H·W.
+    /// Append one image; its length must be C·H·W. A set that records sources records it as real.
     pub fn push(&mut self, pixels: &[u8], label: i64) {
         assert_eq!(pixels.len(), self.image_len(), "image length mismatch");
         self.images.extend_from_slice(pixels);
         self.labels.push(label);
+        if let Some(s) = &mut self.source {
+            s.push(source::REAL);
+        }
+    }
+
+    /// Append one image of the given [`source`] kind (the set records sources from now on).
+    pub fn push_from(&mut self, pixels: &[u8], label: i64, kind: u8) {
+        let n = self.len();
+        self.push(pixels, label);
+        let s = self.source.get_or_insert_with(|| vec![source::REAL; n + 1]);
+        s[n] = kind;
+    }
+
+    /// Where image `i` came from.
+    pub fn source_of(&self, i: usize) -> u8 {
+        self.source.as_ref().map_or(source::REAL, |s| s[i])
     }
 
     /// Images per class, indexed by label.
@@ -122,6 +156,20 @@ impl ImageSet {
                 self.height,
                 self.width
             )));
+        }
+        if let Some(src) = &self.source {
+            if src.len() != self.labels.len() {
+                return Err(shape_err(format!(
+                    "`source` has {} entries for {} images",
+                    src.len(),
+                    self.labels.len()
+                )));
+            }
+            if let Some((i, k)) = src.iter().enumerate().find(|(_, &k)| k > source::SYNTHETIC) {
+                return Err(shape_err(format!(
+                    "`source`[{i}] is {k}; the kinds are 0 real, 1 repeated, 2 classical, 3 synthetic"
+                )));
+            }
         }
         if self.classes.is_empty() {
             return Err(ContractError::Classes {
@@ -165,8 +213,15 @@ impl ImageSet {
             serde_json::to_string(&self.classes).expect("strings serialise"),
         );
         meta.insert("contract_version".to_string(), CONTRACT_VERSION.to_string());
-        let bytes = safetensors::serialize([("images", images), ("labels", labels)], Some(meta))
-            .map_err(fmt)?;
+        let mut tensors = vec![("images", images), ("labels", labels)];
+        if let Some(src) = &self.source {
+            tensors.push((
+                "source",
+                safetensors::tensor::TensorView::new(Dtype::U8, vec![src.len()], src)
+                    .map_err(fmt)?,
+            ));
+        }
+        let bytes = safetensors::serialize(tensors, Some(meta)).map_err(fmt)?;
         Ok(canonical_safetensors(bytes))
     }
 
@@ -310,7 +365,20 @@ impl ImageSet {
                 ),
             });
         }
+        let source = match st.tensor("source") {
+            Err(_) => None,
+            Ok(t) if t.dtype() != Dtype::U8 => {
+                return Err(ContractError::Dtype {
+                    path: p(),
+                    name: "source",
+                    found: format!("{:?}", t.dtype()),
+                    expected: "U8",
+                })
+            }
+            Ok(t) => Some(t.data().to_vec()),
+        };
         let set = Self {
+            source,
             images: images.data().to_vec(),
             labels: labels
                 .data()

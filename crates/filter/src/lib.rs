@@ -15,7 +15,9 @@ use clap::Parser;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rebalance_core::contract::csv_bytes;
-use rebalance_core::contract::filter::{AcceptanceRow, FilterInfo, FilterMetrics, Reason, Score};
+use rebalance_core::contract::filter::{
+    AcceptanceRow, FilterInfo, FilterMetrics, Reason, Score, Select,
+};
 use rebalance_core::contract::layout::{file, Layout, DATASET, FILTERED, GENERATED, JUDGE};
 use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
 use rebalance_nn::models::Judge;
@@ -62,6 +64,16 @@ pub struct Args {
     /// Drop near-copies instead of only flagging them.
     #[arg(long)]
     pub drop_copies: bool,
+    /// Which of the images that pass the gate to keep: `confident` (all, or the --top-k most
+    /// confident), `informative` (the --top-k that a classifier trained on the real split alone,
+    /// --plain, is least sure of), `diverse` (a greedy k-centre cover of --top-k in the judge's
+    /// feature space). Without --top-k, informative and diverse keep half of each class's.
+    #[arg(long, value_enum, default_value_t = Select::Confident)]
+    pub select: Select,
+    /// The real-only classifier of `--select informative` [default: the judge's `real`
+    /// candidate, <judge>/recipes/real].
+    #[arg(long, value_name = "DIR")]
+    pub plain: Option<PathBuf>,
     /// Real split the Fréchet distances are measured against.
     #[arg(long, default_value = "val", value_parser = ["val", "train"])]
     pub reference: String,
@@ -142,6 +154,44 @@ pub fn gate(
     out
 }
 
+/// `--select informative`: the `quota` candidates the real-only classifier is least sure of
+/// (lowest probability of the intended class; the lower index first on ties).
+pub fn pick_informative(cands: &[usize], plain_prob: &[f64], quota: usize) -> Vec<usize> {
+    let mut v = cands.to_vec();
+    v.sort_by(|&a, &b| plain_prob[a].total_cmp(&plain_prob[b]).then(a.cmp(&b)));
+    v.truncate(quota);
+    v.sort_unstable();
+    v
+}
+
+/// `--select diverse`: a greedy k-centre cover (Gonzalez 1985) of the rows of `features`
+/// (`[m, F]`): start from row `first`, then repeatedly add the row farthest from every row
+/// chosen so far, `quota` rows in all. Returns row positions in the order chosen.
+pub fn pick_diverse(features: &Tensor, first: usize, quota: usize) -> Vec<usize> {
+    let m = features.size()[0] as usize;
+    let quota = quota.min(m);
+    if quota == 0 {
+        return Vec::new();
+    }
+    let f = features.to_kind(Kind::Float);
+    let dist_to = |i: usize| {
+        (&f - f.get(i as i64).unsqueeze(0))
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+    };
+    let mut chosen = vec![first];
+    let mut nearest = dist_to(first);
+    while chosen.len() < quota {
+        let next = nearest.argmax(0, false).int64_value(&[]) as usize;
+        if chosen.contains(&next) || nearest.double_value(&[next as i64]) <= 0.0 {
+            break; // every remaining row is a duplicate of a chosen one
+        }
+        chosen.push(next);
+        nearest = nearest.minimum(&dist_to(next));
+    }
+    chosen
+}
+
 /// The images of class `c` (among those with `keep[i]`, when given).
 fn select_class(images: &Tensor, labels: &[i64], c: i64, keep: Option<&[bool]>) -> Tensor {
     let idx: Vec<i64> = (0..labels.len())
@@ -176,6 +226,8 @@ struct Plan {
     out: PathBuf,
     gate: Gate,
     judge: Judge,
+    /// `--select informative`'s real-only classifier.
+    plain: Option<Judge>,
     generated: ImageSet,
     train: ImageSet,
     reference: ImageSet,
@@ -217,6 +269,20 @@ impl Plan {
         }
         let judge = Judge::load(&judge_dir, device)?;
         judge.check_compatible(&generated, &gen_path)?;
+        let plain = match args.select {
+            Select::Informative => {
+                let dir = args
+                    .plain
+                    .clone()
+                    .unwrap_or_else(|| judge_dir.join("recipes").join("real"));
+                let p = Judge::load(&dir, device).map_err(|e| {
+                    e.context("--select informative needs a classifier trained on the real split alone: --plain DIR (default: the judge's `real` candidate)")
+                })?;
+                p.check_compatible(&generated, &gen_path)?;
+                Some(p)
+            }
+            _ => None,
+        };
         let hint = "run ingest first, or pass --data";
         let train = ImageSet::read_input(&train_path, "real training set", hint)?;
         judge.check_compatible(&train, &train_path)?;
@@ -236,11 +302,13 @@ impl Plan {
             gate: Gate {
                 threshold: args.threshold,
                 max_confidence: args.max_confidence,
-                top_k: args.top_k,
+                // informative and diverse use --top-k as their quota instead.
+                top_k: args.top_k.filter(|_| args.select == Select::Confident),
                 cap: args.cap,
                 drop_copies: args.drop_copies,
             },
             judge,
+            plain,
             generated,
             train,
             reference,
@@ -269,12 +337,36 @@ fn score(plan: &Plan, t: &Tensors) -> Result<Vec<Score>> {
     let intended: Vec<usize> = generated.labels.iter().map(|&l| l as usize).collect();
     let (dist, nn_idx) = quality::nearest(&t.generated, &t.train, plan.device);
     let near_copy: Vec<bool> = dist.iter().map(|&d| d < plan.args.copy_threshold).collect();
-    let reasons = gate(
+    let mut reasons = gate(
         &probs,
         &intended,
         &near_copy,
         &plan.gate,
         plan.args.common.seed,
+    );
+    let plain_prob: Option<Vec<f64>> = match &plan.plain {
+        Some(p) => {
+            let pr = p
+                .probs(&t.generated, plan.args.batch)
+                .to_kind(Kind::Double)
+                .to_device(Device::Cpu);
+            let flat = Vec::<f64>::try_from(pr.view([-1]))?;
+            Some(
+                flat.chunks(classes.len())
+                    .zip(&intended)
+                    .map(|(r, &c)| r[c])
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    select(
+        plan,
+        t,
+        &probs,
+        &intended,
+        plain_prob.as_deref(),
+        &mut reasons,
     );
     Ok((0..generated.len())
         .map(|i| {
@@ -290,9 +382,62 @@ fn score(plan: &Plan, t: &Tensors) -> Result<Vec<Score>> {
                 near_copy: near_copy[i],
                 kept: reasons[i].kept(),
                 reason: reasons[i],
+                plain_prob: plain_prob.as_ref().map(|p| p[i]),
             }
         })
         .collect())
+}
+
+/// `--select informative|diverse`: per class, the quota (--top-k, else half) of the images the
+/// gate kept; the others become `not-selected`.
+fn select(
+    plan: &Plan,
+    t: &Tensors,
+    probs: &[Vec<f64>],
+    intended: &[usize],
+    plain_prob: Option<&[f64]>,
+    reasons: &mut [Reason],
+) {
+    let how = plan.args.select;
+    if how == Select::Confident {
+        return;
+    }
+    for (c, _) in plan.generated.classes.iter().enumerate() {
+        let cands: Vec<usize> = (0..intended.len())
+            .filter(|&i| intended[i] == c && reasons[i].kept())
+            .collect();
+        if cands.is_empty() {
+            continue;
+        }
+        let quota = plan.args.top_k.unwrap_or(cands.len().div_ceil(2));
+        let chosen: Vec<usize> = match (how, plain_prob) {
+            (Select::Informative, Some(pp)) => pick_informative(&cands, pp, quota),
+            _ => {
+                let idx: Vec<i64> = cands.iter().map(|&i| i as i64).collect();
+                let x = t
+                    .generated
+                    .index_select(0, &Tensor::from_slice(&idx).to_device(plan.device));
+                let f = plan.judge.features(&x, plan.args.batch);
+                // The most confident image first, then the farthest from those chosen.
+                let first = (0..cands.len())
+                    .max_by(|&a, &b| {
+                        probs[cands[a]][c]
+                            .total_cmp(&probs[cands[b]][c])
+                            .then(b.cmp(&a))
+                    })
+                    .unwrap_or(0);
+                pick_diverse(&f, first, quota)
+                    .into_iter()
+                    .map(|p| cands[p])
+                    .collect()
+            }
+        };
+        for &i in &cands {
+            if !chosen.contains(&i) {
+                reasons[i] = Reason::NotSelected;
+            }
+        }
+    }
 }
 
 /// Median of a list (NaN when empty).
@@ -349,6 +494,7 @@ fn class_quality(
         diversity_generated: diversity_u8(&gen_c, 500, device),
         diversity_kept: diversity_u8(&kept_c, 500, device),
         diversity_real: diversity_u8(&ref_c, 500, device),
+        selected_by: plan.args.select.to_string(),
     }
 }
 
@@ -541,6 +687,37 @@ fn acceptance_table(per_class: &[AcceptanceRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn informative_keeps_what_the_plain_model_is_least_sure_of() {
+        let plain = [0.9, 0.1, 0.5, 0.05, 0.7, 0.1];
+        // Candidates 0, 1, 2, 4, 5 (3 did not pass the gate): the two least sure are 1 and 5
+        // (0.1 each; the lower index first on the tie, then 2 at 0.5).
+        assert_eq!(pick_informative(&[0, 1, 2, 4, 5], &plain, 2), [1, 5]);
+        assert_eq!(pick_informative(&[0, 1, 2, 4, 5], &plain, 3), [1, 2, 5]);
+        assert_eq!(pick_informative(&[0, 4], &plain, 5), [0, 4]);
+    }
+
+    #[test]
+    fn diverse_covers_the_clusters_before_any_near_duplicate() {
+        // Three tight clusters in 2-D: rows 0-3 near (0,0), 4-5 near (10,0), 6 at (0,10).
+        let f = Tensor::from_slice(&[
+            0.0f32, 0.0, 0.1, 0.0, 0.0, 0.1, 0.1, 0.1, 10.0, 0.0, 10.1, 0.0, 0.0, 10.0,
+        ])
+        .view([7, 2]);
+        let picked = pick_diverse(&f, 0, 3);
+        assert_eq!(picked[0], 0);
+        let mut rest = picked[1..].to_vec();
+        rest.sort_unstable();
+        assert!(
+            (rest == [4, 6] || rest == [5, 6]),
+            "one of each other cluster, not a neighbour of 0: {picked:?}"
+        );
+        assert_eq!(pick_diverse(&f, 0, 10).len(), 7);
+        // Identical rows: it stops rather than pick a duplicate twice.
+        let same = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
+        assert_eq!(pick_diverse(&same, 2, 3), [2]);
+    }
 
     fn g(threshold: f64) -> Gate {
         Gate {

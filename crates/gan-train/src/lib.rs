@@ -149,10 +149,29 @@ pub struct TrainArgs {
     /// 0 = off.
     #[arg(long, default_value_t = 0.0)]
     pub mode_seeking: f64,
+    /// Which real distance caps the mode-seeking term: `class` (the mean distance between two
+    /// real images of the class) or `source` (dagan: the distance between the pair's source and
+    /// its real partner, so variations of one image stay as close to it as a real partner is).
+    #[arg(long, value_enum, default_value_t = MsCap::Class)]
+    pub ms_cap: MsCap,
     /// How G takes the label: `concat` (an embedding concatenated to the noise) or `cbn`
     /// (class-conditional batch norm, de Vries et al. 2017).
     #[arg(long, value_enum, default_value_t = Conditioning::Concat)]
     pub conditioning: Conditioning,
+    /// Learning-rate multiplier of the class terms (γ, β) of class-conditional batch norm: they
+    /// start at 0, and at G's rate the label is learned too slowly to be kept.
+    #[arg(long, default_value_t = 1.0, value_name = "M")]
+    pub cbn_lr_mult: f64,
+    /// Weight of an auxiliary-classifier term in G's loss (AC-GAN, Odena et al. 2017): the
+    /// cross-entropy of the frozen judge (--judge) on G's images against their label, so G
+    /// cannot drop the label. 0 = off.
+    #[arg(long, default_value_t = 0.0, value_name = "W", requires = "judge")]
+    pub ac_weight: f64,
+    /// Train on real images transformed afresh every step, as classify's online augmentation
+    /// (`affine`, `affine+elastic`, …, with augment's ranges): the GAN learns the augmented
+    /// distribution. Unlike DiffAugment it changes the real data only. `none` = off.
+    #[arg(long, value_enum, default_value_t = rebalance_nn::transforms::OnlineAugment::None)]
+    pub real_augment: rebalance_nn::transforms::OnlineAugment,
     /// Spectral normalisation of D's convolutions and output layer (Miyato et al. 2018,
     /// "Spectral Normalization for Generative Adversarial Networks").
     #[arg(long)]
@@ -171,7 +190,8 @@ pub struct TrainArgs {
     /// the FER2013 study's perceptual warm-up. Needs --judge.
     #[arg(long, default_value_t = 0, requires = "judge")]
     pub warmup_steps: u64,
-    /// The judge (a classify output folder) whose feature space the warm-up uses.
+    /// The judge (a classify output folder) whose feature space the warm-up uses, and whose
+    /// classifier the --ac-weight term asks.
     #[arg(long)]
     pub judge: Option<PathBuf>,
     /// DiffAugment ops applied to real and fake images before D (comma-separated; `none`).
@@ -211,6 +231,16 @@ pub struct TrainArgs {
     pub threads: i32,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `--ms-cap`: the real distance that caps the mode-seeking term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MsCap {
+    /// The mean distance between two real images of the class.
+    Class,
+    /// dagan: the distance between the source and its real partner.
+    Source,
 }
 
 /// The adversarial loss of bce-trained models.

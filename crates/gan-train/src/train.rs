@@ -68,8 +68,11 @@ pub(crate) struct Plan {
     /// D (critic) steps per G step.
     n_d: u32,
     policy: Vec<Aug>,
-    /// The judge whose feature space the warm-up matches (`--warmup-steps`).
+    /// The judge whose feature space the warm-up matches (`--warmup-steps`) and whose
+    /// classifier the `--ac-weight` term asks.
     judge: Option<Judge>,
+    /// `--real-augment`: the transform of real batches.
+    real_augment: Option<rebalance_nn::transforms::Online>,
 }
 
 impl Plan {
@@ -95,7 +98,7 @@ impl Plan {
         let set = ImageSet::read(&data)?;
         let trained = choose_classes(&set, &data, args)?;
         let judge = match &args.judge {
-            Some(dir) if args.warmup_steps > 0 => {
+            Some(dir) if args.warmup_steps > 0 || args.ac_weight > 0.0 => {
                 let mut j = Judge::load(dir, device)?;
                 j.check_compatible(&set, &data)?;
                 j.freeze();
@@ -127,6 +130,19 @@ impl Plan {
         };
         cfg.stages()?;
         let default_d_steps = if args.model == GanKind::WganGp { 5 } else { 1 };
+        let real_augment = (args.real_augment != rebalance_nn::transforms::OnlineAugment::None)
+            .then(|| {
+                rebalance_nn::transforms::Online::new(
+                    args.real_augment,
+                    Default::default(),
+                    rebalance_nn::transforms::Elastic {
+                        alpha: 34.0,
+                        sigma: 4.0,
+                    },
+                    0.125,
+                    set.channels as i64,
+                )
+            });
         Ok(Self {
             args: args.clone(),
             device,
@@ -138,6 +154,7 @@ impl Plan {
             n_d: args.d_steps.unwrap_or(default_d_steps).max(1),
             policy: args.diffaug.iter().flatten().copied().collect(),
             judge,
+            real_augment,
         })
     }
 }
@@ -160,6 +177,26 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
     }
     if args.mode_seeking > 0.0 && args.batch < 2 {
         bail!("--mode-seeking compares pairs of samples: --batch must be at least 2");
+    }
+    if args.ms_cap == crate::MsCap::Source && !args.model.image_conditioned() {
+        bail!("--ms-cap source caps the mode-seeking term by a source's real partner; only --model dagan has sources");
+    }
+    for (flag, v) in [
+        ("--cbn-lr-mult", args.cbn_lr_mult),
+        ("--ac-weight", args.ac_weight),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("{flag} must be a number ≥ 0, not {v}");
+        }
+    }
+    if args.cbn_lr_mult != 1.0 && args.conditioning != crate::Conditioning::Cbn {
+        bail!("--cbn-lr-mult scales class-conditional batch norm's class terms: add --conditioning cbn");
+    }
+    if args.ac_weight > 0.0 && !(args.model.conditional() || args.model.image_conditioned()) {
+        bail!(
+            "--ac-weight asks the judge for the label of G's images; {} makes unlabelled images",
+            args.model
+        );
     }
     if !args.model.translates() && (args.from != "auto" || args.to != "auto") {
         bail!(
@@ -379,7 +416,14 @@ impl Nets {
         let mut ema_vs = VarStore::new(device);
         let ema = Generator::new(ema_vs.root(), cfg)?;
         ema_vs.copy(&g_vs)?;
-        let opt_g = Adam::new(&g_vs, args.lr_g, args.beta1, args.beta2);
+        let mut opt_g = Adam::new(&g_vs, args.lr_g, args.beta1, args.beta2);
+        if args.cbn_lr_mult != 1.0 {
+            // Class-conditional batch norm's per-class γ and β (`…/gamma.weight`, `…/beta.weight`).
+            opt_g.set_lr_mult(
+                |name| name.ends_with("gamma.weight") || name.ends_with("beta.weight"),
+                args.cbn_lr_mult,
+            );
+        }
         let opt_d = Adam::new(&d_vs, args.lr_d, args.beta1, args.beta2);
         let ema_pairs = io::named_vars(&ema_vs, "")
             .into_iter()
@@ -702,7 +746,7 @@ fn mean_pairwise_l1(x: &Tensor) -> f64 {
 /// labels, different noise): mean over pairs of |z1 − z2| / min(|G(z1) − G(z2)|, cap), where the
 /// cap is the real images' mean distance within the pair's class. Past the cap the term is
 /// constant, so it never pushes G beyond real variety.
-fn mode_seeking(fake: &Tensor, z: &Tensor, y: &Tensor, l1_by_label: &Tensor) -> Tensor {
+fn mode_seeking(fake: &Tensor, z: &Tensor, cap: &Tensor) -> Tensor {
     let h = fake.size()[0] / 2;
     let d_img = (fake.narrow(0, 0, h) - fake.narrow(0, h, h))
         .abs()
@@ -711,8 +755,7 @@ fn mode_seeking(fake: &Tensor, z: &Tensor, y: &Tensor, l1_by_label: &Tensor) -> 
     let d_z = (z.narrow(0, 0, h) - z.narrow(0, h, h))
         .abs()
         .mean_dim(1, false, Kind::Float);
-    let cap = l1_by_label.index_select(0, &y.narrow(0, 0, h));
-    (d_z / (d_img.minimum(&cap) + 1e-5)).mean(Kind::Float)
+    (d_z / (d_img.minimum(cap) + 1e-5)).mean(Kind::Float)
 }
 
 fn bce(logits: &Tensor, target: f64) -> Tensor {
@@ -767,7 +810,14 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     };
     let mut last = None;
     for k in 0..plan.n_d {
-        let real_b = real.batch(plan, &mut rng);
+        let mut real_b = real.batch(plan, &mut rng);
+        if let Some(online) = &plan.real_augment {
+            let t = |x: &Tensor, rng: &mut ChaCha8Rng| {
+                online.apply(&((x + 1.0) * 127.5), rng) / 127.5 - 1.0
+            };
+            real_b.x = t(&real_b.x, &mut rng);
+            real_b.src = real_b.src.as_ref().map(|s| t(s, &mut rng));
+        }
         let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
         let yg = pair_up(&real_b.y);
         let src = real_b.src.as_ref().map(pair_up);
@@ -800,13 +850,24 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         nets.opt_d.zero_grad();
         loss.backward();
         nets.opt_d.step();
+        // The mode-seeking cap of each pair (the first half of the batch).
+        let cap = seeking.then(|| {
+            let h = b / 2;
+            match (args.ms_cap, &real_b.src) {
+                (crate::MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
+                    .abs()
+                    .flatten(1, -1)
+                    .mean_dim(1, false, Kind::Float),
+                _ => real.l1_by_label.index_select(0, &yg.narrow(0, 0, h)),
+            }
+        });
         last = Some((
             (l_real, l_fake, gp),
             (d_real.detach(), d_fake.detach()),
-            (fake, yg, src, z),
+            (fake, yg, src, z, cap),
         ));
     }
-    let ((l_real, l_fake, gp), (d_real, d_fake), (fake, y, src, z)) = last.expect("n_d ≥ 1");
+    let ((l_real, l_fake, gp), (d_real, d_fake), (fake, y, src, z, cap)) = last.expect("n_d ≥ 1");
     let d_g = nets
         .d
         .forward_scaled(&aug(&d_input(src.as_ref(), &fake)), &y, cond, true);
@@ -815,8 +876,16 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     } else {
         bce(&d_g, 1.0)
     };
-    if seeking {
-        g_loss += mode_seeking(&fake, &z, &y, &real.l1_by_label) * args.mode_seeking;
+    if let Some(cap) = &cap {
+        g_loss += mode_seeking(&fake, &z, cap) * args.mode_seeking;
+    }
+    if args.ac_weight > 0.0 {
+        let judge = plan
+            .judge
+            .as_ref()
+            .expect("Plan::resolve loads the judge when --ac-weight > 0");
+        let logits = judge.model.forward_t(&fake, false);
+        g_loss += logits.cross_entropy_for_logits(&y) * args.ac_weight;
     }
     g_update(nets, &g_loss, args, step);
     StepOut {

@@ -162,8 +162,25 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let judge = random_judge(&tmp.path().join("judge"), 16);
     let warm = ["--warmup-steps", "3", "--judge", s(&judge)];
     let cbn = ["--conditioning", "cbn", "--transition", "1,3"];
+    // Issue 25's levers: CBN with a faster rate for its class terms, the judge's auxiliary
+    // classifier term, DAGAN's mode-seeking cap by the source's real partner, and real
+    // batches under classify's online augmentation.
+    let cbn_lr = ["--conditioning", "cbn", "--cbn-lr-mult", "10"];
+    let ac = ["--ac-weight", "0.5", "--judge", s(&judge)];
+    let src_cap = [
+        "--minibatch-std",
+        "--mode-seeking",
+        "1",
+        "--ms-cap",
+        "source",
+    ];
+    let online = ["--real-augment", "affine+elastic"];
     for (name, model, flags) in [
         ("cgan", "cgan", &[][..]),
+        ("cbn-lr", "cgan", &cbn_lr[..]),
+        ("ac", "cgan", &ac[..]),
+        ("dagan-source-cap", "dagan", &src_cap[..]),
+        ("real-augment", "cgan", &online[..]),
         ("wgan-gp", "wgan-gp", &[][..]),
         ("msgan", "cgan", &diverse[..]),
         ("sn-hinge-transition", "cgan", &stable[..]),

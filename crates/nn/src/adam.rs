@@ -16,6 +16,8 @@ pub struct Adam {
     params: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Per parameter, a multiplier of `lr` (1 for all but those [`Adam::set_lr_mult`] chose).
+    lr_mult: Vec<f64>,
 }
 
 impl Adam {
@@ -30,7 +32,9 @@ impl Adam {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        let lr_mult = vec![1.0; params.len()];
         Self {
+            lr_mult,
             lr,
             beta1,
             beta2,
@@ -39,6 +43,15 @@ impl Adam {
             params,
             m,
             v,
+        }
+    }
+
+    /// Train the parameters whose names `pick` accepts at `mult` × the learning rate.
+    pub fn set_lr_mult(&mut self, pick: impl Fn(&str) -> bool, mult: f64) {
+        for ((name, _), m) in self.params.iter().zip(&mut self.lr_mult) {
+            if pick(name) {
+                *m = mult;
+            }
         }
     }
 
@@ -56,7 +69,13 @@ impl Adam {
         let step_size = self.lr / bc1;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         tch::no_grad(|| {
-            for (((_, p), m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            for ((((_, p), m), v), mult) in self
+                .params
+                .iter_mut()
+                .zip(&mut self.m)
+                .zip(&mut self.v)
+                .zip(&self.lr_mult)
+            {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
@@ -68,7 +87,7 @@ impl Adam {
                 let mut denom = v.sqrt();
                 let _ = denom.g_div_scalar_(bc2.sqrt());
                 let _ = denom.g_add_scalar_(eps);
-                let _ = denom.g_mul_scalar_(-1.0 / step_size);
+                let _ = denom.g_mul_scalar_(-1.0 / (step_size * mult));
                 let _ = p.addcdiv_(m, &denom);
             }
         });

@@ -250,7 +250,7 @@ macro_rules! display_by_value {
         }
     )*};
 }
-display_by_value!(OnlineAugment, Sampler, Loss);
+display_by_value!(OnlineAugment, Sampler, Loss, SyntheticLabels);
 
 /// How a classifier was trained: `config.json` `training`, `metrics.json` `recipe`, and each
 /// candidate of `recipes.json`.
@@ -274,6 +274,39 @@ pub struct TrainingRecipe {
     /// Mixup's α (0: off).
     #[serde(default)]
     pub mixup: f64,
+    /// Synthetic images as a capped share of their classes' draws (`--synthetic-share`);
+    /// absent when the training set is one pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticRecipe>,
+}
+
+/// `classify --synthetic-labels`: the targets synthetic images train with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyntheticLabels {
+    /// The generator's label, one-hot.
+    #[default]
+    Hard,
+    /// The teacher's (the judge's seeds') mean softmax at temperature T.
+    Soft,
+}
+
+/// How synthetic images enter training (`TrainingRecipe::synthetic`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyntheticRecipe {
+    /// The chance that a draw of a class with synthetic images takes one of them.
+    pub share: f64,
+    /// Their loss weight.
+    pub weight: f64,
+    /// The first epoch (1-based) that draws them.
+    pub from_epoch: usize,
+    pub labels: SyntheticLabels,
+    /// Softmax temperature of soft labels.
+    pub temperature: f64,
+    /// The teacher's folders (soft labels), one per judge seed.
+    pub teachers: Vec<String>,
+    /// Synthetic images per class.
+    pub per_class: BTreeMap<String, usize>,
 }
 
 impl TrainingRecipe {
@@ -299,6 +332,22 @@ impl TrainingRecipe {
         }
         if self.mixup > 0.0 {
             parts.push(format!("mixup (α {})", self.mixup));
+        }
+        if let Some(s) = &self.synthetic {
+            let mut syn = format!(
+                "synthetic images as a {:.0}% share of their classes' draws",
+                100.0 * s.share
+            );
+            if s.labels == SyntheticLabels::Soft {
+                syn.push_str(&format!(" with soft teacher labels (T {})", s.temperature));
+            }
+            if s.weight != 1.0 {
+                syn.push_str(&format!(", loss weight {}", s.weight));
+            }
+            if s.from_epoch > 1 {
+                syn.push_str(&format!(", from epoch {}", s.from_epoch));
+            }
+            parts.push(syn);
         }
         parts.join(", ")
     }

@@ -22,6 +22,34 @@ pub enum Reason {
     TopK,
     /// Beyond `--cap` of its class (a random subset is kept).
     Cap,
+    /// Passed the gate, but `--select informative|diverse` chose others of its class.
+    NotSelected,
+}
+
+/// `filter --select`: which of the images that pass the gate are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Select {
+    /// All of them (or the `--top-k` most confident).
+    #[default]
+    Confident,
+    /// Those a classifier trained on the real split alone is least sure of (the judge agrees
+    /// on the class, the plain model does not yet know it): the informative ones.
+    Informative,
+    /// A greedy k-centre cover of them in the judge's feature space, so that near-duplicates
+    /// of each other do not fill the quota.
+    Diverse,
+}
+
+impl std::fmt::Display for Select {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        f.write_str(
+            self.to_possible_value()
+                .expect("no skipped variants")
+                .get_name(),
+        )
+    }
 }
 
 impl Reason {
@@ -45,6 +73,9 @@ pub struct Score {
     pub near_copy: bool,
     pub kept: bool,
     pub reason: Reason,
+    /// `--select informative`: the real-only classifier's probability of the intended class.
+    #[serde(default)]
+    pub plain_prob: Option<f64>,
 }
 
 /// A row of `acceptance.csv`: per class, the gate's acceptance and the quality of the images.
@@ -73,6 +104,9 @@ pub struct AcceptanceRow {
     pub diversity_generated: Option<f64>,
     pub diversity_kept: Option<f64>,
     pub diversity_real: Option<f64>,
+    /// How the kept images were chosen among those that passed the gate (`--select`).
+    #[serde(default)]
+    pub selected_by: String,
 }
 
 impl AcceptanceRow {
@@ -85,6 +119,7 @@ impl AcceptanceRow {
         let o = |v: Option<f64>, d| v.map(|x| r(x, d));
         Self {
             class: self.class.clone(),
+            selected_by: self.selected_by.clone(),
             acceptance: r(self.acceptance, 4),
             mean_confidence: r(self.mean_confidence, 4),
             fd_generated: o(self.fd_generated, 3),
