@@ -85,27 +85,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let plans = resolve(args)?;
     let out = plans[0].1.out.clone();
     let _lock = rebalance_core::stage_lock::StageLock::share("classify", &out)?;
-    let mut inputs: Vec<FileRecord> = Vec::new();
-    for (_, p) in &plans {
-        for r in &p.inputs {
-            if !inputs.iter().any(|i| i.path == r.path) {
-                inputs.push(r.clone());
-            }
-        }
-    }
+    let inputs = union_inputs(&plans);
+    let device = device_name(plans[0].1.device);
     info!(
-        "classify: {} recipe(s), {} seed(s) each, chosen on val macro-F1 → {}, device {}",
+        "classify: {} recipe(s), {} seed(s) each, chosen on val macro-F1 → {}, device {device}",
         plans.len(),
         args.seeds,
-        out.display(),
-        device_name(plans[0].1.device)
+        out.display()
     );
     let work = partial_dir(&out);
     let key = RunKey::new(
         serde_json::to_value(args)?,
         &["/common/quiet"],
         inputs.clone(),
-        &device_name(plans[0].1.device),
+        &device,
     );
     if key.claim(&work)? == Claim::Resume {
         info!(
@@ -113,47 +106,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             work.display()
         );
     }
-    let mut results = Vec::new();
-    let mut all_runs = Vec::new();
-    for (preset, plan) in &plans {
-        let dir = work.join("recipes").join(preset.name);
-        info!(
-            "recipe {}: {} on {}",
-            preset.name,
-            plan.recipe.contract().describe(),
-            plan.data.train_path.display()
-        );
-        let runs = train_seeds(plan, &dir)?;
-        write_outputs(plan, &runs, &dir)?;
-        results.push(result_of(preset, plan, &runs));
-        all_runs.push(runs);
-    }
-    let chosen = choose(&results)
-        .expect("at least one candidate")
-        .name
-        .clone();
-    let at = results
-        .iter()
-        .position(|r| r.name == chosen)
-        .expect("chosen");
-    let src = work.join("recipes").join(&chosen);
-    for f in TOP_LEVEL {
-        std::fs::copy(src.join(f), work.join(f))
-            .with_context(|| format!("copying {}", src.join(f).display()))?;
-    }
-    let selection = RecipeSelection {
-        chosen: chosen.clone(),
-        by: format!("val {BY} (mean over seeds; ties go to the earlier candidate)"),
-        candidates: results,
-    };
-    write_json(&work.join(RECIPES_JSON), &selection)?;
-    let table = table(&selection, args.seeds as usize);
-    write_atomic(&work.join("recipes.txt"), table.as_bytes())?;
+    let (results, all_runs) = train_all(&plans, &work)?;
+    let (selection, table) = write_selection(&work, results, args.seeds as usize)?;
     RunKey::release(&work)?;
-    let (plan, runs) = (&plans[at].1, &all_runs[at]);
-    write_manifest(plan, runs, &work, started, |m| {
+    let at = selection
+        .candidates
+        .iter()
+        .position(|r| r.name == selection.chosen)
+        .expect("chosen");
+    write_manifest(&plans[at].1, &all_runs[at], &work, started, |m| {
         m.inputs = inputs;
-        m.metrics.insert("recipe".into(), serde_json::json!(chosen));
+        m.metrics
+            .insert("recipe".into(), serde_json::json!(selection.chosen));
         for r in &selection.candidates {
             for (split, v) in [("val", &r.val), ("test", &r.test)] {
                 if let Some((mean, _)) = v.get(BY) {
@@ -166,10 +130,75 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     swap_into(&work, &out)?;
     println!("{table}");
     println!(
-        "classify: chose `{chosen}` on validation; outputs in {}",
+        "classify: chose `{}` on validation; outputs in {}",
+        selection.chosen,
         out.display()
     );
     Ok(())
+}
+
+/// Every candidate's input files, each once.
+fn union_inputs(plans: &[(&'static Preset, Plan)]) -> Vec<FileRecord> {
+    let mut inputs: Vec<FileRecord> = Vec::new();
+    for (_, p) in plans {
+        for r in &p.inputs {
+            if !inputs.iter().any(|i| i.path == r.path) {
+                inputs.push(r.clone());
+            }
+        }
+    }
+    inputs
+}
+
+/// Train (or reuse) every candidate's seeds in `work/recipes/<name>/` and write its outputs
+/// there; each one's result and runs.
+fn train_all(
+    plans: &[(&'static Preset, Plan)],
+    work: &Path,
+) -> Result<(Vec<RecipeResult>, Vec<Vec<SeedRun>>)> {
+    let mut results = Vec::new();
+    let mut all_runs = Vec::new();
+    for (preset, plan) in plans {
+        let dir = work.join("recipes").join(preset.name);
+        info!(
+            "recipe {}: {} on {}",
+            preset.name,
+            plan.recipe.contract().describe(),
+            plan.data.train_path.display()
+        );
+        let runs = train_seeds(plan, &dir)?;
+        write_outputs(plan, &runs, &dir)?;
+        results.push(result_of(preset, plan, &runs));
+        all_runs.push(runs);
+    }
+    Ok((results, all_runs))
+}
+
+/// Choose, copy the chosen candidate's files to the top of `work`, and write `recipes.json` and
+/// `recipes.txt`; the selection and its table.
+fn write_selection(
+    work: &Path,
+    results: Vec<RecipeResult>,
+    seeds: usize,
+) -> Result<(RecipeSelection, String)> {
+    let chosen = choose(&results)
+        .expect("at least one candidate")
+        .name
+        .clone();
+    let src = work.join("recipes").join(&chosen);
+    for f in TOP_LEVEL {
+        std::fs::copy(src.join(f), work.join(f))
+            .with_context(|| format!("copying {}", src.join(f).display()))?;
+    }
+    let selection = RecipeSelection {
+        chosen,
+        by: format!("val {BY} (mean over seeds; ties go to the earlier candidate)"),
+        candidates: results,
+    };
+    write_json(&work.join(RECIPES_JSON), &selection)?;
+    let table = table(&selection, seeds);
+    write_atomic(&work.join("recipes.txt"), table.as_bytes())?;
+    Ok((selection, table))
 }
 
 fn result_of(preset: &Preset, plan: &Plan, runs: &[SeedRun]) -> RecipeResult {

@@ -141,19 +141,7 @@ impl Plan {
         let data_dir = args.data.clone().unwrap_or_else(|| layout.dir(DATASET));
         let (_, out) = Self::paths(args);
         let mut data = Data::load(train_path, &data_dir)?;
-        let mut inputs_extra = Vec::new();
-        if let Some(p) = &args.synthetic {
-            let s = ImageSet::read_input(p, "synthetic", "pass filter's kept.safetensors")?;
-            s.ensure_matches(p, &data.train, &data.train_path)?;
-            for i in 0..s.len() {
-                data.train.push_from(
-                    s.image(i),
-                    s.labels[i],
-                    rebalance_core::imageset::source::SYNTHETIC,
-                );
-            }
-            inputs_extra.push(FileRecord::of_file(p, &p.display().to_string())?);
-        }
+        let inputs_extra = add_synthetic(args, &mut data)?;
         let syn = crate::synthetic::SynPlan::resolve(args, &data.train)?;
         let t = &data.train;
         let mut cfg = ClassifierConfig::new(
@@ -163,29 +151,7 @@ impl Plan {
             t.width as i64,
             t.classes.clone(),
         )?;
-        // With a synthetic share the sampler draws from the real images only.
-        let pool: Option<Vec<i64>> = syn.as_ref().map(|_| {
-            (0..t.len())
-                .filter(|&i| t.source_of(i) != rebalance_core::imageset::source::SYNTHETIC)
-                .map(|i| i as i64)
-                .collect()
-        });
-        let recipe = Recipe::new(
-            args,
-            choice,
-            &t.labels,
-            pool.as_deref(),
-            t.classes.len(),
-            t.channels as i64,
-            device,
-        )?;
-        let mut training = recipe.contract();
-        training.synthetic = syn.as_ref().map(|s| s.contract(&t.classes));
-        if syn.as_ref().is_some_and(|s| s.count() == 0) {
-            tracing::warn!(
-                "--synthetic-share: the training set holds no synthetic image, so every draw is real"
-            );
-        }
+        let (recipe, training) = recipe_for(args, choice, t, syn.as_ref(), device)?;
         cfg.training = Some(training);
         // Rare classes are those of the real data (ingest's manifest), not of a rebalanced set.
         let rare = rare_classes_of(&data_dir, &cfg.classes, &t.counts());
@@ -208,6 +174,58 @@ impl Plan {
             syn,
         })
     }
+}
+
+/// `--synthetic FILE`: its images appended to the training set, marked synthetic; the input
+/// record of the file.
+fn add_synthetic(args: &TrainArgs, data: &mut Data) -> Result<Vec<FileRecord>> {
+    let Some(p) = &args.synthetic else {
+        return Ok(Vec::new());
+    };
+    let s = ImageSet::read_input(p, "synthetic", "pass filter's kept.safetensors")?;
+    s.ensure_matches(p, &data.train, &data.train_path)?;
+    for i in 0..s.len() {
+        data.train.push_from(
+            s.image(i),
+            s.labels[i],
+            rebalance_core::imageset::source::SYNTHETIC,
+        );
+    }
+    Ok(vec![FileRecord::of_file(p, &p.display().to_string())?])
+}
+
+/// The recipe on training set `t` (with a synthetic share the sampler draws from its real
+/// images only) and its contract record.
+fn recipe_for(
+    args: &TrainArgs,
+    choice: Choice,
+    t: &ImageSet,
+    syn: Option<&crate::synthetic::SynPlan>,
+    device: Device,
+) -> Result<(Recipe, rebalance_core::contract::classify::TrainingRecipe)> {
+    let pool: Option<Vec<i64>> = syn.map(|_| {
+        (0..t.len())
+            .filter(|&i| t.source_of(i) != rebalance_core::imageset::source::SYNTHETIC)
+            .map(|i| i as i64)
+            .collect()
+    });
+    let recipe = Recipe::new(
+        args,
+        choice,
+        &t.labels,
+        pool.as_deref(),
+        t.classes.len(),
+        t.channels as i64,
+        device,
+    )?;
+    let mut training = recipe.contract();
+    training.synthetic = syn.map(|s| s.contract(&t.classes));
+    if syn.is_some_and(|s| s.count() == 0) {
+        tracing::warn!(
+            "--synthetic-share: the training set holds no synthetic image, so every draw is real"
+        );
+    }
+    Ok((recipe, training))
 }
 
 /// Inverse-frequency class weights `N / (K · n_c)`; a class with no examples gets 0.
@@ -317,8 +335,105 @@ struct Tensors {
     targets: Option<(Tensor, Tensor)>,
 }
 
-/// One epoch of the recipe's draws in a (seed, epoch)-determined order, each chunk of draws
-/// transformed afresh; (mean loss, accuracy over the draws).
+/// A training batch: inputs, labels and, with a synthetic share, per-row targets and weights.
+struct Batch {
+    x: Tensor,
+    y: Tensor,
+    targets: Option<(Tensor, Tensor)>,
+}
+
+impl Batch {
+    /// Rows `start..start + len` of a transformed chunk.
+    fn rows(&self, start: i64, len: i64) -> Batch {
+        Batch {
+            x: self.x.narrow(0, start, len),
+            y: self.y.narrow(0, start, len),
+            targets: self
+                .targets
+                .as_ref()
+                .map(|(t, w)| (t.narrow(0, start, len), w.narrow(0, start, len))),
+        }
+    }
+
+    /// The recipe's loss of `logits` against these rows, reordered by `rows` (mixup's
+    /// partners) when given; with a synthetic share, the form with per-row targets and weights.
+    fn loss(&self, r: &Recipe, logits: &Tensor, rows: Option<&Tensor>) -> Tensor {
+        let pick = |v: &Tensor| rows.map_or(v.shallow_clone(), |p| v.index_select(0, p));
+        match &self.targets {
+            None => r.loss(logits, &pick(&self.y)),
+            Some((t, w)) => r.weighted_loss(logits, &pick(&self.y), &pick(t), &pick(w)),
+        }
+    }
+}
+
+/// The epoch's draws, in a (seed, epoch)-determined order, and the generator that goes on to
+/// draw its transforms and mixing: a resumed run sees the same batches.
+fn epoch_draws(plan: &Plan, seed: u64, epoch: usize) -> (Vec<i64>, rand_chacha::ChaCha8Rng) {
+    let r = &plan.recipe;
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ epoch as u64);
+    let mut draws = r.draws.epoch(r.epoch_size, &mut rng);
+    if let Some(s) = &plan.syn {
+        s.swap(&mut draws, &plan.data.train.labels, epoch, &mut rng);
+    }
+    tch::manual_seed((seed * 100_000 + epoch as u64) as i64);
+    (draws, rng)
+}
+
+/// One chunk of draws, transformed afresh in one pass.
+fn chunk_batch(plan: &Plan, t: &Tensors, chunk: &[i64], rng: &mut impl rand::Rng) -> Batch {
+    let r = &plan.recipe;
+    let idx = Tensor::from_slice(chunk).to_device(plan.device);
+    let xu8 = t.xtr.index_select(0, &idx);
+    let x = match r.choice.augment {
+        rebalance_nn::transforms::OnlineAugment::None => rebalance_nn::to_unit_range(&xu8),
+        _ => r.online.apply(&xu8.to_kind(Kind::Float), rng) / 127.5 - 1.0,
+    };
+    Batch {
+        x,
+        y: t.ytr.index_select(0, &idx),
+        targets: t
+            .targets
+            .as_ref()
+            .map(|(tt, w)| (tt.index_select(0, &idx), w.index_select(0, &idx))),
+    }
+}
+
+/// One optimiser step on a batch (with mixup when `beta` is given); the logits and the loss.
+fn batch_step(
+    plan: &Plan,
+    sm: &mut SeedModel,
+    b: &Batch,
+    beta: Option<&Beta<f64>>,
+    rng: &mut impl rand::Rng,
+) -> (Tensor, Tensor) {
+    let r = &plan.recipe;
+    let (logits, loss) = match beta {
+        None => {
+            let logits = sm.model.forward_t(&b.x, true);
+            let loss = b.loss(r, &logits, None);
+            (logits, loss)
+        }
+        Some(beta) => {
+            let lam = beta.sample(rng);
+            let mut perm: Vec<i64> = (0..b.x.size()[0]).collect();
+            perm.shuffle(rng);
+            let perm = Tensor::from_slice(&perm).to_device(plan.device);
+            let mixed = &b.x * lam + b.x.index_select(0, &perm) * (1.0 - lam);
+            let logits = sm.model.forward_t(&mixed, true);
+            let loss =
+                b.loss(r, &logits, None) * lam + b.loss(r, &logits, Some(&perm)) * (1.0 - lam);
+            (logits, loss)
+        }
+    };
+    sm.opt.zero_grad();
+    loss.backward();
+    sm.opt.step();
+    (logits, loss)
+}
+
+/// One epoch of the recipe's draws, each chunk of draws transformed afresh; (mean loss,
+/// accuracy over the draws).
 fn train_epoch(
     plan: &Plan,
     sm: &mut SeedModel,
@@ -327,15 +442,7 @@ fn train_epoch(
     epoch: usize,
 ) -> Result<(f64, f64)> {
     let r = &plan.recipe;
-    // The draws, transforms and mixing depend on (seed, epoch) only, so a resumed run sees the
-    // same batches.
-    let mut rng =
-        rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ epoch as u64);
-    let mut draws = r.draws.epoch(r.epoch_size, &mut rng);
-    if let Some(s) = &plan.syn {
-        s.swap(&mut draws, &plan.data.train.labels, epoch, &mut rng);
-    }
-    tch::manual_seed((seed * 100_000 + epoch as u64) as i64);
+    let (draws, mut rng) = epoch_draws(plan, seed, epoch);
     let batch = plan.args.batch.max(1) as usize;
     let beta = (r.choice.mixup > 0.0)
         .then(|| Beta::new(r.choice.mixup, r.choice.mixup))
@@ -344,61 +451,13 @@ fn train_epoch(
     let mut loss_sum = Tensor::zeros([], (Kind::Double, plan.device));
     let mut correct = Tensor::zeros([], (Kind::Int64, plan.device));
     for chunk in draws.chunks(batch * CHUNK_BATCHES) {
-        let idx = Tensor::from_slice(chunk).to_device(plan.device);
-        let xu8 = t.xtr.index_select(0, &idx);
-        let x = match r.choice.augment {
-            rebalance_nn::transforms::OnlineAugment::None => rebalance_nn::to_unit_range(&xu8),
-            _ => r.online.apply(&xu8.to_kind(Kind::Float), &mut rng) / 127.5 - 1.0,
-        };
-        let y = t.ytr.index_select(0, &idx);
-        let tw = t
-            .targets
-            .as_ref()
-            .map(|(tt, w)| (tt.index_select(0, &idx), w.index_select(0, &idx)));
+        let c = chunk_batch(plan, t, chunk, &mut rng);
         for start in (0..chunk.len()).step_by(batch) {
             let len = batch.min(chunk.len() - start) as i64;
-            let (xb, yb) = (
-                x.narrow(0, start as i64, len),
-                y.narrow(0, start as i64, len),
-            );
-            let twb = tw.as_ref().map(|(tt, w)| {
-                (
-                    tt.narrow(0, start as i64, len),
-                    w.narrow(0, start as i64, len),
-                )
-            });
-            // The recipe's loss, or with a synthetic share the one with per-row targets and
-            // weights; `rows` reorders the batch's targets (mixup's partner).
-            let loss_of = |logits: &Tensor, rows: Option<&Tensor>| -> Tensor {
-                let pick = |v: &Tensor| rows.map_or(v.shallow_clone(), |p| v.index_select(0, p));
-                match &twb {
-                    None => r.loss(logits, &pick(&yb)),
-                    Some((tt, w)) => r.weighted_loss(logits, &pick(&yb), &pick(tt), &pick(w)),
-                }
-            };
-            let (logits, loss) = match &beta {
-                None => {
-                    let logits = sm.model.forward_t(&xb, true);
-                    let loss = loss_of(&logits, None);
-                    (logits, loss)
-                }
-                Some(b) => {
-                    let lam = b.sample(&mut rng);
-                    let mut perm: Vec<i64> = (0..len).collect();
-                    perm.shuffle(&mut rng);
-                    let perm = Tensor::from_slice(&perm).to_device(plan.device);
-                    let mixed = &xb * lam + xb.index_select(0, &perm) * (1.0 - lam);
-                    let logits = sm.model.forward_t(&mixed, true);
-                    let loss =
-                        loss_of(&logits, None) * lam + loss_of(&logits, Some(&perm)) * (1.0 - lam);
-                    (logits, loss)
-                }
-            };
-            sm.opt.zero_grad();
-            loss.backward();
-            sm.opt.step();
+            let b = c.rows(start as i64, len);
+            let (logits, loss) = batch_step(plan, sm, &b, beta.as_ref(), &mut rng);
             loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
-            correct += logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64);
+            correct += logits.argmax(-1, false).eq_tensor(&b.y).sum(Kind::Int64);
         }
     }
     let n = draws.len().max(1) as f64;
