@@ -4,13 +4,17 @@
 //! `--executor slurm` submits the stages to a Slurm cluster instead (`slurm`).
 //! It links no libtorch.
 
+pub mod cli;
+pub mod commands;
 pub mod guard;
 pub mod mlflow;
 pub mod mlproject;
 pub mod plan;
 pub mod report;
 pub mod runner;
+pub mod session;
 pub mod slurm;
 pub mod spec;
 pub mod sweep;
+pub mod sweep_run;
 pub mod tracking;
