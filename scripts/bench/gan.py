@@ -38,7 +38,9 @@ def main():
     def rust():
         subprocess.run([a.bin, "--data", data, "--out", out, "--steps", str(a.steps), "--threads", str(a.threads),
                         "--device", a.device, "--sample-every", "1000000", "--checkpoint-every", "1000000",
-                        "--log-every", "1000000", "--model", a.model, "--batch", str(a.batch), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+                        "--log-every", "1000000", "--model", a.model, "--batch", str(a.batch), "--quiet",
+                        # The twin is the plain cgan / wgan-gp: no minibatch-std D, no mode seeking.
+                        "--minibatch-std", "false", "--mode-seeking", "0"], check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(out, "manifest.json")) as f:
             return json.load(f)["metrics"]["images_per_s"]
 

@@ -176,7 +176,7 @@ fn check_flags(args: &TrainArgs) -> Result<()> {
         );
     }
     if args.mode_seeking > 0.0 && args.batch < 2 {
-        bail!("--mode-seeking compares pairs of samples: --batch must be at least 2");
+        bail!("--mode-seeking compares pairs of samples: --batch must be at least 2 (or --mode-seeking 0)");
     }
     if args.ms_cap == crate::MsCap::Source && !args.model.image_conditioned() {
         bail!("--ms-cap source caps the mode-seeking term by a source's real partner; only --model dagan has sources");

@@ -175,8 +175,10 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         "source",
     ];
     let online = ["--real-augment", "affine+elastic"];
+    let plain = ["--minibatch-std", "false", "--mode-seeking", "0"];
     for (name, model, flags) in [
-        ("cgan", "cgan", &[][..]),
+        ("cgan", "cgan", &plain[..]),
+        ("default", "cgan", &[][..]),
         ("cbn-lr", "cgan", &cbn_lr[..]),
         ("ac", "cgan", &ac[..]),
         ("dagan-source-cap", "dagan", &src_cap[..]),
@@ -573,9 +575,10 @@ fn pipeline_toml_matches_clap_defaults() {
         &gan_train::Cli::command(),
     );
     assert_eq!(d.entries, ["gan-finetune", "gan-train"]);
-    // gan-train: model, from, to, steps, batch, seed, checkpoint_every, device, artifacts;
-    // gan-finetune: model, batch, seed, device, artifacts (per_class_gans has no clap default).
-    assert_eq!(d.checked.len(), 14, "{:?}", d.checked);
+    // gan-train: model, from, to, steps, batch, seed, checkpoint_every, device, minibatch_std,
+    // mode_seeking, artifacts; gan-finetune: model, batch, seed, device, minibatch_std,
+    // mode_seeking, artifacts (per_class_gans has no clap default).
+    assert_eq!(d.checked.len(), 18, "{:?}", d.checked);
 }
 
 /// Start gan-train, SIGKILL it once its first checkpoint is on disk; the checkpoint's step.
