@@ -4,13 +4,37 @@
 //! Stages the runner starts (it sets `REBALANCE_RUN_ID`) run under its lock and take none.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Read;
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::contract::runner::{LockHolder, ARTIFACTS_LOCK};
+
 /// The environment variable the runner sets for the stages it starts.
 pub const RUN_ID_ENV: &str = "REBALANCE_RUN_ID";
+
+/// Open (creating it and its folder) the lock file `<dir>/.lock`, for `flock`.
+pub fn open_lock_file(dir: &Path) -> Result<(File, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(ARTIFACTS_LOCK);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    Ok((file, path))
+}
+
+/// The holder recorded in a lock file; None when it is empty (a clean release) or unreadable.
+pub fn read_holder(file: &mut File) -> Option<LockHolder> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.take(4096).read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
 
 /// A shared lock on an artifacts folder, held until dropped (`None` under the runner).
 #[derive(Debug)]
@@ -30,29 +54,12 @@ impl StageLock {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(".lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        let (mut file, path) = open_lock_file(dir)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(Self { _file: Some(file) }),
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = (&mut file).take(4096).read_to_string(&mut text);
-                let who = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|h| {
-                        Some(format!(
-                            "run {} (pid {})",
-                            h.get("run_id")?.as_str()?,
-                            h.get("pid")?.as_u64()?
-                        ))
-                    })
+                let who = read_holder(&mut file)
+                    .map(|h| h.to_string())
                     .unwrap_or_else(|| "a pipeline run".to_string());
                 bail!(
                     "{stage}: {}/ is in use by {who}; a stage run on its own would write beside it. \

@@ -10,28 +10,15 @@
 //! stage's process group, puts the stage's previous outputs back and marks the run KILLED.
 //! A second signal of the same kind ends the runner at once.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{File, TryLockError};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-
-/// Who holds an artifacts folder; the content of `<artifacts>/.lock` while a run holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Holder {
-    pub run_id: String,
-    pub pid: u32,
-    pub started_unix_ms: u128,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "run {} (pid {})", self.run_id, self.pid)
-    }
-}
+use rebalance_core::contract::runner::LockHolder;
+use rebalance_core::stage_lock::{open_lock_file, read_holder};
 
 /// The exclusive lock of one artifacts folder, held until dropped.
 #[derive(Debug)]
@@ -39,23 +26,14 @@ pub struct ArtifactsLock {
     file: File,
     path: PathBuf,
     /// The holder of a lock that was found abandoned and taken over.
-    pub took_over: Option<Holder>,
+    pub took_over: Option<LockHolder>,
 }
 
 impl ArtifactsLock {
     /// Take the lock of `artifacts` for `run_id`. `shown` is the folder as the user named it,
     /// for messages. Without `wait`, a folder in use is an error naming its run and pid.
     pub fn acquire(artifacts: &Path, shown: &str, run_id: &str, wait: bool) -> Result<Self> {
-        std::fs::create_dir_all(artifacts)
-            .with_context(|| format!("creating {}", artifacts.display()))?;
-        let path = artifacts.join(".lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        let (mut file, path) = open_lock_file(artifacts)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -88,10 +66,10 @@ impl ArtifactsLock {
                 path.display()
             );
         }
-        let me = Holder {
+        let me = LockHolder {
             run_id: run_id.to_string(),
             pid: std::process::id(),
-            started_unix_ms: crate::tracking::now_ms(),
+            started_unix_ms: crate::util::now_ms(),
         };
         let json = serde_json::to_vec(&me).expect("holder serialises");
         (|| -> std::io::Result<()> {
@@ -119,13 +97,6 @@ impl Drop for ArtifactsLock {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
-}
-
-fn read_holder(file: &mut File) -> Option<Holder> {
-    let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.take(4096).read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// SIGINT/SIGTERM turned into a flag the runner polls.
@@ -227,7 +198,7 @@ mod tests {
         assert_eq!(second.took_over, None);
         drop(second);
         // A holder record left by a run that died: taken over and reported.
-        let dead = Holder {
+        let dead = LockHolder {
             run_id: "run-dead".into(),
             pid: 999_999_999,
             started_unix_ms: 1,
@@ -235,7 +206,7 @@ mod tests {
         std::fs::write(dir.join(".lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
         let third = ArtifactsLock::acquire(&dir, "artifacts", "run-c", false).unwrap();
         assert_eq!(third.took_over, Some(dead));
-        let held: Holder = serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
+        let held: LockHolder = serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
         assert_eq!((held.run_id.as_str(), held.pid), ("run-c", pid));
     }
 }

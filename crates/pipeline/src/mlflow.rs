@@ -161,7 +161,7 @@ impl Mlflow {
             "runs/create",
             &json!({
                 "experiment_id": experiment_id,
-                "start_time": crate::tracking::now_ms() as u64,
+                "start_time": crate::util::now_ms() as u64,
                 "run_name": run_name,
                 "tags": tags,
             }),
@@ -202,7 +202,7 @@ impl Mlflow {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<()> {
-        let ts = crate::tracking::now_ms() as u64;
+        let ts = crate::util::now_ms() as u64;
         for chunk in metrics.chunks(MAX_METRICS) {
             let ms: Vec<Value> = chunk
                 .iter()
@@ -230,7 +230,7 @@ impl Mlflow {
     pub fn set_terminated(&self, run_id: &str, status: &str) -> Result<()> {
         self.post(
             "runs/update",
-            &json!({"run_id": run_id, "status": status, "end_time": crate::tracking::now_ms() as u64}),
+            &json!({"run_id": run_id, "status": status, "end_time": crate::util::now_ms() as u64}),
         )?;
         Ok(())
     }

@@ -802,24 +802,6 @@ steps = ["a", "b"]
     }
 
     #[test]
-    fn a_name_steps_declare_differently_must_be_qualified() {
-        let spec = Spec::parse(SPEC).unwrap();
-        let over = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        let err = Bindings::new(&spec, "chain", &over("w", "2")).unwrap_err();
-        assert!(err.to_string().contains("a.w, b.w"), "{err}");
-        let b = Bindings::new(&spec, "chain", &over("b.w", "7")).unwrap();
-        let tasks = crate::plan::plan(&spec, "chain", &b).unwrap();
-        assert_eq!(tasks[0].argv[4], "1", "a.w keeps its default");
-        assert_eq!(tasks[1].argv, ["prog", "7"]);
-        assert_eq!(
-            tasks[0].argv[8], "artifacts/a",
-            "round_dir without an artifacts param"
-        );
-        let err = Bindings::new(&spec, "chain", &over("b.w", "2.5")).unwrap_err();
-        assert!(err.to_string().contains("`2.5` is not an int"), "{err}");
-    }
-
-    #[test]
     fn bad_manifests_are_refused_with_the_reason() {
         let bad = |text: &str| Spec::parse(text).unwrap_err().to_string();
         assert!(bad("name = \"t\"\n[entry_points.a]\nhelp = \"x\"\n")

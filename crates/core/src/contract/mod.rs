@@ -8,7 +8,8 @@
 //! - [`classify`] — classifier configs, metrics, `metrics.json` and `curves.csv`;
 //! - [`filter`] — `scores.csv` and `acceptance.csv`;
 //! - [`augment`] — `composition.json`;
-//! - [`runs`] — the runner's `run.json`.
+//! - [`runs`] — the runner's `run.json`;
+//! - [`runner`] — the runner's `pipeline.lock`, `<artifacts>/.lock` and a sweep's `sweep.json`.
 
 pub mod augment;
 pub mod classify;
@@ -17,6 +18,7 @@ pub mod filter;
 pub mod gan;
 pub mod layout;
 pub mod metrics;
+pub mod runner;
 pub mod runs;
 
 use std::path::Path;
