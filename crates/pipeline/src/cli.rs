@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::slurm::Overrides;
+use crate::resources::Overrides;
 use crate::spec::{parse_override, Spec};
 
 /// Run the rebalance pipeline: the entry points of pipeline.toml as processes, skipping stages
@@ -97,8 +97,8 @@ pub struct RunArgs {
     /// at the same time; resources from pipeline.toml, `-P resources.cpus=4` or
     /// `-P gan-train.resources.gpus=1`). Needs Slurm's client commands and a folder shared
     /// with the nodes.
-    #[arg(long, value_enum, default_value_t = Executor::Local)]
-    pub executor: Executor,
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+    pub executor: ExecutorKind,
     /// The `-P resources.*` overrides (taken out of `params`).
     #[arg(skip)]
     pub resources: Overrides,
@@ -114,9 +114,18 @@ pub struct RunArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Executor {
+pub enum ExecutorKind {
     Local,
     Slurm,
+}
+
+impl RunArgs {
+    /// `--lock`, else `pipeline.lock` beside the manifest (in `root`).
+    pub fn lock_path(&self, root: &Path) -> PathBuf {
+        self.lock
+            .clone()
+            .unwrap_or_else(|| root.join(rebalance_core::contract::runner::PIPELINE_LOCK))
+    }
 }
 
 /// Take `-P resources.<key>=…` and `-P <entry>.resources.<key>=…` out of the parameters.

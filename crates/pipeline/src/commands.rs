@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::cache::Cache;
 use crate::cli::RunArgs;
 use crate::guard::Interrupted;
-use crate::runner::shell_words;
-use crate::session::*;
+use crate::session::{planned, stages_ran, task_params, Planned, RunStart, Session};
 use crate::spec::{Param, Spec};
-use crate::sweep_run::{auto, auto_param};
+use crate::sweep::run::{auto, auto_param};
 use crate::tracking::Link;
+use crate::util::shell_words;
 use rebalance_core::contract::layout::file;
 
 pub fn list(file: &Path, entry: Option<&str>) -> Result<()> {
@@ -76,8 +77,8 @@ pub fn print_presets(spec: &Spec) {
 /// `commands`, the command line too (`--dry-run`).
 pub fn status(args: &RunArgs, commands: bool) -> Result<()> {
     let p = planned(args)?;
-    let mut runner = runner(args, &p.root);
-    for (task, (key, why)) in p.tasks.iter().zip(runner.status(&p.tasks)?) {
+    let mut cache = Cache::new(&p.root, args.lock_path(&p.root), args.force);
+    for (task, (key, why)) in p.tasks.iter().zip(cache.status(&p.tasks)?) {
         match why {
             Ok(why) if why.is_empty() => println!("{key}: cached"),
             Ok(why) => {
@@ -114,36 +115,27 @@ pub fn run(args: RunArgs) -> Result<()> {
         return Ok(());
     }
     // One run per artifacts folder: held until this function returns (or exits).
-    let Session {
-        artifacts,
-        id,
-        lock,
-        stop,
-    } = Session::open(&root, &tasks, args.wait)?;
-    let out = execute(
-        &args,
-        &root,
-        &spec,
-        &tasks,
-        &artifacts,
-        id,
-        &stop,
-        &Link {
+    let start = RunStart {
+        entry: &args.entry,
+        params: task_params(&tasks),
+        link: Link {
             parent: args.parent_run.clone(),
             name: args.run_name.clone(),
             tags: args.run_tags.clone(),
         },
-    )?;
+    };
+    let mut session = Session::open(&root, &spec, &tasks, args.wait, start)?;
+    let out = session.run(&args, &tasks)?;
     if let Err(e) = out.result {
         if let Some(i) = e.downcast_ref::<Interrupted>() {
-            exit_interrupted(i, &out.tracker, lock);
+            session.exit_interrupted(i, None);
         }
         return Err(e);
     }
-    let ran = stages_ran(&out.tracker).len();
+    let ran = stages_ran(&session.tracker.record).len();
     eprintln!(
         "run {}: {} stage(s) ran, {} cached, in {:.1} s",
-        out.tracker.id(),
+        session.tracker.id(),
         ran,
         tasks.len() - ran,
         started.elapsed().as_secs_f64()

@@ -8,7 +8,7 @@ use pipeline::cli::{take_resources, Cli, Cmd};
 use pipeline::commands::{list, run, status};
 use pipeline::report::{self, ReportInput};
 use pipeline::spec::Spec;
-use pipeline::sweep_run::sweep;
+use pipeline::sweep::run::sweep;
 
 fn main() -> std::process::ExitCode {
     rebalance_core::process_setup();

@@ -932,7 +932,7 @@ fn classifiers_section(inp: &Inputs) -> String {
 /// "strategy=auto chose classical on validation macro-F1 (0.951 ± 0.003; next best …)." when
 /// the `param=auto` sweep of this run chose the strategy the augmented set was built with.
 fn auto_choice(artifacts: &Path, param: &str, strategy: &str) -> Option<String> {
-    let (_, s) = crate::sweep::SweepResult::all(artifacts)
+    let (_, s) = rebalance_core::contract::runner::SweepResult::all(artifacts)
         .into_iter()
         .find(|(_, s)| {
             s.param == param
@@ -940,7 +940,7 @@ fn auto_choice(artifacts: &Path, param: &str, strategy: &str) -> Option<String> 
                 && s.choice.as_ref().is_some_and(|c| c.value == strategy)
         })?;
     let chosen = &s.choice.as_ref()?.value;
-    let f1 = |r: &crate::sweep::SweepRow| r.val.get("macro_f1").copied();
+    let f1 = |r: &rebalance_core::contract::runner::SweepRow| r.val.get("macro_f1").copied();
     let mut ranked: Vec<_> = s
         .rows
         .iter()
@@ -963,7 +963,7 @@ fn auto_choice(artifacts: &Path, param: &str, strategy: &str) -> Option<String> 
 
 /// Each `pipeline sweep` under `<artifacts>/sweeps`: its table and the plot of each metric.
 fn sweeps_section(artifacts: &Path) -> String {
-    let sweeps = crate::sweep::SweepResult::all(artifacts);
+    let sweeps = rebalance_core::contract::runner::SweepResult::all(artifacts);
     if sweeps.is_empty() {
         return String::new();
     }
@@ -998,7 +998,7 @@ fn sweeps_section(artifacts: &Path) -> String {
         let (head, rows) = s.table();
         h.push_str(&html_table(&head, &rows, &|r| r[0].ends_with("(chosen)")));
         h.push_str("<div class=\"row\">");
-        for (key, heading) in crate::sweep::COLUMNS {
+        for (key, heading) in rebalance_core::contract::runner::SWEEP_COLUMNS {
             let p = dir.join(format!("{key}.svg"));
             if p.is_file() {
                 h.push_str(&img(&p, &format!("{heading} against {}", s.param)));

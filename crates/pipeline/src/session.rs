@@ -1,54 +1,26 @@
-//! One run of planned tasks under the artifacts folder's lock: the run record, the MLflow run,
-//! the outcome, and how a stopped run exits.
+//! A session: what one `pipeline` command holds from start to end. It is opened once, and
+//! owns the project folder, the artifacts folder and its lock, the stop flag (SIGINT and
+//! SIGTERM) and the run record it started; a sweep starts more run records inside it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rebalance_core::contract::layout::{file, RUNS};
+use rebalance_core::contract::read_json;
+use rebalance_core::contract::runs::{RunRecord, RunStatus, StageStatus};
 
-use crate::cli::{root_of, Executor, RunArgs};
+use crate::cache::Cache;
+use crate::cli::{root_of, ExecutorKind, RunArgs};
+use crate::exec::local::Local;
+use crate::exec::slurm::Slurm;
+use crate::exec::Executor;
 use crate::guard::{ArtifactsLock, Interrupted, Stop};
-use crate::plan::{plan, Task};
-use crate::runner::Runner;
+use crate::plan::{artifacts_of, plan, Task};
+use crate::schedule::Scheduler;
 use crate::spec::{Bindings, Spec};
 use crate::tracking::{Link, Tracker};
-use rebalance_core::contract::layout::file;
-use rebalance_core::contract::read_json;
-use rebalance_core::contract::runs::{RunStatus, StageStatus};
-
-/// What a run holds from start to end: its artifacts folder's lock and the stop flag, with the
-/// run id it took the lock for. Opening one also closes the records of runs that died.
-pub struct Session {
-    pub artifacts: PathBuf,
-    pub id: String,
-    pub lock: ArtifactsLock,
-    pub stop: Stop,
-}
-
-impl Session {
-    /// Take the lock of the tasks' artifacts folder (waiting for another run with `wait`),
-    /// catch SIGINT and SIGTERM, and mark runs that died without ending as KILLED.
-    pub fn open(root: &Path, tasks: &[Task], wait: bool) -> Result<Self> {
-        let shown = artifacts_of(tasks);
-        let artifacts = root.join(&shown);
-        let id = crate::tracking::new_run_id();
-        let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, wait)?;
-        let stop = Stop::install()?;
-        crate::tracking::close_abandoned(&artifacts)?;
-        Ok(Self {
-            artifacts,
-            id,
-            lock,
-            stop,
-        })
-    }
-}
-
-pub fn artifacts_of(tasks: &[Task]) -> String {
-    tasks
-        .iter()
-        .find_map(|t| t.params.get("artifacts").map(|v| v.render()))
-        .unwrap_or_else(|| "artifacts".to_string())
-}
+use crate::util::new_run_id;
 
 /// The manifest's folder, the spec and the planned tasks of an entry point.
 pub struct Planned {
@@ -71,50 +43,160 @@ pub fn planned(args: &RunArgs) -> Result<Planned> {
     Ok(Planned { root, spec, tasks })
 }
 
-pub fn runner(args: &RunArgs, root: &Path) -> Runner {
-    let lock = args
-        .lock
-        .clone()
-        .unwrap_or_else(|| root.join("pipeline.lock"));
-    let mut r = Runner::new(root, lock, args.force, !args.quiet);
-    if args.executor == Executor::Slurm {
-        r.slurm = Some(args.resources.clone());
-    }
-    r
+/// The run record a session starts with: its entry (as shown), parameters and MLflow link.
+pub struct RunStart<'a> {
+    pub entry: &'a str,
+    pub params: BTreeMap<String, String>,
+    pub link: Link,
 }
 
-/// How one run of planned tasks went.
-pub struct Outcome {
-    pub tracker: Tracker,
-    pub result: Result<()>,
-    pub verdict: Option<String>,
-    /// The report folder, when the run wrote a verdict.
-    pub report: Option<PathBuf>,
-}
-
-/// Run `tasks` under a new run record (and MLflow run), the caller holding the artifacts lock.
-#[allow(clippy::too_many_arguments)]
-pub fn execute(
-    args: &RunArgs,
-    root: &Path,
-    spec: &Spec,
-    tasks: &[Task],
-    artifacts: &Path,
-    id: String,
-    stop: &Stop,
-    link: &Link,
-) -> Result<Outcome> {
-    let params = tasks
+/// Every task's rendered parameters as `<stage>.<param>`.
+pub fn task_params(tasks: &[Task]) -> BTreeMap<String, String> {
+    tasks
         .iter()
         .flat_map(|t| {
             t.rendered_params()
                 .into_iter()
                 .map(move |(k, v)| (format!("{}.{k}", t.key), v))
         })
-        .collect();
-    let mut runner = runner(args, root);
-    runner.stop = stop.clone();
-    let mut tracker = Tracker::start(artifacts, id, &spec.name, &args.entry, params, link)?;
+        .collect()
+}
+
+/// What a command holds from start to end (see the module doc).
+pub struct Session {
+    pub root: PathBuf,
+    pub artifacts: PathBuf,
+    pub lock: ArtifactsLock,
+    pub stop: Stop,
+    /// The session's own run record.
+    pub tracker: Tracker,
+}
+
+/// How one run of planned tasks went.
+pub struct Outcome {
+    pub result: Result<()>,
+    pub verdict: Option<String>,
+    /// The report folder, when the run wrote a verdict.
+    pub report: Option<PathBuf>,
+}
+
+impl Session {
+    /// Take the lock of the tasks' artifacts folder (waiting for another run with `wait`),
+    /// catch SIGINT and SIGTERM, mark runs that died without ending as KILLED, and start the
+    /// session's run record.
+    pub fn open(
+        root: &Path,
+        spec: &Spec,
+        tasks: &[Task],
+        wait: bool,
+        start: RunStart,
+    ) -> Result<Self> {
+        let shown = artifacts_of(tasks);
+        let artifacts = root.join(&shown);
+        let id = new_run_id();
+        let lock = ArtifactsLock::acquire(&artifacts, &shown, &id, wait)?;
+        let stop = Stop::install()?;
+        crate::tracking::close_abandoned(&artifacts)?;
+        let tracker = Tracker::start(
+            &artifacts,
+            id,
+            &spec.name,
+            start.entry,
+            start.params,
+            &start.link,
+        )?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            artifacts,
+            lock,
+            stop,
+            tracker,
+        })
+    }
+
+    /// Another run record inside this session (a sweep's value, `auto`'s final run).
+    pub fn child(&self, spec: &Spec, entry: &str, tasks: &[Task], link: &Link) -> Result<Tracker> {
+        Tracker::start(
+            &self.artifacts,
+            new_run_id(),
+            &spec.name,
+            entry,
+            task_params(tasks),
+            link,
+        )
+    }
+
+    /// Run `tasks` under the session's own run record.
+    pub fn run(&mut self, args: &RunArgs, tasks: &[Task]) -> Result<Outcome> {
+        execute(args, &self.root, &self.artifacts, &self.stop, tasks, &mut self.tracker)
+    }
+
+    /// Run `tasks` under `tracker` (from [`Session::child`]).
+    pub fn run_child(
+        &self,
+        args: &RunArgs,
+        tasks: &[Task],
+        tracker: &mut Tracker,
+    ) -> Result<Outcome> {
+        execute(args, &self.root, &self.artifacts, &self.stop, tasks, tracker)
+    }
+
+    /// After SIGINT/SIGTERM: say how to go on (about `record`'s run, else the session's),
+    /// release the lock and exit 130/143.
+    pub fn exit_interrupted(self, i: &Interrupted, record: Option<&Tracker>) -> ! {
+        let tracker = record.unwrap_or(&self.tracker);
+        eprintln!(
+            "run {}: {i}; recorded as KILLED in {}. The same command again goes on from \
+             here: finished stages are cached, and gan-train and classify resume from \
+             their last checkpoint.",
+            tracker.id(),
+            tracker.dir.join(file::RUN).display()
+        );
+        let code = i.exit_code();
+        drop(self.lock);
+        std::process::exit(code.into());
+    }
+
+    /// A run inside the session that failed or was stopped (`record`, when it is not the
+    /// session's own): the session's run ends FAILED or KILLED, and a stopped session exits
+    /// as any stopped run does. Otherwise the error, to return.
+    pub fn fail(mut self, record: Option<&Tracker>, e: anyhow::Error) -> Result<anyhow::Error> {
+        self.tracker.finish(error_status(&e), None, &[])?;
+        if let Some(int) = e.downcast_ref::<Interrupted>() {
+            self.exit_interrupted(int, record);
+        }
+        Ok(e)
+    }
+}
+
+/// The executor `--executor` names, for one run of `tasks`.
+fn executor(
+    args: &RunArgs,
+    root: &Path,
+    tasks: &[Task],
+    run_id: &str,
+) -> Result<Box<dyn Executor>> {
+    Ok(match args.executor {
+        ExecutorKind::Local => Box::new(Local::new(root, !args.quiet)),
+        ExecutorKind::Slurm => Box::new(Slurm::new(
+            root,
+            args.resources.clone(),
+            !args.quiet,
+            tasks,
+            run_id,
+        )?),
+    })
+}
+
+/// Run `tasks` under `tracker`, the caller holding the artifacts lock; finish the record.
+fn execute(
+    args: &RunArgs,
+    root: &Path,
+    artifacts: &Path,
+    stop: &Stop,
+    tasks: &[Task],
+    tracker: &mut Tracker,
+) -> Result<Outcome> {
     eprintln!(
         "run {}: {} stage(s) of `{}`; records in {}",
         tracker.id(),
@@ -122,7 +204,10 @@ pub fn execute(
         args.entry,
         tracker.dir.display()
     );
-    let result = runner.run_all(tasks, &mut tracker);
+    let mut cache = Cache::new(root, args.lock_path(root), args.force);
+    let result = executor(args, root, tasks, tracker.id()).and_then(|mut exec| {
+        Scheduler::new(&mut cache, exec.as_mut(), tracker, stop, tasks)?.run()
+    });
     let report = tasks
         .iter()
         .flat_map(|t| t.outs.iter())
@@ -137,7 +222,6 @@ pub fn execute(
     let upload = uploads(tasks, root, artifacts);
     tracker.finish(status_of(&result), verdict.clone().filter(|_| ok), &upload)?;
     Ok(Outcome {
-        tracker,
         result,
         verdict,
         report,
@@ -160,38 +244,9 @@ pub fn error_status(e: &anyhow::Error) -> RunStatus {
     }
 }
 
-/// After SIGINT/SIGTERM: say how to go on, release the lock and exit 130/143.
-pub fn exit_interrupted(i: &Interrupted, tracker: &Tracker, lock: ArtifactsLock) -> ! {
-    eprintln!(
-        "run {}: {i}; recorded as KILLED in {}. The same command again goes on from \
-         here: finished stages are cached, and gan-train and classify resume from \
-         their last checkpoint.",
-        tracker.id(),
-        tracker.dir.join(file::RUN).display()
-    );
-    let code = i.exit_code();
-    drop(lock);
-    std::process::exit(code.into());
-}
-
-/// A sweep value that failed or was stopped: the sweep's own run ends FAILED or KILLED, and a
-/// stopped sweep exits as any stopped run does (pointing at `record`'s run, else its own).
-pub fn stop_sweep(
-    parent: &mut Tracker,
-    record: Option<&Tracker>,
-    lock: ArtifactsLock,
-    e: anyhow::Error,
-) -> Result<anyhow::Error> {
-    parent.finish(error_status(&e), None, &[])?;
-    if let Some(int) = e.downcast_ref::<Interrupted>() {
-        exit_interrupted(int, record.unwrap_or(parent), lock);
-    }
-    Ok(e)
-}
-
-pub fn stages_ran(tracker: &Tracker) -> Vec<String> {
-    tracker
-        .record
+/// The stages of a run record that ran (rather than were cached).
+pub fn stages_ran(record: &RunRecord) -> Vec<String> {
+    record
         .stages
         .iter()
         .filter(|s| s.status == StageStatus::Ran)
@@ -200,12 +255,12 @@ pub fn stages_ran(tracker: &Tracker) -> Vec<String> {
 }
 
 /// The newest run record under `<artifacts>/runs`.
-pub fn newest_run(artifacts: &Path) -> Result<rebalance_core::contract::runs::RunRecord> {
-    let runs = artifacts.join("runs");
-    let mut best: Option<rebalance_core::contract::runs::RunRecord> = None;
+pub fn newest_run(artifacts: &Path) -> Result<RunRecord> {
+    let runs = artifacts.join(RUNS);
+    let mut best: Option<RunRecord> = None;
     for e in std::fs::read_dir(&runs).with_context(|| format!("listing {}", runs.display()))? {
         let p = e?.path().join(file::RUN);
-        if let Ok(r) = read_json::<rebalance_core::contract::runs::RunRecord>(&p) {
+        if let Ok(r) = read_json::<RunRecord>(&p) {
             if best
                 .as_ref()
                 .is_none_or(|b| r.started_unix_ms > b.started_unix_ms)
@@ -220,17 +275,17 @@ pub fn newest_run(artifacts: &Path) -> Result<rebalance_core::contract::runs::Ru
 /// What to send to MLflow besides the run folder: the report and each stage's metrics, as
 /// (local file, artifact path).
 pub fn uploads(tasks: &[Task], root: &Path, artifacts: &Path) -> Vec<(PathBuf, String)> {
+    let names = [
+        file::INDEX,
+        file::VERDICT,
+        file::METRICS,
+        file::ACCEPTANCE,
+        file::COMPOSITION,
+    ];
     let mut upload = Vec::new();
     for t in tasks {
-        for out in &t.outs {
-            let dir = root.join(out);
-            for name in [
-                file::INDEX,
-                file::VERDICT,
-                file::METRICS,
-                file::ACCEPTANCE,
-                file::COMPOSITION,
-            ] {
+        for dir in t.outs.iter().map(|o| root.join(o)) {
+            for name in names {
                 let p = dir.join(name);
                 if p.is_file() {
                     let rel = p

@@ -65,6 +65,13 @@ pub fn append_line(path: &Path, line: &str) {
     }
 }
 
+/// Copy a file atomically.
+pub fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    rebalance_core::write_atomic(to, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,6 +175,53 @@ impl SweepResult {
         out
     }
 
+    /// Headings and rows of the table (the baseline first, when there is one).
+    pub fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let mut head = vec![
+            self.param.clone(),
+            "seeds".into(),
+            "synthetic / rare class".into(),
+            "images / rare class".into(),
+        ];
+        head.extend(SWEEP_COLUMNS.iter().map(|(_, h)| h.to_string()));
+        head.push("val macro-F1".into());
+        let mut rows = Vec::new();
+        let n = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
+        if let Some(b) = &self.baseline {
+            let seeds = self.rows.first().map(|r| r.seeds.len()).unwrap_or(1);
+            let mut r = vec![
+                "real only (baseline)".into(),
+                seeds.to_string(),
+                "0".into(),
+                "—".into(),
+            ];
+            r.extend(SWEEP_COLUMNS.iter().map(|(k, _)| fmt_stat(b.get(*k), seeds)));
+            r.push("—".into());
+            rows.push(r);
+        }
+        for row in &self.rows {
+            let chosen = self.choice.as_ref().is_some_and(|c| c.value == row.value);
+            let mut r = vec![
+                if chosen {
+                    format!("{} (chosen)", row.value)
+                } else {
+                    row.value.clone()
+                },
+                row.seeds.len().to_string(),
+                n(row.synthetic_per_rare_class),
+                n(row.images_per_rare_class),
+            ];
+            r.extend(
+                SWEEP_COLUMNS
+                    .iter()
+                    .map(|(k, _)| fmt_stat(row.metrics.get(*k), row.seeds.len())),
+            );
+            r.push(fmt_stat(row.val.get("macro_f1"), row.seeds.len()));
+            rows.push(r);
+        }
+        (head, rows)
+    }
+
     /// The value with the best validation macro-F1 (mean over seeds); the first in order on
     /// a tie. The test split plays no part.
     pub fn best_on_validation(&self) -> Option<&SweepRow> {
@@ -195,3 +242,12 @@ impl SweepResult {
         best
     }
 }
+
+fn fmt_stat(s: Option<&Stat>, seeds: usize) -> String {
+    match s {
+        Some(s) if seeds > 1 => format!("{:.4} ± {:.4}", s.mean, s.std),
+        Some(s) => format!("{:.4}", s.mean),
+        None => "—".into(),
+    }
+}
+

@@ -536,91 +536,95 @@ impl Executor for Slurm {
     }
 }
 
-/// One job array outside a stage (`pipeline sweep --executor slurm`: one task per value):
-/// task i runs the shell command `scripts[i]`, logging to `<logs>/<name>.task<i>.log`. Waits for
-/// every task, echoing their logs; SIGINT/SIGTERM cancels them. Each task's last state and log.
-#[allow(clippy::too_many_arguments)]
-pub fn run_array(
-    name: &str,
-    comment: &str,
-    scripts: &[String],
-    r: &Resources,
-    root: &Path,
-    logs: &Path,
-    env: &[(String, String)],
-    stop: &crate::guard::Stop,
-    echo: bool,
-) -> Result<Vec<(JobInfo, PathBuf)>> {
-    check_feasible(name, r, root)?;
-    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
-    let mut script = String::from("case \"$SLURM_ARRAY_TASK_ID\" in\n");
-    for (i, s) in scripts.iter().enumerate() {
-        script.push_str(&format!("  {i}) {s} ;;\n"));
+/// One job array outside a stage (`pipeline sweep --executor slurm`: one task per value).
+pub struct ArrayJob {
+    pub name: String,
+    pub comment: String,
+    /// Task i runs the shell command `scripts[i]`, logging to `<logs>/<name>.task<i>.log`.
+    pub scripts: Vec<String>,
+    pub resources: Resources,
+    pub root: PathBuf,
+    pub logs: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// Echo the tasks' logs.
+    pub echo: bool,
+}
+
+impl ArrayJob {
+    /// Submit the array; its job id and each task's log.
+    fn submit(&self) -> Result<(String, Vec<PathBuf>)> {
+        let (name, logs) = (&self.name, &self.logs);
+        check_feasible(name, &self.resources, &self.root)?;
+        std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+        let mut script = String::from("case \"$SLURM_ARRAY_TASK_ID\" in\n");
+        for (i, s) in self.scripts.iter().enumerate() {
+            script.push_str(&format!("  {i}) {s} ;;\n"));
+        }
+        script.push_str("  *) echo \"no task $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac");
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name={name}"),
+            format!("--comment={}", self.comment),
+            format!("--chdir={}", self.root.display()),
+            format!("--array=0-{}", self.scripts.len().saturating_sub(1)),
+            format!("--output={}/{name}.task%a.log", logs.display()),
+        ];
+        args.extend(sbatch_options(&self.resources));
+        args.extend(["--wrap".to_string(), script]);
+        let id = job_id(&slurm("sbatch", &args, &self.env)?);
+        let task_logs = (0..self.scripts.len())
+            .map(|i| logs.join(format!("{name}.task{i}.log")))
+            .collect();
+        eprintln!(
+            "{name}: submitted as Slurm array job {id} ({} tasks, {}); logs {}/{name}.task<i>.log",
+            self.scripts.len(),
+            sbatch_options(&self.resources).join(" "),
+            logs.display()
+        );
+        Ok((id, task_logs))
     }
-    script.push_str("  *) echo \"no task $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac");
-    let mut args = vec![
-        "--parsable".to_string(),
-        format!("--job-name={name}"),
-        format!("--comment={comment}"),
-        format!("--chdir={}", root.display()),
-        format!("--array=0-{}", scripts.len().saturating_sub(1)),
-        format!("--output={}/{name}.task%a.log", logs.display()),
-    ];
-    args.extend(sbatch_options(r));
-    args.extend(["--wrap".to_string(), script]);
-    let id = job_id(&slurm("sbatch", &args, env)?);
-    let task_logs: Vec<PathBuf> = (0..scripts.len())
-        .map(|i| logs.join(format!("{name}.task{i}.log")))
-        .collect();
-    eprintln!(
-        "{name}: submitted as Slurm array job {id} ({} tasks, {}); logs {}/{name}.task<i>.log",
-        scripts.len(),
-        sbatch_options(r).join(" "),
-        logs.display()
-    );
+}
+
+/// The index of an array task's id (`<array>_<index>`).
+fn task_index(id: &str) -> usize {
+    id.rsplit('_')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Run a job array and wait for every task, echoing their logs; SIGINT/SIGTERM cancels them.
+/// Each task's last state and log, in task order.
+pub fn run_array(job: &ArrayJob, stop: &Stop) -> Result<Vec<(JobInfo, PathBuf)>> {
+    let (id, task_logs) = job.submit()?;
     let mut tail = Tail::default();
     loop {
         let jobs = query(&id)?;
-        if echo {
+        if job.echo {
             for (i, l) in task_logs.iter().enumerate() {
-                tail.pump(&format!("{name}.{i}"), l);
+                tail.pump(&format!("{}.{i}", job.name), l);
             }
         }
         if let Some(i) = stop.requested() {
             eprintln!("{i}: cancelling Slurm array job {id}");
-            if let Err(e) = slurm("scancel", std::slice::from_ref(&id), &[]) {
-                eprintln!("warning: {e:#}");
-            }
+            scancel(std::slice::from_ref(&id));
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline && !query(&id)?.iter().all(JobInfo::terminal) {
                 std::thread::sleep(Duration::from_millis(200));
             }
             return Err(i.into());
         }
-        let ended: Vec<JobInfo> = jobs
-            .iter()
+        let mut ended: Vec<(JobInfo, PathBuf)> = jobs
+            .into_iter()
             .filter(|j| j.terminal() && !j.id.contains('-'))
-            .cloned()
+            .map(|j| {
+                let log = task_logs[task_index(&j.id).min(task_logs.len() - 1)].clone();
+                (j, log)
+            })
             .collect();
-        if ended.len() == scripts.len() {
-            let mut out: Vec<(JobInfo, PathBuf)> = ended
-                .into_iter()
-                .map(|j| {
-                    let t: usize =
-                        j.id.rsplit('_')
-                            .next()
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or(0);
-                    (j, task_logs[t.min(task_logs.len() - 1)].clone())
-                })
-                .collect();
-            out.sort_by_key(|(j, _)| {
-                j.id.rsplit('_')
-                    .next()
-                    .and_then(|t| t.parse::<usize>().ok())
-                    .unwrap_or(0)
-            });
-            return Ok(out);
+        if ended.len() == job.scripts.len() {
+            ended.sort_by_key(|(j, _)| task_index(&j.id));
+            return Ok(ended);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -635,12 +639,7 @@ pub fn job_comment(artifacts: &Path, run_id: &str) -> String {
 
 /// The absolute artifacts folder of a run's tasks.
 fn artifacts_dir(root: &Path, tasks: &[Task]) -> PathBuf {
-    let a = root.join(
-        tasks
-            .iter()
-            .find_map(|t| t.params.get("artifacts").map(|v| v.render()))
-            .unwrap_or_else(|| "artifacts".to_string()),
-    );
+    let a = root.join(crate::plan::artifacts_of(tasks));
     a.canonicalize().unwrap_or(a)
 }
 
