@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::spec::{render, Bindings, Resources, Spec, Value};
+use crate::spec::{render, ArraySpec, Bindings, Resources, Spec, Value};
 
 #[derive(Debug, Clone, Default)]
 pub struct Task {
@@ -136,40 +136,25 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
     let e = spec.entry(name)?;
     let params = b.values_for(spec, name)?;
     if let Some(steps) = &e.steps {
-        match &e.repeat {
-            None => {
-                for s in steps {
-                    expand(spec, s, b, round, out)?;
-                }
-            }
+        // A repeated chain runs once per refinement round from round 2.
+        let rounds = match &e.repeat {
+            None => round..=round,
             Some(r) => {
                 let n = params[r].as_int().unwrap_or(1);
                 if n < 1 {
                     bail!("parameter {name}.{r} must be at least 1, not {n}");
                 }
-                for round in 2..=n as u32 {
-                    for s in steps {
-                        expand(spec, s, b, round, out)?;
-                    }
-                }
+                2..=n as u32
+            }
+        };
+        for round in rounds {
+            for s in steps {
+                expand(spec, s, b, round, out)?;
             }
         }
         return Ok(());
     }
-    let mut values: BTreeMap<String, String> = params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.render()))
-        .collect();
-    let artifacts = values
-        .get("artifacts")
-        .cloned()
-        .unwrap_or_else(|| "artifacts".to_string());
-    values.insert("round".into(), round.to_string());
-    values.insert("round_dir".into(), round_dir(&artifacts, round));
-    values.insert(
-        "prev_dir".into(),
-        round_dir(&artifacts, round.saturating_sub(1)),
-    );
+    let values = template_values(&params, round);
     let r = |t: &String| render(t, &values).with_context(|| format!("entry point `{name}`"));
     let argv = e
         .command
@@ -190,27 +175,9 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
         bail!("entry point `{name}` runs twice in one chain (round {round})");
     }
     let array = match &e.array {
-        Some(a) => {
-            let count = match &params[&a.over] {
-                Value::List(items) => items.len() as i64,
-                v => v.as_int().unwrap_or(1),
-            };
-            let mut with_task = values.clone();
-            with_task.insert("task".into(), "{task}".into());
-            let rt = |t: &String| {
-                render(t, &with_task).with_context(|| format!("entry point `{name}` array"))
-            };
-            (count > 1).then(|| -> Result<TaskArray> {
-                Ok(TaskArray {
-                    count: u32::try_from(count).context("array count")?,
-                    task: a.task.iter().map(rt).collect::<Result<_>>()?,
-                    merge: a.merge.iter().map(rt).collect::<Result<_>>()?,
-                })
-            })
-        }
+        Some(a) => task_array(name, a, &params, &values)?,
         None => None,
-    }
-    .transpose()?;
+    };
     out.push(Task {
         key,
         entry: name.to_string(),
@@ -224,6 +191,49 @@ fn expand(spec: &Spec, name: &str, b: &Bindings, round: u32, out: &mut Vec<Task>
         array,
     });
     Ok(())
+}
+
+/// What a command's templates may name: the parameters, `round`, `round_dir` and `prev_dir`.
+fn template_values(params: &BTreeMap<String, Value>, round: u32) -> BTreeMap<String, String> {
+    let mut values: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.render()))
+        .collect();
+    let artifacts = values
+        .get("artifacts")
+        .cloned()
+        .unwrap_or_else(|| "artifacts".to_string());
+    values.insert("round".into(), round.to_string());
+    values.insert("round_dir".into(), round_dir(&artifacts, round));
+    values.insert(
+        "prev_dir".into(),
+        round_dir(&artifacts, round.saturating_sub(1)),
+    );
+    values
+}
+
+/// The stage as a job array, when its `array.over` parameter has more than one item.
+fn task_array(
+    name: &str,
+    a: &ArraySpec,
+    params: &BTreeMap<String, Value>,
+    values: &BTreeMap<String, String>,
+) -> Result<Option<TaskArray>> {
+    let count = match &params[&a.over] {
+        Value::List(items) => items.len() as i64,
+        v => v.as_int().unwrap_or(1),
+    };
+    if count <= 1 {
+        return Ok(None);
+    }
+    let mut with_task = values.clone();
+    with_task.insert("task".into(), "{task}".into());
+    let rt = |t: &String| render(t, &with_task).with_context(|| format!("entry point `{name}` array"));
+    Ok(Some(TaskArray {
+        count: u32::try_from(count).context("array count")?,
+        task: a.task.iter().map(rt).collect::<Result<_>>()?,
+        merge: a.merge.iter().map(rt).collect::<Result<_>>()?,
+    }))
 }
 
 #[cfg(test)]

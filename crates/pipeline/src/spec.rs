@@ -387,76 +387,73 @@ impl Spec {
 
     fn validate(&self) -> Result<()> {
         for (name, e) in &self.entry_points {
-            match (&e.command, &e.steps) {
-                (Some(_), Some(_)) => bail!("entry point `{name}` has both `command` and `steps`"),
-                (None, None) => bail!("entry point `{name}` needs a `command` or `steps`"),
-                (Some(cmd), None) if cmd.is_empty() => {
-                    bail!("entry point `{name}` has an empty command")
-                }
-                _ => {}
-            }
-            for (p, spec) in &e.parameters {
-                spec.default_value()
-                    .map_err(|m| anyhow!("parameter {name}.{p}: {m}"))?;
-                if spec.items.is_some() && spec.kind != ParamType::List {
-                    bail!("parameter {name}.{p}: `items` is only for lists");
-                }
-            }
-            let templates = e
-                .command
-                .iter()
-                .flatten()
-                .chain(&e.deps)
-                .chain(&e.optional_deps)
-                .chain(&e.outs);
-            for t in templates {
-                for ph in placeholders(t) {
-                    if !e.parameters.contains_key(&ph) && !BUILTINS.contains(&ph.as_str()) {
-                        bail!(
-                            "entry point `{name}` uses `{{{ph}}}`, which is not one of its parameters ({}) nor a built-in ({})",
-                            e.parameters.keys().cloned().collect::<Vec<_>>().join(", "),
-                            BUILTINS.join(", ")
-                        );
-                    }
-                }
-            }
-            if let Some(a) = &e.array {
-                match e.parameters.get(&a.over) {
-                    Some(p) if matches!(p.kind, ParamType::Int | ParamType::List) => {}
-                    _ => bail!(
-                        "entry point `{name}`: array.over = `{}` must name one of its int or list parameters",
-                        a.over
-                    ),
-                }
-                for t in a.task.iter().chain(&a.merge) {
-                    for ph in placeholders(t) {
-                        if ph != "task" && !e.parameters.contains_key(&ph) {
-                            bail!(
-                                "entry point `{name}`: array uses `{{{ph}}}`, which is neither `{{task}}` nor one of its parameters"
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(steps) = &e.steps {
-                for s in steps {
-                    self.entry(s)
-                        .with_context(|| format!("entry point `{name}` lists step `{s}`"))?;
-                }
-            }
-            if let Some(r) = &e.repeat {
-                if e.steps.is_none() {
-                    bail!("entry point `{name}`: `repeat` needs `steps`");
-                }
-                match e.parameters.get(r.as_str()) {
-                    Some(spec) if spec.kind == ParamType::Int => {}
-                    _ => bail!("entry point `{name}`: `repeat = \"{r}\"` must name one of its own int parameters"),
-                }
-            }
+            self.validate_entry(name, e)?;
         }
         for name in self.entry_points.keys() {
             self.check_cycle(name, &mut Vec::new())?;
         }
+        self.validate_presets()
+    }
+
+    /// One entry point: a command or steps, parameters with good defaults, templates that name
+    /// its parameters, an array over one of them, steps that exist, `repeat` over an int.
+    fn validate_entry(&self, name: &str, e: &Entry) -> Result<()> {
+        match (&e.command, &e.steps) {
+            (Some(_), Some(_)) => bail!("entry point `{name}` has both `command` and `steps`"),
+            (None, None) => bail!("entry point `{name}` needs a `command` or `steps`"),
+            (Some(cmd), None) if cmd.is_empty() => {
+                bail!("entry point `{name}` has an empty command")
+            }
+            _ => {}
+        }
+        for (p, spec) in &e.parameters {
+            spec.default_value()
+                .map_err(|m| anyhow!("parameter {name}.{p}: {m}"))?;
+            if spec.items.is_some() && spec.kind != ParamType::List {
+                bail!("parameter {name}.{p}: `items` is only for lists");
+            }
+        }
+        let templates = e
+            .command
+            .iter()
+            .flatten()
+            .chain(&e.deps)
+            .chain(&e.optional_deps)
+            .chain(&e.outs);
+        for t in templates {
+            for ph in placeholders(t) {
+                if !e.parameters.contains_key(&ph) && !BUILTINS.contains(&ph.as_str()) {
+                    bail!(
+                        "entry point `{name}` uses `{{{ph}}}`, which is not one of its parameters ({}) nor a built-in ({})",
+                        e.parameters.keys().cloned().collect::<Vec<_>>().join(", "),
+                        BUILTINS.join(", ")
+                    );
+                }
+            }
+        }
+        if let Some(a) = &e.array {
+            validate_array(name, e, a)?;
+        }
+        if let Some(steps) = &e.steps {
+            for s in steps {
+                self.entry(s)
+                    .with_context(|| format!("entry point `{name}` lists step `{s}`"))?;
+            }
+        }
+        if let Some(r) = &e.repeat {
+            if e.steps.is_none() {
+                bail!("entry point `{name}`: `repeat` needs `steps`");
+            }
+            match e.parameters.get(r.as_str()) {
+                Some(spec) if spec.kind == ParamType::Int => {}
+                _ => bail!("entry point `{name}`: `repeat = \"{r}\"` must name one of its own int parameters"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every preset names parameters some entry point has, with values of their types.
+    fn validate_presets(&self) -> Result<()> {
         for (name, p) in &self.presets {
             for (key, v) in p.when.iter().chain(&p.values) {
                 let decls: Vec<&ParamSpec> = self
@@ -762,6 +759,28 @@ pub fn parse_override(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not key=value")),
     }
+}
+
+/// An entry point's `array`: over an int or list parameter, templates naming `{task}` or its
+/// parameters.
+fn validate_array(name: &str, e: &Entry, a: &ArraySpec) -> Result<()> {
+    match e.parameters.get(&a.over) {
+        Some(p) if matches!(p.kind, ParamType::Int | ParamType::List) => {}
+        _ => bail!(
+            "entry point `{name}`: array.over = `{}` must name one of its int or list parameters",
+            a.over
+        ),
+    }
+    for t in a.task.iter().chain(&a.merge) {
+        for ph in placeholders(t) {
+            if ph != "task" && !e.parameters.contains_key(&ph) {
+                bail!(
+                    "entry point `{name}`: array uses `{{{ph}}}`, which is neither `{{task}}` nor one of its parameters"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
