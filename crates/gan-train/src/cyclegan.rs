@@ -13,78 +13,22 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rebalance_core::contract::class_index;
 use rebalance_core::contract::gan::{CycleRow, LossRow};
 use rebalance_core::contract::layout::file;
 use rebalance_core::contract::write_json;
 use rebalance_core::tensorboard::SummaryWriter;
-use rebalance_core::{ImageSet, CONTRACT_VERSION};
+use rebalance_core::CONTRACT_VERSION;
 use rebalance_nn::adam::Adam;
 use rebalance_nn::models::cyclegan::{PatchDiscriminator, ResnetGenerator};
 use rebalance_nn::train::{checkpoint, CsvLog};
 use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
-use crate::train::{check_architecture, finish_with, write_grid, Plan};
-use crate::TrainArgs;
+use crate::args::CycleganArgs;
+use crate::output::{finish_with, write_grid};
+use crate::plan::{check_architecture, checkpoint_path, Plan};
 
 /// Images per row of the progress grids.
 const GRID: i64 = 8;
-
-/// [A, B]: `--from` (default: the class with the most training images, other than B) and `--to`
-/// (default: the one with the fewest).
-pub(crate) fn classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i64>> {
-    if args.class.is_some() || !args.classes.is_empty() || args.minority.is_some() {
-        bail!("cyclegan translates one class into another: name them with --from A --to B (not --class/--classes/--minority)");
-    }
-    let counts = set.counts();
-    let pick = |flag: &str, name: &str| -> Result<Option<i64>> {
-        if name == "auto" {
-            return Ok(None);
-        }
-        class_index(&set.classes, name)
-            .map(|i| Some(i as i64))
-            .map_err(|e| e.context(format!("--{flag} {name}")))
-    };
-    let present: Vec<i64> = (0..counts.len() as i64)
-        .filter(|&c| counts[c as usize] > 0)
-        .collect();
-    let to = match pick("to", &args.to)? {
-        Some(c) => c,
-        None => *present
-            .iter()
-            .min_by_key(|&&c| counts[c as usize])
-            .ok_or_else(|| anyhow::anyhow!("{}: no class has images", data.display()))?,
-    };
-    let from = match pick("from", &args.from)? {
-        Some(c) => c,
-        None => *present
-            .iter()
-            .filter(|&&c| c != to)
-            .max_by_key(|&&c| (counts[c as usize], std::cmp::Reverse(c)))
-            .ok_or_else(|| {
-                anyhow::anyhow!("{}: cyclegan needs two classes with images", data.display())
-            })?,
-    };
-    if from == to {
-        bail!(
-            "--from and --to are both class {}: cyclegan translates one class into another",
-            set.classes[from as usize]
-        );
-    }
-    set.ensure_classes_have_images(
-        data,
-        [from as usize, to as usize],
-        "cyclegan learns from images of both classes",
-    )?;
-    tracing::info!(
-        "cyclegan: {} ({} images) → {} ({} images)",
-        set.classes[from as usize],
-        counts[from as usize],
-        set.classes[to as usize],
-        counts[to as usize]
-    );
-    Ok(vec![from, to])
-}
 
 /// Generated images from earlier steps (Shrivastava et al. 2017): once full, each new image
 /// is, with probability ½, swapped for a random stored one, which D then sees instead.
@@ -138,7 +82,7 @@ struct Nets {
 }
 
 impl Nets {
-    fn new(plan: &Plan) -> Result<Self> {
+    fn new(plan: &Plan, opts: &CycleganArgs) -> Result<Self> {
         let (cfg, args, device) = (&plan.cfg, &plan.args, plan.device);
         rebalance_nn::seed_everything(args.common.seed);
         let (c, side) = (cfg.channels, cfg.height);
@@ -149,11 +93,11 @@ impl Nets {
         let d_a = PatchDiscriminator::new(d_vs.root() / "d_a", c, side, cfg.d_width);
         let d_b = PatchDiscriminator::new(d_vs.root() / "d_b", c, side, cfg.d_width);
         let pool_vs = VarStore::new(device);
-        let shape = [args.pool_size.max(1) as i64, c, side, side];
+        let shape = [opts.pool_size.max(1) as i64, c, side, side];
         let pool = |name: &str| Pool {
             buf: pool_vs.root().zeros_no_train(name, &shape),
             len: 0,
-            size: args.pool_size,
+            size: opts.pool_size,
         };
         let (pool_a, pool_b) = (pool("a"), pool("b"));
         Ok(Self {
@@ -181,7 +125,7 @@ impl Nets {
             ("pool_b_len".to_string(), self.pool_b.len.to_string()),
         ]);
         checkpoint::save(
-            &crate::train::checkpoint_path(&plan.work),
+            &checkpoint_path(&plan.work),
             &[
                 ("g", &self.g_vs),
                 ("d", &self.d_vs),
@@ -292,7 +236,7 @@ struct StepOut {
     cycle: CycleRow,
 }
 
-fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
+fn step(plan: &Plan, opts: &CycleganArgs, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     let args = &plan.args;
     let b = args.batch;
     let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
@@ -302,8 +246,8 @@ fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     nets.opt_d.lr = decayed(args.lr_d, step, args.steps);
     let xa = Real::batch(&real.a, b, &mut rng);
     let xb = Real::batch(&real.b, b, &mut rng);
-    let lambda = args.cycle_weight;
-    let w_id = lambda * args.identity_weight;
+    let lambda = opts.cycle_weight;
+    let w_id = lambda * opts.identity_weight;
 
     // Generators: fool both discriminators, and come back to where they started.
     nets.opt_g.zero_grad();
@@ -381,9 +325,14 @@ fn grid_rows(nets: &Nets, real: &Real) -> Vec<Vec<u8>> {
     })
 }
 
-pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant) -> Result<()> {
+pub(crate) fn train(
+    plan: &Plan,
+    opts: &CycleganArgs,
+    resume_from: Option<PathBuf>,
+    started: Instant,
+) -> Result<()> {
     let args = &plan.args;
-    let mut nets = Nets::new(plan)?;
+    let mut nets = Nets::new(plan, opts)?;
     let mut at = match (&resume_from, &args.init) {
         (Some(ck), _) => {
             let s = nets.resume(plan, ck)?;
@@ -421,7 +370,7 @@ pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant)
     while at < args.steps {
         at += 1;
         let t0 = Instant::now();
-        let mut out = step(plan, &mut nets, &real, at);
+        let mut out = step(plan, opts, &mut nets, &real, at);
         train_time += t0.elapsed().as_secs_f64();
         images_since += 2 * args.batch as usize;
         bar.inc(1);
@@ -490,7 +439,7 @@ pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant)
         }
     }
     bar.finish_and_clear();
-    if at == start && !crate::train::checkpoint_path(&plan.work).exists() {
+    if at == start && !checkpoint_path(&plan.work).exists() {
         nets.save(plan, at)?;
     }
     write_grid(

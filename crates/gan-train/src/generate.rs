@@ -16,7 +16,8 @@ use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::train::{checkpoint_config, write_grid};
+use crate::output::write_grid;
+use crate::plan::checkpoint_config;
 use rebalance_nn::models::cyclegan::ResnetGenerator;
 use rebalance_nn::models::{GanConfig, Generator};
 

@@ -17,6 +17,6 @@ fn main() -> std::process::ExitCode {
 fn train(args: gan_train::TrainArgs) -> std::process::ExitCode {
     rebalance_core::main_wrapper("gan-train", || {
         rebalance_core::cli::init_logging(args.common.quiet);
-        gan_train::train::run(&args)
+        gan_train::job::run(&args)
     })
 }

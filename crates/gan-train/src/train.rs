@@ -5,391 +5,33 @@
 //! saving. A checkpoint holds G, D, the EMA of G, both Adam states and the step; a run
 //! stopped at step k and resumed reaches bit-identical weights at step n on the CPU.
 //!
-//! `run` is resolve → work → write: [`Plan::resolve`] checks the flags and reads the data,
-//! [`prepare_work`] decides between a fresh and a resumed run, [`train_loop`] trains, and
-//! [`finish`] writes the output folder.
+//! [`crate::job`] resolves the [`Plan`] and where the run starts; [`train`] builds the networks,
+//! [`train_loop`] trains, and [`finish`] writes the output folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rebalance_core::contract::gan::{GanInfo, GanMetrics, LossRow};
-use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
-use rebalance_core::contract::{class_index, write_json};
+use rebalance_core::contract::gan::LossRow;
+use rebalance_core::contract::layout::file;
+use rebalance_core::contract::write_json;
 use rebalance_core::tensorboard::SummaryWriter;
-use rebalance_core::{
-    chart, grid, partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest,
-    CONTRACT_VERSION,
-};
+use rebalance_core::{ImageSet, CONTRACT_VERSION};
 use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
-use rebalance_nn::train::run_key::{Claim, RunKey};
 use rebalance_nn::train::{checkpoint, CsvLog, Failure, FailureMonitor};
-use rebalance_nn::{adam::Adam, device_name, io, quality, resolve_device};
+use rebalance_nn::{adam::Adam, io, quality};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
-use crate::diffaug::{diff_augment, Aug};
-use crate::{GanLoss, TrainArgs};
-use rebalance_core::contract::dataset::rare_classes_of;
-use rebalance_nn::models::Judge;
+use crate::args::{GanLoss, MsCap, TrainArgs};
+use crate::diffaug::diff_augment;
+use crate::output::{finish_with, write_grid};
+use crate::plan::{check_architecture, checkpoint_path, Plan};
 
 /// Samples shown per class in the progress grids.
 const GRID_COLS: i64 = 8;
-
-pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
-    dir.join("checkpoints").join("latest.safetensors")
-}
-
-/// Read a checkpoint's config from its metadata.
-pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> Result<GanConfig> {
-    let json = meta.get("config").with_context(|| {
-        format!(
-            "{}: not a gan-train checkpoint (no `config` metadata)",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(json)
-        .with_context(|| format!("{}: unreadable config metadata", path.display()))
-}
-
-/// Everything a run needs, resolved and checked before training.
-pub(crate) struct Plan {
-    pub(crate) args: TrainArgs,
-    pub(crate) device: Device,
-    /// The training image set's path, and the set.
-    pub(crate) data: PathBuf,
-    pub(crate) set: ImageSet,
-    pub(crate) out: PathBuf,
-    /// The hidden sibling of `out` the run lives in until it finishes.
-    pub(crate) work: PathBuf,
-    pub(crate) cfg: GanConfig,
-    /// D (critic) steps per G step.
-    n_d: u32,
-    policy: Vec<Aug>,
-    /// The judge whose feature space the warm-up matches (`--warmup-steps`) and whose
-    /// classifier the `--ac-weight` term asks.
-    judge: Option<Judge>,
-    /// `--real-augment`: the transform of real batches.
-    real_augment: Option<rebalance_nn::transforms::Online>,
-}
-
-impl Plan {
-    fn resolve(args: &TrainArgs) -> Result<Self> {
-        check_flags(args)?;
-        if args.threads > 0 {
-            tch::set_num_threads(args.threads);
-        }
-        let device = resolve_device(args.common.device)?;
-        let layout = Layout::new(&args.common.artifacts);
-        let data = args
-            .data
-            .clone()
-            .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
-        let out = args.out.clone().unwrap_or_else(|| layout.dir(GAN));
-        if !data.exists() {
-            bail!(
-                "{}: no training set. Run `just ingest` first (it writes artifacts/dataset from data/mnist), \
-                 or pass --data <image set>",
-                data.display()
-            );
-        }
-        let set = ImageSet::read(&data)?;
-        let trained = choose_classes(&set, &data, args)?;
-        let judge = match &args.judge {
-            Some(dir) if args.warmup_steps > 0 || args.ac_weight > 0.0 => {
-                let mut j = Judge::load(dir, device)?;
-                j.check_compatible(&set, &data)?;
-                j.freeze();
-                Some(j)
-            }
-            _ => None,
-        };
-        if args.model == GanKind::Dcgan && trained.len() > 1 {
-            tracing::info!(
-                "dcgan is unconditional: it learns the {} classes as one pool",
-                trained.len()
-            );
-        }
-        let cfg = GanConfig {
-            model: args.model,
-            channels: set.channels as i64,
-            height: set.height as i64,
-            width: set.width as i64,
-            z_dim: args.z_dim,
-            g_width: args.g_width,
-            d_width: args.d_width,
-            embed_dim: args.embed_dim,
-            g_dropout: args.g_dropout,
-            minibatch_std: args.minibatch_std,
-            spectral_norm: args.spectral_norm,
-            conditioning: args.conditioning,
-            classes: set.classes.clone(),
-            trained_classes: trained,
-        };
-        cfg.stages()?;
-        let default_d_steps = if args.model == GanKind::WganGp { 5 } else { 1 };
-        let real_augment = (args.real_augment != rebalance_nn::transforms::OnlineAugment::None)
-            .then(|| {
-                rebalance_nn::transforms::Online::new(
-                    args.real_augment,
-                    Default::default(),
-                    rebalance_nn::transforms::Elastic {
-                        alpha: 34.0,
-                        sigma: 4.0,
-                    },
-                    0.125,
-                    set.channels as i64,
-                )
-            });
-        Ok(Self {
-            args: args.clone(),
-            device,
-            work: partial_dir(&out),
-            out,
-            data,
-            set,
-            cfg,
-            n_d: args.d_steps.unwrap_or(default_d_steps).max(1),
-            policy: args.diffaug.iter().flatten().copied().collect(),
-            judge,
-            real_augment,
-        })
-    }
-}
-
-/// Flags that are wrong whatever the data.
-fn check_flags(args: &TrainArgs) -> Result<()> {
-    if args.batch < 1 {
-        bail!("--batch must be at least 1, not {}", args.batch);
-    }
-    for (flag, v) in [("--lr-g", args.lr_g), ("--lr-d", args.lr_d)] {
-        if !(v > 0.0 && v.is_finite()) {
-            bail!("{flag} must be a positive number, not {v}");
-        }
-    }
-    if !(args.mode_seeking >= 0.0 && args.mode_seeking.is_finite()) {
-        bail!(
-            "--mode-seeking must be a number ≥ 0, not {}",
-            args.mode_seeking
-        );
-    }
-    if args.mode_seeking > 0.0 && args.batch < 2 {
-        bail!("--mode-seeking compares pairs of samples: --batch must be at least 2 (or --mode-seeking 0)");
-    }
-    if args.ms_cap == crate::MsCap::Source && !args.model.image_conditioned() {
-        bail!("--ms-cap source caps the mode-seeking term by a source's real partner; only --model dagan has sources");
-    }
-    for (flag, v) in [
-        ("--cbn-lr-mult", args.cbn_lr_mult),
-        ("--ac-weight", args.ac_weight),
-    ] {
-        if !(v >= 0.0 && v.is_finite()) {
-            bail!("{flag} must be a number ≥ 0, not {v}");
-        }
-    }
-    if args.cbn_lr_mult != 1.0 && args.conditioning != crate::Conditioning::Cbn {
-        bail!("--cbn-lr-mult scales class-conditional batch norm's class terms: add --conditioning cbn");
-    }
-    if args.ac_weight > 0.0 && !(args.model.conditional() || args.model.image_conditioned()) {
-        bail!(
-            "--ac-weight asks the judge for the label of G's images; {} makes unlabelled images",
-            args.model
-        );
-    }
-    if !args.model.translates() && (args.from != "auto" || args.to != "auto") {
-        bail!(
-            "--from/--to name the classes a cyclegan translates between; add --model cyclegan (this run is {})",
-            args.model
-        );
-    }
-    if args.model.translates() && args.pool_size > 10_000 {
-        bail!(
-            "--pool-size {} is larger than any use of it; the paper's is 50",
-            args.pool_size
-        );
-    }
-    if args.loss == GanLoss::Hinge && args.model == GanKind::WganGp {
-        bail!("--loss hinge: wgan-gp has its own (Wasserstein) loss; use --model cgan or dcgan");
-    }
-    if let Some(t) = args.transition {
-        if !args.model.conditional() {
-            bail!(
-                "--transition fades the label in, but {} takes no label; use --model cgan or wgan-gp",
-                args.model
-            );
-        }
-        if t.end > args.steps {
-            bail!(
-                "--transition {},{}: END is past --steps {}; the label must be fully in before the run ends",
-                t.start,
-                t.end,
-                args.steps
-            );
-        }
-    }
-    if args.warmup_steps > 0 && args.warmup_steps >= args.steps {
-        bail!(
-            "--warmup-steps {} leaves no adversarial step of --steps {}",
-            args.warmup_steps,
-            args.steps
-        );
-    }
-    if !(0.0..1.0).contains(&args.ema) {
-        bail!("--ema must be in [0, 1), not {}", args.ema);
-    }
-    for (flag, v) in [
-        ("--log-every", args.log_every),
-        ("--sample-every", args.sample_every),
-        ("--checkpoint-every", args.checkpoint_every),
-    ] {
-        if v == 0 {
-            bail!("{flag} must be at least 1");
-        }
-    }
-    Ok(())
-}
-
-fn choose_classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i64>> {
-    let counts = set.counts();
-    let find = |name: &str| class_index(&set.classes, name).map(|i| i as i64);
-    let chosen: Vec<i64> = if let Some(c) = &args.class {
-        vec![find(c)?]
-    } else if !args.classes.is_empty() {
-        args.classes
-            .iter()
-            .map(|c| find(c))
-            .collect::<Result<_>>()?
-    } else if let Some(n) = args.minority {
-        let v: Vec<i64> = (0..counts.len())
-            .filter(|&i| counts[i] < n)
-            .map(|i| i as i64)
-            .collect();
-        if v.is_empty() {
-            bail!(
-                "--minority {n}: no class has fewer than {n} training images (counts: {counts:?})"
-            );
-        }
-        v
-    } else {
-        (0..counts.len() as i64).collect()
-    };
-    set.ensure_classes_have_images(
-        data,
-        chosen.iter().map(|&c| c as usize),
-        "leave it out with --classes (the classes to train on)",
-    )?;
-    if args.model.image_conditioned() {
-        return dagan_classes(set, data, args, chosen);
-    }
-    if args.model.translates() {
-        return crate::cyclegan::classes(set, data, args);
-    }
-    Ok(chosen)
-}
-
-/// DAGAN learns from same-class pairs of the common classes (all chosen classes when the user
-/// named them), and is then applied to the rare ones.
-fn dagan_classes(
-    set: &ImageSet,
-    data: &Path,
-    args: &TrainArgs,
-    chosen: Vec<i64>,
-) -> Result<Vec<i64>> {
-    let counts = set.counts();
-    let named = args.class.is_some() || !args.classes.is_empty() || args.minority.is_some();
-    let dir = data.parent().unwrap_or(Path::new("."));
-    let rare = rare_classes_of(dir, &set.classes, &counts);
-    let pairs: Vec<i64> = chosen
-        .into_iter()
-        .filter(|&c| counts[c as usize] >= 2)
-        .filter(|&c| named || !rare.contains(&set.classes[c as usize]))
-        .collect();
-    if pairs.is_empty() {
-        bail!(
-            "dagan learns from pairs of images of one class: no chosen class has 2 or more training images (counts: {counts:?})"
-        );
-    }
-    Ok(pairs)
-}
-
-/// Decide where the run starts: the checkpoint to resume from, if any. Without `--resume`, an
-/// interrupted run of this same command and data (its run key) is resumed and anything else in
-/// the work folder is cleared.
-pub(crate) fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
-    let (args, work) = (&plan.args, &plan.work);
-    // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
-    let key = RunKey::new(
-        serde_json::to_value(args)?,
-        &["/resume", "/common/quiet"],
-        vec![FileRecord::of_file(
-            &plan.data,
-            &plan.data.display().to_string(),
-        )?],
-        &device_name(plan.device),
-    );
-    let resume_from = match args.resume.as_deref() {
-        None => match key.claim(work)? {
-            Claim::Resume if checkpoint_path(work).exists() => {
-                tracing::info!(
-                    "{} holds an interrupted run of this same command: resuming it",
-                    work.display()
-                );
-                Some(checkpoint_path(work))
-            }
-            Claim::Replaced => {
-                tracing::warn!("{} held an interrupted run of another command or data; starting afresh (use --resume latest to continue it)", work.display());
-                None
-            }
-            _ => None,
-        },
-        Some("latest") => {
-            if !checkpoint_path(work).exists() {
-                if !checkpoint_path(&plan.out).exists() {
-                    bail!(
-                        "--resume latest: no checkpoint in {} or {}",
-                        work.display(),
-                        plan.out.display()
-                    );
-                }
-                copy_dir(&plan.out, work)?;
-            }
-            key.write(work)?;
-            Some(checkpoint_path(work))
-        }
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if !p.is_file() {
-                bail!("--resume {}: no such checkpoint file", p.display());
-            }
-            key.write(work)?;
-            Some(p)
-        }
-    };
-    std::fs::create_dir_all(work.join("samples"))?;
-    std::fs::create_dir_all(work.join("checkpoints"))?;
-    Ok(resume_from)
-}
-
-/// Check that the checkpoint at `path` (its metadata) fits the networks of `cfg`.
-pub(crate) fn check_architecture(
-    meta: &HashMap<String, String>,
-    path: &Path,
-    cfg: &GanConfig,
-    flag: &str,
-) -> Result<()> {
-    let theirs = checkpoint_config(meta, path)?;
-    if !theirs.same_architecture(cfg) {
-        bail!(
-            "{flag} {}: a checkpoint of another architecture ({}); this run is {}",
-            path.display(),
-            theirs.describe(),
-            cfg.describe()
-        );
-    }
-    Ok(())
-}
 
 struct Nets {
     g_vs: VarStore,
@@ -854,7 +496,7 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
         let cap = seeking.then(|| {
             let h = b / 2;
             match (args.ms_cap, &real_b.src) {
-                (crate::MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
+                (MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
                     .abs()
                     .flatten(1, -1)
                     .mean_dim(1, false, Kind::Float),
@@ -1198,25 +840,9 @@ fn write_samples(
         .samples(step, plan.args.steps, div, real.diversity))
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GAN));
-    let _lock = rebalance_core::stage_lock::StageLock::share("gan-train", &out)?;
-    let per_class = crate::per_class::classes_of(args);
-    if !per_class.is_empty() {
-        return crate::per_class::run(args, &per_class);
-    }
-    if args.class_task.is_some() || args.merge_classes {
-        bail!("--class-task and --merge-classes go with --per-class-gans");
-    }
-    let started = Instant::now();
-    let plan = Plan::resolve(args)?;
-    let resume_from = prepare_work(&plan)?;
-    if plan.cfg.model.translates() {
-        return crate::cyclegan::train(&plan, resume_from, started);
-    }
+/// Train one GAN adversarially from where `prepare_work` said the run starts, then write it.
+pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant) -> Result<()> {
+    let args = &plan.args;
     let mut nets = Nets::new(&plan.cfg, args, plan.device)?;
     let step = nets.start(&plan, resume_from.as_deref())?;
     if !args.common.quiet {
@@ -1227,7 +853,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         );
     }
     write_json(&plan.work.join(file::CONFIG), &plan.cfg)?;
-    let real = Real::new(&plan);
+    let real = Real::new(plan);
     if step == 0 {
         let pix: Vec<Vec<u8>> = real.rows.iter().map(rebalance_nn::to_u8_pixels).collect();
         write_grid(&plan.work.join("samples/real.png"), &pix, &plan.cfg)?;
@@ -1257,11 +883,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         train_time: 0.0,
         last_log: Instant::now(),
     };
-    let prog = train_loop(&plan, &mut nets, &real, prog)?;
+    let prog = train_loop(plan, &mut nets, &real, prog)?;
     if prog.step == prog.steps_at_start && !checkpoint_path(&plan.work).exists() {
         nets.save(&plan.work, prog.step, &plan.cfg)?;
     }
-    finish(&plan, &nets, &prog, started)
+    finish(plan, &nets, &prog, started)
 }
 
 /// Write the generator, the loss chart and the manifest, then swap the work folder into place.
@@ -1274,116 +900,6 @@ fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result
         prog.train_time,
         started,
     )
-}
-
-/// [`finish`] for any model: `generator` holds the weights `generate` loads; `steps` is (the
-/// last step, the step this run started at).
-pub(crate) fn finish_with(
-    plan: &Plan,
-    generator: &VarStore,
-    rows: &[LossRow],
-    steps: (u64, u64),
-    train_time: f64,
-    started: Instant,
-) -> Result<()> {
-    let (args, cfg, work) = (&plan.args, &plan.cfg, &plan.work);
-    // The model: the generator used for sampling (the EMA when enabled) plus its config.
-    let meta = HashMap::from([("config".to_string(), serde_json::to_string(cfg)?)]);
-    write_atomic(
-        &work.join(file::GENERATOR),
-        &io::to_safetensors(&io::named_vars(generator, ""), meta)?,
-    )?;
-    write_atomic(&work.join("losses.svg"), losses_svg(rows)?.as_bytes())?;
-    let (step, steps_at_start) = steps;
-    let trained_steps = step - steps_at_start;
-    let mut m = Manifest::new(
-        "gan-train",
-        serde_json::to_value(args)?,
-        &device_name(plan.device),
-        args.common.seed,
-    );
-    m.inputs.push(FileRecord::of_file(
-        &plan.data,
-        &plan.data.display().to_string(),
-    )?);
-    RunKey::release(work)?;
-    m.record_outputs(work)?;
-    m.set_extra(&GanInfo {
-        config: cfg.clone(),
-        trained_classes: cfg
-            .trained_classes
-            .iter()
-            .map(|&c| cfg.classes[c as usize].clone())
-            .collect(),
-    })?;
-    let images = trained_steps as f64 * (args.batch * plan.n_d as i64) as f64;
-    m.set_metrics(&GanMetrics {
-        steps: step,
-        steps_this_run: trained_steps,
-        train_s: (train_time * 1000.0).round() / 1000.0,
-        images_per_s: (train_time > 0.0).then(|| (images / train_time * 10.0).round() / 10.0),
-        last: rows.last().cloned(),
-    })?;
-    m.finish(work, started)?;
-    swap_into(work, &plan.out)?;
-    println!(
-        "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
-        cfg.model,
-        step,
-        trained_steps,
-        started.elapsed().as_secs_f64(),
-        plan.out.display(),
-        plan.out.display()
-    );
-    Ok(())
-}
-
-pub(crate) fn losses_svg(rows: &[LossRow]) -> Result<String> {
-    let series = |f: fn(&LossRow) -> f64| {
-        rows.iter()
-            .map(|r| (r.step as f64, f(r)))
-            .collect::<Vec<_>>()
-    };
-    chart::lines_svg(
-        "GAN losses",
-        &[
-            ("D loss real", series(|r| r.d_loss_real)),
-            ("D loss fake", series(|r| r.d_loss_fake)),
-            ("G loss", series(|r| r.g_loss)),
-        ],
-        "step",
-        "loss",
-    )
-}
-
-/// Write a sample grid as PNG to `path`; the PNG's bytes.
-pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<Vec<u8>> {
-    let per = (cfg.channels * cfg.height * cfg.width) as usize;
-    let cells: Vec<Vec<&[u8]>> = rows.iter().map(|r| r.chunks(per).collect()).collect();
-    let png = grid::grid_png(
-        &cells,
-        cfg.channels as usize,
-        cfg.height as usize,
-        cfg.width as usize,
-        grid::default_scale(cfg.height as usize),
-    )?;
-    write_atomic(path, &png)?;
-    Ok(png)
-}
-
-fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let to = dst.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &to)?;
-        } else {
-            std::fs::copy(e.path(), &to)
-                .with_context(|| format!("copying {}", e.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
