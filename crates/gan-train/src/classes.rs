@@ -131,4 +131,3 @@ fn translation_classes(set: &ImageSet, data: &Path, args: &CycleganArgs) -> Resu
     );
     Ok(vec![from, to])
 }
-

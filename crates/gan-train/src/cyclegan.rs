@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rebalance_core::contract::gan::{CycleRow, LossRow};
@@ -20,7 +21,8 @@ use rebalance_core::tensorboard::SummaryWriter;
 use rebalance_core::CONTRACT_VERSION;
 use rebalance_nn::adam::Adam;
 use rebalance_nn::models::cyclegan::{PatchDiscriminator, ResnetGenerator};
-use rebalance_nn::train::{checkpoint, CsvLog};
+use rebalance_nn::train::cadence::{self, Hooks, Steps};
+use rebalance_nn::train::{checkpoint, CsvLog, Failure};
 use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
 use crate::args::CycleganArgs;
@@ -325,6 +327,114 @@ fn grid_rows(nets: &Nets, real: &Real) -> Vec<Vec<u8>> {
     })
 }
 
+/// The cyclegan loop's work at each point of its cadence.
+struct Translate<'a> {
+    plan: &'a Plan,
+    opts: &'a CycleganArgs,
+    nets: Nets,
+    real: Real,
+    losses: CsvLog<LossRow>,
+    cycles: CsvLog<CycleRow>,
+    tb: SummaryWriter,
+    last_log: Instant,
+    /// Images the generators translated since the last log step.
+    images_since: usize,
+}
+
+impl Hooks for Translate<'_> {
+    type Out = StepOut;
+
+    fn step(&mut self, at: u64) -> StepOut {
+        step(self.plan, self.opts, &mut self.nets, &self.real, at)
+    }
+
+    /// A loss that is not finite ends the run at once.
+    fn after_step(
+        &mut self,
+        at: &Steps,
+        out: &StepOut,
+        bar: &ProgressBar,
+    ) -> Result<Option<Failure>> {
+        self.images_since += 2 * self.plan.args.batch as usize;
+        let values = [
+            out.loss.d_loss_real,
+            out.loss.d_loss_fake,
+            out.loss.g_loss,
+            out.cycle.cycle_a,
+            out.cycle.cycle_b,
+        ];
+        if values.iter().any(|v| !v.is_finite()) {
+            bar.finish_and_clear();
+            bail!(
+                "cyclegan diverged at step {}: a loss is not finite (D real {}, D fake {}, G {}, cycle {} / {}); \
+                 no checkpoint of these weights was written. Lower --lr-g/--lr-d, or resume from the last checkpoint with --resume latest",
+                at.step, values[0], values[1], values[2], values[3], values[4]
+            );
+        }
+        Ok(None)
+    }
+
+    fn log(&mut self, at: &Steps, out: &mut StepOut, bar: &ProgressBar) -> Result<Option<Failure>> {
+        let args = &self.plan.args;
+        out.loss.images_per_s =
+            (self.images_since as f64 / self.last_log.elapsed().as_secs_f64().max(1e-9)).round();
+        (self.images_since, self.last_log) = (0, Instant::now());
+        bar.set_message(format!(
+            "cycle {:.3}/{:.3}",
+            out.cycle.cycle_a, out.cycle.cycle_b
+        ));
+        self.tb.scalars(
+            at.step as i64,
+            &[
+                ("loss/d_real", out.loss.d_loss_real),
+                ("loss/d_fake", out.loss.d_loss_fake),
+                ("loss/g", out.loss.g_loss),
+                ("loss/cycle_a", out.cycle.cycle_a),
+                ("loss/cycle_b", out.cycle.cycle_b),
+                ("loss/identity_a", out.cycle.identity_a),
+                ("loss/identity_b", out.cycle.identity_b),
+                ("d_accuracy/real", out.loss.d_acc_real),
+                ("d_accuracy/fake", out.loss.d_acc_fake),
+            ],
+        )?;
+        if args.common.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            tracing::info!(
+                "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, cycle A {:.4} B {:.4}",
+                at.step,
+                args.steps,
+                out.loss.d_loss_real,
+                out.loss.d_loss_fake,
+                out.loss.g_loss,
+                out.cycle.cycle_a,
+                out.cycle.cycle_b
+            );
+        }
+        self.losses.push(out.loss.clone())?;
+        self.cycles.push(out.cycle.clone())?;
+        Ok(None)
+    }
+
+    fn sample(&mut self, at: u64) -> Result<Option<Failure>> {
+        let rows = grid_rows(&self.nets, &self.real);
+        let png = write_grid(
+            &self.plan.work.join(format!("samples/step_{at:06}.png")),
+            &rows,
+            &self.plan.cfg,
+        )?;
+        self.tb.png(at as i64, "samples", &png)?;
+        Ok(None)
+    }
+
+    fn checkpoint(&mut self, at: u64) -> Result<()> {
+        self.nets.save(self.plan, at)
+    }
+
+    fn has_checkpoint(&self) -> bool {
+        checkpoint_path(&self.plan.work).exists()
+    }
+}
+
+/// Train the cyclegan from where `prepare_work` said the run starts, then write it.
 pub(crate) fn train(
     plan: &Plan,
     opts: &CycleganArgs,
@@ -333,7 +443,7 @@ pub(crate) fn train(
 ) -> Result<()> {
     let args = &plan.args;
     let mut nets = Nets::new(plan, opts)?;
-    let mut at = match (&resume_from, &args.init) {
+    let at = match (&resume_from, &args.init) {
         (Some(ck), _) => {
             let s = nets.resume(plan, ck)?;
             tracing::info!("resumed from {} at step {s}", ck.display());
@@ -346,12 +456,11 @@ pub(crate) fn train(
         }
         (None, None) => 0,
     };
-    let start = at;
     write_json(&plan.work.join(file::CONFIG), &plan.cfg)?;
     let real = Real::new(plan);
     let loss_path = plan.work.join(file::LOSSES);
     let cycle_path = plan.work.join(file::CYCLE);
-    let (mut losses, mut cycles) = if resume_from.is_some() {
+    let (losses, cycles) = if resume_from.is_some() {
         (
             CsvLog::resume(&loss_path, |r: &LossRow| r.step <= at)?,
             CsvLog::resume(&cycle_path, |r: &CycleRow| r.step <= at)?,
@@ -359,100 +468,34 @@ pub(crate) fn train(
     } else {
         (CsvLog::create(&loss_path), CsvLog::create(&cycle_path))
     };
-    let mut tb = SummaryWriter::create(&plan.work.join("tb"))?;
-    let bar = rebalance_core::cli::progress(
-        args.steps.saturating_sub(at),
-        "training cyclegan",
-        args.common.quiet,
-    );
-    let (mut train_time, mut last_log) = (0.0, Instant::now());
-    let mut images_since = 0usize;
-    while at < args.steps {
-        at += 1;
-        let t0 = Instant::now();
-        let mut out = step(plan, opts, &mut nets, &real, at);
-        train_time += t0.elapsed().as_secs_f64();
-        images_since += 2 * args.batch as usize;
-        bar.inc(1);
-        let values = [
-            out.loss.d_loss_real,
-            out.loss.d_loss_fake,
-            out.loss.g_loss,
-            out.cycle.cycle_a,
-            out.cycle.cycle_b,
-        ];
-        if values.iter().any(|v| !v.is_finite()) {
-            bar.finish_and_clear();
-            bail!(
-                "cyclegan diverged at step {at}: a loss is not finite (D real {}, D fake {}, G {}, cycle {} / {}); \
-                 no checkpoint of these weights was written. Lower --lr-g/--lr-d, or resume from the last checkpoint with --resume latest",
-                values[0], values[1], values[2], values[3], values[4]
-            );
-        }
-        if at.is_multiple_of(args.log_every) || at == args.steps {
-            out.loss.images_per_s =
-                (images_since as f64 / last_log.elapsed().as_secs_f64().max(1e-9)).round();
-            (images_since, last_log) = (0, Instant::now());
-            bar.set_message(format!(
-                "cycle {:.3}/{:.3}",
-                out.cycle.cycle_a, out.cycle.cycle_b
-            ));
-            tb.scalars(
-                at as i64,
-                &[
-                    ("loss/d_real", out.loss.d_loss_real),
-                    ("loss/d_fake", out.loss.d_loss_fake),
-                    ("loss/g", out.loss.g_loss),
-                    ("loss/cycle_a", out.cycle.cycle_a),
-                    ("loss/cycle_b", out.cycle.cycle_b),
-                    ("loss/identity_a", out.cycle.identity_a),
-                    ("loss/identity_b", out.cycle.identity_b),
-                    ("d_accuracy/real", out.loss.d_acc_real),
-                    ("d_accuracy/fake", out.loss.d_acc_fake),
-                ],
-            )?;
-            if args.common.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                tracing::info!(
-                    "step {at}/{}: D real {:.3} fake {:.3}, G {:.3}, cycle A {:.4} B {:.4}",
-                    args.steps,
-                    out.loss.d_loss_real,
-                    out.loss.d_loss_fake,
-                    out.loss.g_loss,
-                    out.cycle.cycle_a,
-                    out.cycle.cycle_b
-                );
-            }
-            losses.push(out.loss)?;
-            cycles.push(out.cycle)?;
-        }
-        if at.is_multiple_of(args.sample_every) || at == args.steps {
-            let rows = grid_rows(&nets, &real);
-            let png = write_grid(
-                &plan.work.join(format!("samples/step_{at:06}.png")),
-                &rows,
-                &plan.cfg,
-            )?;
-            tb.png(at as i64, "samples", &png)?;
-        }
-        if at.is_multiple_of(args.checkpoint_every) || at == args.steps {
-            nets.save(plan, at)?;
-        }
-    }
-    bar.finish_and_clear();
-    if at == start && !checkpoint_path(&plan.work).exists() {
-        nets.save(plan, at)?;
-    }
+    let mut hooks = Translate {
+        plan,
+        opts,
+        nets,
+        real,
+        losses,
+        cycles,
+        tb: SummaryWriter::create(&plan.work.join("tb"))?,
+        last_log: Instant::now(),
+        images_since: 0,
+    };
+    let mut steps = Steps::new(at, resume_from.is_some());
+    cadence::run(
+        &plan.loop_settings("training cyclegan"),
+        &mut steps,
+        &mut hooks,
+    )?;
     write_grid(
         &plan.work.join("samples/translation.png"),
-        &grid_rows(&nets, &real),
+        &grid_rows(&hooks.nets, &hooks.real),
         &plan.cfg,
     )?;
     finish_with(
         plan,
-        &nets.g_vs,
-        losses.rows(),
-        (at, start),
-        train_time,
+        &hooks.nets.g_vs,
+        hooks.losses.rows(),
+        (steps.step, steps.at_start),
+        steps.train_time,
         started,
     )
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
 use rebalance_core::{partial_dir, FileRecord, ImageSet};
 use rebalance_nn::models::{GanConfig, GanKind, Judge};
+use rebalance_nn::train::cadence::{Cadence, Settings};
 use rebalance_nn::train::run_key::{Claim, RunKey};
 use rebalance_nn::{device_name, resolve_device};
 use tch::Device;
@@ -136,6 +137,25 @@ impl Plan {
             judge,
             real_augment,
         })
+    }
+}
+
+impl Plan {
+    /// How the training loop runs: the flags' cadence and `--stop-on-failure`.
+    pub(crate) fn loop_settings<'a>(&'a self, label: &'a str) -> Settings<'a> {
+        let args = &self.args;
+        Settings {
+            cadence: Cadence {
+                steps: args.steps,
+                log_every: args.log_every,
+                sample_every: args.sample_every,
+                checkpoint_every: args.checkpoint_every,
+            },
+            label,
+            quiet: args.common.quiet,
+            stop_on_failure: args.stop_on_failure,
+            work: &self.work,
+        }
     }
 }
 

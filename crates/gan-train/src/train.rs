@@ -5,14 +5,16 @@
 //! saving. A checkpoint holds G, D, the EMA of G, both Adam states and the step; a run
 //! stopped at step k and resumed reaches bit-identical weights at step n on the CPU.
 //!
-//! [`crate::job`] resolves the [`Plan`] and where the run starts; [`train`] builds the networks,
-//! [`train_loop`] trains, and [`finish`] writes the output folder.
+//! [`crate::job`] resolves the [`Plan`] and where the run starts; [`train`] builds the networks
+//! and runs the loop skeleton of [`rebalance_nn::train::cadence`] with this loop's hooks
+//! ([`Adversarial`]), then writes the output folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rebalance_core::contract::gan::LossRow;
@@ -21,6 +23,7 @@ use rebalance_core::contract::write_json;
 use rebalance_core::tensorboard::SummaryWriter;
 use rebalance_core::{ImageSet, CONTRACT_VERSION};
 use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
+use rebalance_nn::train::cadence::{self, Hooks, Steps};
 use rebalance_nn::train::{checkpoint, CsvLog, Failure, FailureMonitor};
 use rebalance_nn::{adam::Adam, io, quality};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
@@ -618,105 +621,91 @@ fn gradient_penalty(nets: &Nets, xr: &Tensor, fake: &Tensor, y: &Tensor, cond: f
         .mean(Kind::Float)
 }
 
-/// What the loop carries from step to step.
-struct Progress {
-    step: u64,
-    steps_at_start: u64,
+/// The adversarial loop's work at each point of its cadence: the networks, the real images,
+/// the logs and the failure monitor.
+struct Adversarial<'a> {
+    plan: &'a Plan,
+    nets: &'a mut Nets,
+    real: &'a Real,
     log: CsvLog<LossRow>,
     /// TensorBoard scalars (each losses.csv row) and images (the sample grids), `<out>/tb`.
     tb: SummaryWriter,
     monitor: FailureMonitor,
-    /// A failure still in force: only a divergence stays (the others warn once).
-    failure: Option<Failure>,
-    last_good_ckpt: Option<u64>,
-    train_time: f64,
     last_log: Instant,
 }
 
-fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> Result<Progress> {
-    let args = &plan.args;
-    let bar = rebalance_core::cli::progress(
-        args.steps.saturating_sub(prog.step),
-        "training",
-        args.common.quiet,
-    );
-    while prog.step < args.steps {
-        prog.step += 1;
-        let step = prog.step;
-        let t0 = Instant::now();
-        let out = train_step(plan, nets, real, step);
-        prog.train_time += t0.elapsed().as_secs_f64();
-        bar.inc(1);
-        let done = step - prog.steps_at_start;
-        if done == ESTIMATE_AFTER.min(args.steps - prog.steps_at_start) && !args.common.quiet {
-            let per_step = prog.train_time / done as f64;
+impl Hooks for Adversarial<'_> {
+    type Out = StepOut;
+
+    fn step(&mut self, step: u64) -> StepOut {
+        train_step(self.plan, self.nets, self.real, step)
+    }
+
+    /// The time estimate after the first steps; non-finite losses.
+    fn after_step(
+        &mut self,
+        at: &Steps,
+        out: &StepOut,
+        bar: &ProgressBar,
+    ) -> Result<Option<Failure>> {
+        let (args, step) = (&self.plan.args, at.step);
+        let done = step - at.at_start;
+        if done == ESTIMATE_AFTER.min(args.steps - at.at_start) && !args.common.quiet {
+            let per_step = at.train_time / done as f64;
             bar.suspend(|| {
-                for line in estimate(plan, done, per_step, args.steps - step) {
+                for line in estimate(self.plan, done, per_step, args.steps - step) {
                     tracing::info!("{line}");
                 }
             });
         }
-        let mut found = if out.warmup {
+        Ok(if out.warmup {
             None
         } else {
-            prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss)
+            self.monitor.step(step, out.l_real, out.l_fake, out.g_loss)
+        })
+    }
+
+    /// The losses.csv row and its TensorBoard scalars; whether D has won.
+    fn log(&mut self, at: &Steps, out: &mut StepOut, bar: &ProgressBar) -> Result<Option<Failure>> {
+        let row = self.log_row(at, out);
+        bar.set_message(format!(
+            "G {:.2} D {:.2}",
+            row.g_loss,
+            row.d_loss_real + row.d_loss_fake
+        ));
+        let won = if out.warmup {
+            None
+        } else {
+            self.monitor
+                .logged(at.step, row.d_loss_real, row.d_loss_fake)
         };
-        if step.is_multiple_of(args.log_every) || step == args.steps {
-            let row = log_row(plan, &mut prog, &out);
-            bar.set_message(format!(
-                "G {:.2} D {:.2}",
-                row.g_loss,
-                row.d_loss_real + row.d_loss_fake
-            ));
-            if !out.warmup {
-                let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
-                found = found.or(won);
-            }
-            prog.tb.scalars(
-                step as i64,
-                &[
-                    ("loss/d_real", row.d_loss_real),
-                    ("loss/d_fake", row.d_loss_fake),
-                    ("loss/g", row.g_loss),
-                    ("loss/gradient_penalty", row.gp),
-                    ("d_accuracy/real", row.d_acc_real),
-                    ("d_accuracy/fake", row.d_acc_fake),
-                    ("images_per_s", row.images_per_s),
-                ],
-            )?;
-            prog.log.push(row)?;
-        }
-        if step.is_multiple_of(args.sample_every) || step == args.steps {
-            found = found.or(write_samples(plan, nets, real, step, &mut prog)?);
-        }
-        if let Some(f) = found {
-            prog.failure.get_or_insert(f);
-        }
-        if let Some(f) = &prog.failure {
-            tracing::warn!("{f}");
-            if args.stop_on_failure {
-                bar.finish_and_clear();
-                match prog.last_good_ckpt {
-                    Some(s) => bail!("stopped on failure: {f}. The last good checkpoint (step {s}) is in {}; continue with --resume latest", plan.work.display()),
-                    None => bail!("stopped on failure: {f}. No checkpoint was written yet"),
-                }
-            }
-            // Warn once per kind; keep going, but never checkpoint diverged weights.
-            if !f.diverged() {
-                prog.failure = None;
-            }
-        }
-        let diverged = prog.failure.as_ref().is_some_and(Failure::diverged);
-        if (step.is_multiple_of(args.checkpoint_every) || step == args.steps) && !diverged {
-            nets.save(&plan.work, step, &plan.cfg)?;
-            prog.last_good_ckpt = Some(step);
-        }
+        self.tb.scalars(
+            at.step as i64,
+            &[
+                ("loss/d_real", row.d_loss_real),
+                ("loss/d_fake", row.d_loss_fake),
+                ("loss/g", row.g_loss),
+                ("loss/gradient_penalty", row.gp),
+                ("d_accuracy/real", row.d_acc_real),
+                ("d_accuracy/fake", row.d_acc_fake),
+                ("images_per_s", row.images_per_s),
+            ],
+        )?;
+        self.log.push(row)?;
+        Ok(won)
     }
-    bar.finish_and_clear();
-    if let Some(f) = &prog.failure {
-        bail!("training diverged ({f}); no checkpoint of diverged weights was written");
+
+    fn sample(&mut self, step: u64) -> Result<Option<Failure>> {
+        self.write_samples(step)
     }
-    Ok(prog)
+
+    fn checkpoint(&mut self, step: u64) -> Result<()> {
+        self.nets.save(&self.plan.work, step, &self.plan.cfg)
+    }
+
+    fn has_checkpoint(&self) -> bool {
+        checkpoint_path(&self.plan.work).exists()
+    }
 }
 
 /// Steps timed before the stage's time is estimated.
@@ -753,39 +742,40 @@ fn estimate(plan: &Plan, done: u64, per_step: f64, left: u64) -> Vec<String> {
     lines
 }
 
-/// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
-fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
-    let args = &plan.args;
-    let since = prog.last_log.elapsed().as_secs_f64().max(1e-9);
-    prog.last_log = Instant::now();
-    let last = prog
-        .log
-        .rows()
-        .last()
-        .map_or(prog.steps_at_start, |r| r.step.max(prog.steps_at_start));
-    let logged = (prog.step - last) as f64;
-    let rate = |t: &Tensor, positive: bool| {
-        if t.numel() == 0 {
-            return 0.0; // a warm-up step: D did not run
-        }
-        let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
-        hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
-    };
-    let row = LossRow {
-        step: prog.step,
-        d_loss_real: out.l_real,
-        d_loss_fake: out.l_fake,
-        g_loss: out.g_loss,
-        d_acc_real: rate(&out.d_real, true),
-        d_acc_fake: rate(&out.d_fake, false),
-        gp: out.gp.double_value(&[]),
-        images_per_s: (logged * (args.batch * plan.n_d as i64) as f64 / since * 10.0).round()
-            / 10.0,
-    };
-    if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let done = (prog.step - prog.steps_at_start).max(1) as f64;
-        let eta = prog.train_time / done * args.steps.saturating_sub(prog.step) as f64;
-        tracing::info!(
+impl Adversarial<'_> {
+    /// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
+    fn log_row(&mut self, at: &Steps, out: &StepOut) -> LossRow {
+        let (plan, args) = (self.plan, &self.plan.args);
+        let since = self.last_log.elapsed().as_secs_f64().max(1e-9);
+        self.last_log = Instant::now();
+        let last = self
+            .log
+            .rows()
+            .last()
+            .map_or(at.at_start, |r| r.step.max(at.at_start));
+        let logged = (at.step - last) as f64;
+        let rate = |t: &Tensor, positive: bool| {
+            if t.numel() == 0 {
+                return 0.0; // a warm-up step: D did not run
+            }
+            let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
+            hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+        };
+        let row = LossRow {
+            step: at.step,
+            d_loss_real: out.l_real,
+            d_loss_fake: out.l_fake,
+            g_loss: out.g_loss,
+            d_acc_real: rate(&out.d_real, true),
+            d_acc_fake: rate(&out.d_fake, false),
+            gp: out.gp.double_value(&[]),
+            images_per_s: (logged * (args.batch * plan.n_d as i64) as f64 / since * 10.0).round()
+                / 10.0,
+        };
+        if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let done = (at.step - at.at_start).max(1) as f64;
+            let eta = at.train_time / done * args.steps.saturating_sub(at.step) as f64;
+            tracing::info!(
             "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s, ETA {}",
             row.step,
             args.steps,
@@ -797,54 +787,50 @@ fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
             row.images_per_s,
             duration_text(eta)
         );
+        }
+        row
     }
-    row
-}
 
-/// The fixed-noise sample grid of a sample step; a collapse when the samples' diversity is far
-/// below the real images'.
-fn write_samples(
-    plan: &Plan,
-    nets: &Nets,
-    real: &Real,
-    step: u64,
-    prog: &mut Progress,
-) -> Result<Option<Failure>> {
-    let samples = tch::no_grad(|| {
-        generate(
-            nets.sampler(),
-            &real.fixed_z,
-            &real.fixed_y,
-            real.fixed_x.as_ref(),
-            1.0,
-            false,
-        )
-    });
-    let per_row: Vec<f64> = (0..real.grid_rows)
-        .filter_map(|r| {
-            let row = samples.narrow(0, r * GRID_COLS, GRID_COLS);
-            quality::diversity(&((row + 1.0) / 2.0))
-        })
-        .collect();
-    let div = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
-    let pix: Vec<Vec<u8>> = (0..real.grid_rows)
-        .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
-        .collect();
-    let path = plan.work.join(format!("samples/step_{step:06}.png"));
-    let png = write_grid(&path, &pix, &plan.cfg)?;
-    prog.tb.png(step as i64, "samples", &png)?;
-    prog.tb
-        .scalars(step as i64, &[("diversity/generated", div)])?;
-    Ok(prog
-        .monitor
-        .samples(step, plan.args.steps, div, real.diversity))
+    /// The fixed-noise sample grid of a sample step; a collapse when the samples' diversity is far
+    /// below the real images'.
+    fn write_samples(&mut self, step: u64) -> Result<Option<Failure>> {
+        let (plan, nets, real) = (self.plan, &*self.nets, self.real);
+        let samples = tch::no_grad(|| {
+            generate(
+                nets.sampler(),
+                &real.fixed_z,
+                &real.fixed_y,
+                real.fixed_x.as_ref(),
+                1.0,
+                false,
+            )
+        });
+        let per_row: Vec<f64> = (0..real.grid_rows)
+            .filter_map(|r| {
+                let row = samples.narrow(0, r * GRID_COLS, GRID_COLS);
+                quality::diversity(&((row + 1.0) / 2.0))
+            })
+            .collect();
+        let div = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
+        let pix: Vec<Vec<u8>> = (0..real.grid_rows)
+            .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
+            .collect();
+        let path = plan.work.join(format!("samples/step_{step:06}.png"));
+        let png = write_grid(&path, &pix, &plan.cfg)?;
+        self.tb.png(step as i64, "samples", &png)?;
+        self.tb
+            .scalars(step as i64, &[("diversity/generated", div)])?;
+        Ok(self
+            .monitor
+            .samples(step, plan.args.steps, div, real.diversity))
+    }
 }
 
 /// Train one GAN adversarially from where `prepare_work` said the run starts, then write it.
 pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant) -> Result<()> {
     let args = &plan.args;
     let mut nets = Nets::new(&plan.cfg, args, plan.device)?;
-    let step = nets.start(&plan, resume_from.as_deref())?;
+    let step = nets.start(plan, resume_from.as_deref())?;
     if !args.common.quiet {
         eprint!(
             "{}\n{}",
@@ -859,45 +845,39 @@ pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant)
         write_grid(&plan.work.join("samples/real.png"), &pix, &plan.cfg)?;
     }
     let log_path = plan.work.join(file::LOSSES);
-    let prog = Progress {
-        step,
-        steps_at_start: step,
-        log: if resume_from.is_some() {
-            CsvLog::resume(&log_path, |r: &LossRow| r.step <= step)?
+    let log = if resume_from.is_some() {
+        CsvLog::resume(&log_path, |r: &LossRow| r.step <= step)?
+    } else {
+        CsvLog::create(&log_path)
+    };
+    let monitor = FailureMonitor::new(
+        // Hinge's D loss, like unsmoothed BCE's, can reach 0.
+        if args.loss == GanLoss::Hinge {
+            1.0
         } else {
-            CsvLog::create(&log_path)
+            args.label_smoothing
         },
-        monitor: FailureMonitor::new(
-            // Hinge's D loss, like unsmoothed BCE's, can reach 0.
-            if args.loss == GanLoss::Hinge {
-                1.0
-            } else {
-                args.label_smoothing
-            },
-            args.model == GanKind::WganGp,
-            args.d_zero_patience,
-        ),
+        args.model == GanKind::WganGp,
+        args.d_zero_patience,
+    );
+    let mut hooks = Adversarial {
+        plan,
+        nets: &mut nets,
+        real: &real,
+        log,
         tb: SummaryWriter::create(&plan.work.join("tb"))?,
-        failure: None,
-        last_good_ckpt: resume_from.as_ref().map(|_| step),
-        train_time: 0.0,
+        monitor,
         last_log: Instant::now(),
     };
-    let prog = train_loop(plan, &mut nets, &real, prog)?;
-    if prog.step == prog.steps_at_start && !checkpoint_path(&plan.work).exists() {
-        nets.save(&plan.work, prog.step, &plan.cfg)?;
-    }
-    finish(plan, &nets, &prog, started)
-}
-
-/// Write the generator, the loss chart and the manifest, then swap the work folder into place.
-fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result<()> {
+    let mut at = Steps::new(step, resume_from.is_some());
+    cadence::run(&plan.loop_settings("training"), &mut at, &mut hooks)?;
+    // The generator used for sampling (the EMA when enabled).
     finish_with(
         plan,
-        nets.sampler_vs(),
-        prog.log.rows(),
-        (prog.step, prog.steps_at_start),
-        prog.train_time,
+        hooks.nets.sampler_vs(),
+        hooks.log.rows(),
+        (at.step, at.at_start),
+        at.train_time,
         started,
     )
 }
