@@ -284,7 +284,7 @@ mod tests {
     fn args(extra: &[&str]) -> TrainArgs {
         let mut v = vec!["classify"];
         v.extend_from_slice(extra);
-        crate::Cli::parse_from(v).train
+        crate::Cli::parse_from(v).args.train
     }
 
     fn recipe(extra: &[&str], labels: &[i64]) -> Recipe {

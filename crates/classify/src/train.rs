@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_distr::{Beta, Distribution};
+use rebalance_core::cli::StageCommand;
 use rebalance_core::contract::classify::{
     confusion, ClassifierMetrics, ClassifyInfo, CurveRow, MeanStd, Metrics, SeedRun,
 };
@@ -531,16 +532,7 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
         if prog.stopping.update(epoch, val.macro_f1, val.loss) {
             sm.best_vs.copy(&sm.vs)?;
         }
-        tb.scalars(
-            epoch as i64,
-            &[
-                ("train/loss", row.train_loss),
-                ("train/accuracy", row.train_accuracy),
-                ("val/loss", row.val_loss),
-                ("val/accuracy", row.val_accuracy),
-                ("val/macro_f1", row.val_macro_f1),
-            ],
-        )?;
+        tb.row(&row)?;
         prog.train_s += row.seconds;
         prog.curves.push(row);
         prog.epoch = epoch;
@@ -608,6 +600,17 @@ pub(crate) fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
         runs.push(run);
     }
     Ok(runs)
+}
+
+impl StageCommand for TrainArgs {
+    const NAME: &'static str = "train";
+    const ABOUT: &'static str = "Train and evaluate (the default when no subcommand is given)";
+    fn label(&self) -> (&'static str, bool) {
+        ("classify", self.common.quiet)
+    }
+    fn run(&self) -> Result<()> {
+        run(self)
+    }
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {

@@ -383,20 +383,7 @@ impl Hooks for Translate<'_> {
             "cycle {:.3}/{:.3}",
             out.cycle.cycle_a, out.cycle.cycle_b
         ));
-        self.tb.scalars(
-            at.step as i64,
-            &[
-                ("loss/d_real", out.loss.d_loss_real),
-                ("loss/d_fake", out.loss.d_loss_fake),
-                ("loss/g", out.loss.g_loss),
-                ("loss/cycle_a", out.cycle.cycle_a),
-                ("loss/cycle_b", out.cycle.cycle_b),
-                ("loss/identity_a", out.cycle.identity_a),
-                ("loss/identity_b", out.cycle.identity_b),
-                ("d_accuracy/real", out.loss.d_acc_real),
-                ("d_accuracy/fake", out.loss.d_acc_fake),
-            ],
-        )?;
+        self.tb.row(&(&out.loss, &out.cycle))?;
         if args.common.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             tracing::info!(
                 "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, cycle A {:.4} B {:.4}",
@@ -427,10 +414,6 @@ impl Hooks for Translate<'_> {
 
     fn checkpoint(&mut self, at: u64) -> Result<()> {
         self.nets.save(self.plan, at)
-    }
-
-    fn has_checkpoint(&self) -> bool {
-        checkpoint_path(&self.plan.work).exists()
     }
 }
 

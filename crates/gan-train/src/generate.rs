@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use rebalance_core::cli::StageCommand;
 use rebalance_core::contract::class_index;
 use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics, PerClassGans};
@@ -236,6 +237,18 @@ fn wanted_classes(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
         );
     }
     Ok(wanted)
+}
+
+impl StageCommand for GenerateArgs {
+    const NAME: &'static str = "generate";
+    const ABOUT: &'static str =
+        "Generate images per class from a trained generator into an image set";
+    fn label(&self) -> (&'static str, bool) {
+        ("gan-train generate", self.common.quiet)
+    }
+    fn run(&self) -> Result<()> {
+        run(self)
+    }
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use rebalance_core::cli::StageCommand;
 use rebalance_core::contract::layout::{Layout, GAN};
 
 use crate::args::{CycleganArgs, TrainArgs};
@@ -53,6 +54,17 @@ impl Job {
             bail!("cyclegan translates one class into another: name them with --from A --to B (not --class/--classes/--minority)");
         }
         Ok(Job::Translate(cyclegan.clone()))
+    }
+}
+
+impl StageCommand for TrainArgs {
+    const NAME: &'static str = "train";
+    const ABOUT: &'static str = "Train (the default when no subcommand is given)";
+    fn label(&self) -> (&'static str, bool) {
+        ("gan-train", self.common.quiet)
+    }
+    fn run(&self) -> Result<()> {
+        run(self)
     }
 }
 

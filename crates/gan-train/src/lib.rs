@@ -12,7 +12,8 @@ pub mod per_class;
 mod plan;
 pub mod train;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use rebalance_core::cli::TrainByDefault;
 
 pub use args::{CycleganArgs, GanLoss, MsCap, PerClassArgs, TrainArgs, Transition};
 pub use diffaug::Aug;
@@ -26,16 +27,6 @@ pub use rebalance_nn::models::{Conditioning, GanKind};
              or generate images from a trained one (`gan-train generate`)."
 )]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
     #[command(flatten)]
-    pub train: TrainArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Train (the default when no subcommand is given).
-    Train(Box<TrainArgs>),
-    /// Generate images per class from a trained generator into an image set.
-    Generate(generate::GenerateArgs),
+    pub args: TrainByDefault<TrainArgs, generate::GenerateArgs>,
 }

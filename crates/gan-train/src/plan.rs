@@ -155,6 +155,7 @@ impl Plan {
             quiet: args.common.quiet,
             stop_on_failure: args.stop_on_failure,
             work: &self.work,
+            checkpoint: checkpoint_path(&self.work),
         }
     }
 }

@@ -679,18 +679,7 @@ impl Hooks for Adversarial<'_> {
             self.monitor
                 .logged(at.step, row.d_loss_real, row.d_loss_fake)
         };
-        self.tb.scalars(
-            at.step as i64,
-            &[
-                ("loss/d_real", row.d_loss_real),
-                ("loss/d_fake", row.d_loss_fake),
-                ("loss/g", row.g_loss),
-                ("loss/gradient_penalty", row.gp),
-                ("d_accuracy/real", row.d_acc_real),
-                ("d_accuracy/fake", row.d_acc_fake),
-                ("images_per_s", row.images_per_s),
-            ],
-        )?;
+        self.tb.row(&row)?;
         self.log.push(row)?;
         Ok(won)
     }
@@ -701,10 +690,6 @@ impl Hooks for Adversarial<'_> {
 
     fn checkpoint(&mut self, step: u64) -> Result<()> {
         self.nets.save(&self.plan.work, step, &self.plan.cfg)
-    }
-
-    fn has_checkpoint(&self) -> bool {
-        checkpoint_path(&self.plan.work).exists()
     }
 }
 

@@ -8,7 +8,7 @@
 //! warned about once and training goes on (or stops, with `stop_on_failure`); a divergence is
 //! never checkpointed and ends the run with an error once the steps are done.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -82,14 +82,12 @@ pub trait Hooks {
     ) -> Result<Option<Failure>>;
     /// A sample step: write samples; a failure they show, if any.
     fn sample(&mut self, step: u64) -> Result<Option<Failure>>;
-    /// Write a checkpoint of `step`.
+    /// Write a checkpoint of `step` (to [`Settings::checkpoint`]).
     fn checkpoint(&mut self, step: u64) -> Result<()>;
-    /// Whether the run's folder holds a checkpoint (a run with no step to train writes one).
-    fn has_checkpoint(&self) -> bool;
 }
 
 /// How a loop runs: its cadence, its progress bar, and what it does on a failure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings<'a> {
     pub cadence: Cadence,
     /// The progress bar's message.
@@ -99,6 +97,8 @@ pub struct Settings<'a> {
     pub stop_on_failure: bool,
     /// The folder the checkpoints are in, named when the run stops.
     pub work: &'a Path,
+    /// The checkpoint file: a run with no step left to train writes one when it is missing.
+    pub checkpoint: PathBuf,
 }
 
 /// Train from `at` to the last step of the cadence.
@@ -134,7 +134,7 @@ pub fn run<H: Hooks>(settings: &Settings, at: &mut Steps, hooks: &mut H) -> Resu
     if let Some(f) = &at.failure {
         bail!("training diverged ({f}); no checkpoint of diverged weights was written");
     }
-    if at.step == at.at_start && !hooks.has_checkpoint() {
+    if at.step == at.at_start && !settings.checkpoint.exists() {
         hooks.checkpoint(at.step)?;
     }
     Ok(())
@@ -177,7 +177,6 @@ mod tests {
         calls: Vec<String>,
         nan_at: u64,
         collapse_at: u64,
-        has_checkpoint: bool,
     }
 
     impl Hooks for Probe {
@@ -220,9 +219,6 @@ mod tests {
             self.calls.push(format!("checkpoint {step}"));
             Ok(())
         }
-        fn has_checkpoint(&self) -> bool {
-            self.has_checkpoint
-        }
     }
 
     fn settings(steps: u64, stop_on_failure: bool) -> Settings<'static> {
@@ -237,6 +233,7 @@ mod tests {
             quiet: true,
             stop_on_failure,
             work: Path::new("work"),
+            checkpoint: PathBuf::from("/nonexistent/checkpoint"),
         }
     }
 
@@ -245,7 +242,6 @@ mod tests {
             calls: Vec::new(),
             nan_at,
             collapse_at,
-            has_checkpoint: false,
         }
     }
 
@@ -266,9 +262,13 @@ mod tests {
         let mut p = probe(0, 0);
         run(&settings(4, false), &mut Steps::new(4, true), &mut p).unwrap();
         assert_eq!(p.calls, ["checkpoint 4"]);
-        p.has_checkpoint = true;
         p.calls.clear();
-        run(&settings(4, false), &mut Steps::new(4, true), &mut p).unwrap();
+        let here = settings(4, false);
+        let there = Settings {
+            checkpoint: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            ..here
+        };
+        run(&there, &mut Steps::new(4, true), &mut p).unwrap();
         assert!(p.calls.is_empty());
     }
 
