@@ -113,26 +113,7 @@ impl Plan {
                 .data
                 .clone()
                 .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
-            if !data.exists() {
-                bail!(
-                    "{}: {} works on real images, and this set is missing; pass --data <image set>",
-                    data.display(),
-                    cfg.model
-                );
-            }
-            let set = ImageSet::read(&data)?;
-            if set.classes != cfg.classes
-                || (set.channels as i64, set.height as i64, set.width as i64)
-                    != (cfg.channels, cfg.height, cfg.width)
-            {
-                bail!(
-                    "{}: its classes or image shape differ from the {}'s ({})",
-                    data.display(),
-                    cfg.model,
-                    cfg.describe()
-                );
-            }
-            Some((set, data))
+            Some((read_sources(&data, &cfg)?, data))
         } else {
             None
         };
@@ -152,6 +133,31 @@ impl Plan {
             sources,
         })
     }
+}
+
+/// The real images dagan varies and cyclegan translates: the set at `data`, which must have
+/// the generator's classes and image shape.
+fn read_sources(data: &Path, cfg: &GanConfig) -> Result<ImageSet> {
+    if !data.exists() {
+        bail!(
+            "{}: {} works on real images, and this set is missing; pass --data <image set>",
+            data.display(),
+            cfg.model
+        );
+    }
+    let set = ImageSet::read(data)?;
+    if set.classes != cfg.classes
+        || (set.channels as i64, set.height as i64, set.width as i64)
+            != (cfg.channels, cfg.height, cfg.width)
+    {
+        bail!(
+            "{}: its classes or image shape differ from the {}'s ({})",
+            data.display(),
+            cfg.model,
+            cfg.describe()
+        );
+    }
+    Ok(set)
 }
 
 /// cyclegan makes images of one class, B (its `--to`), from the training images of A.

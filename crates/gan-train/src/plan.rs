@@ -93,37 +93,10 @@ impl Plan {
                 trained.len()
             );
         }
-        let cfg = GanConfig {
-            model: args.model,
-            channels: set.channels as i64,
-            height: set.height as i64,
-            width: set.width as i64,
-            z_dim: args.z_dim,
-            g_width: args.g_width,
-            d_width: args.d_width,
-            embed_dim: args.embed_dim,
-            g_dropout: args.g_dropout,
-            minibatch_std: args.minibatch_std,
-            spectral_norm: args.spectral_norm,
-            conditioning: args.conditioning,
-            classes: set.classes.clone(),
-            trained_classes: trained,
-        };
+        let cfg = gan_config(args, &set, trained);
         cfg.stages()?;
         let default_d_steps = if args.model == GanKind::WganGp { 5 } else { 1 };
-        let real_augment = (args.real_augment != rebalance_nn::transforms::OnlineAugment::None)
-            .then(|| {
-                rebalance_nn::transforms::Online::new(
-                    args.real_augment,
-                    Default::default(),
-                    rebalance_nn::transforms::Elastic {
-                        alpha: 34.0,
-                        sigma: 4.0,
-                    },
-                    0.125,
-                    set.channels as i64,
-                )
-            });
+        let real_augment = real_augment(args, &set);
         Ok(Self {
             args: args.clone(),
             device,
@@ -138,6 +111,42 @@ impl Plan {
             real_augment,
         })
     }
+}
+
+/// The networks' configuration: the flags' architecture for the set's images and classes.
+fn gan_config(args: &TrainArgs, set: &ImageSet, trained: Vec<i64>) -> GanConfig {
+    GanConfig {
+        model: args.model,
+        channels: set.channels as i64,
+        height: set.height as i64,
+        width: set.width as i64,
+        z_dim: args.z_dim,
+        g_width: args.g_width,
+        d_width: args.d_width,
+        embed_dim: args.embed_dim,
+        g_dropout: args.g_dropout,
+        minibatch_std: args.minibatch_std,
+        spectral_norm: args.spectral_norm,
+        conditioning: args.conditioning,
+        classes: set.classes.clone(),
+        trained_classes: trained,
+    }
+}
+
+/// `--real-augment`'s transform of real batches (augment's ranges), unless it is `none`.
+fn real_augment(args: &TrainArgs, set: &ImageSet) -> Option<rebalance_nn::transforms::Online> {
+    (args.real_augment != rebalance_nn::transforms::OnlineAugment::None).then(|| {
+        rebalance_nn::transforms::Online::new(
+            args.real_augment,
+            Default::default(),
+            rebalance_nn::transforms::Elastic {
+                alpha: 34.0,
+                sigma: 4.0,
+            },
+            0.125,
+            set.channels as i64,
+        )
+    })
 }
 
 impl Plan {

@@ -427,7 +427,7 @@ struct StepOut {
 /// One training step: a warm-up step while `step` ≤ `--warmup-steps`, else `n_d` D (critic)
 /// updates, then one G update on the last D step's fakes.
 fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
-    let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
+    let args = &plan.args;
     let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
     tch::manual_seed(mix as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(mix);
@@ -435,88 +435,136 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     if step <= args.warmup_steps {
         return warmup_step(plan, nets, real, &mut rng, cond, step);
     }
-    let aug = |x: &Tensor| {
-        if plan.policy.is_empty() {
-            x.shallow_clone()
-        } else {
-            diff_augment(x, &plan.policy)
-        }
-    };
-    let wgan = cfg.model == GanKind::WganGp;
-    let seeking = args.mode_seeking > 0.0;
-    // Mode seeking pairs sample i with sample i + b/2: the same label (and source), other noise.
-    let pair_up = |t: &Tensor| {
-        if seeking {
-            let h = b / 2;
-            Tensor::cat(&[t.narrow(0, 0, h), t.narrow(0, 0, b - h)], 0)
-        } else {
-            t.shallow_clone()
-        }
-    };
     let mut last = None;
     for k in 0..plan.n_d {
-        let mut real_b = real.batch(plan, &mut rng);
-        if let Some(online) = &plan.real_augment {
-            let t = |x: &Tensor, rng: &mut ChaCha8Rng| {
-                online.apply(&((x + 1.0) * 127.5), rng) / 127.5 - 1.0
-            };
-            real_b.x = t(&real_b.x, &mut rng);
-            real_b.src = real_b.src.as_ref().map(|s| t(s, &mut rng));
-        }
-        let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
-        let yg = pair_up(&real_b.y);
-        let src = real_b.src.as_ref().map(pair_up);
-        let make = || generate(&nets.g, &z, &yg, src.as_ref(), cond, true);
-        let fake = if k + 1 == plan.n_d {
-            make()
-        } else {
-            tch::no_grad(make)
-        };
-        let d_of = |src: Option<&Tensor>, x: &Tensor, y: &Tensor| {
-            nets.d.forward_scaled(&aug(&d_input(src, x)), y, cond, true)
-        };
-        let d_real = d_of(real_b.src.as_ref(), &real_b.x, &real_b.y);
-        let d_fake = d_of(src.as_ref(), &fake.detach(), &yg);
-        let (l_real, l_fake, gp) = if wgan {
-            let gp = gradient_penalty(nets, &real_b.x, &fake, &real_b.y, cond);
-            (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
-        } else {
-            let zero = Tensor::zeros([], (Kind::Float, device));
-            match args.loss {
-                GanLoss::Bce => (bce(&d_real, args.label_smoothing), bce(&d_fake, 0.0), zero),
-                GanLoss::Hinge => (
-                    (-&d_real + 1.0).relu().mean(Kind::Float),
-                    (&d_fake + 1.0).relu().mean(Kind::Float),
-                    zero,
-                ),
-            }
-        };
-        let loss = &l_real + &l_fake + &gp * args.gp_lambda;
-        nets.opt_d.zero_grad();
-        loss.backward();
-        nets.opt_d.step();
-        // The mode-seeking cap of each pair (the first half of the batch).
-        let cap = seeking.then(|| {
-            let h = b / 2;
-            match (args.ms_cap, &real_b.src) {
-                (MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
-                    .abs()
-                    .flatten(1, -1)
-                    .mean_dim(1, false, Kind::Float),
-                _ => real.l1_by_label.index_select(0, &yg.narrow(0, 0, h)),
-            }
-        });
-        last = Some((
-            (l_real, l_fake, gp),
-            (d_real.detach(), d_fake.detach()),
-            (fake, yg, src, z, cap),
-        ));
+        last = Some(d_step(plan, nets, real, &mut rng, cond, k + 1 == plan.n_d));
     }
-    let ((l_real, l_fake, gp), (d_real, d_fake), (fake, y, src, z, cap)) = last.expect("n_d ≥ 1");
-    let d_g = nets
-        .d
-        .forward_scaled(&aug(&d_input(src.as_ref(), &fake)), &y, cond, true);
-    let mut g_loss = if wgan || args.loss == GanLoss::Hinge {
+    g_step(plan, nets, last.expect("n_d ≥ 1"), cond, step)
+}
+
+/// DiffAugment's ops on images before D (`--diffaug`).
+fn augment(plan: &Plan, x: &Tensor) -> Tensor {
+    if plan.policy.is_empty() {
+        x.shallow_clone()
+    } else {
+        diff_augment(x, &plan.policy)
+    }
+}
+
+/// With mode seeking, sample i pairs with sample i + b/2: the same label (and source), other
+/// noise.
+fn pair_up(plan: &Plan, t: &Tensor) -> Tensor {
+    let b = plan.args.batch;
+    if plan.args.mode_seeking > 0.0 {
+        let h = b / 2;
+        Tensor::cat(&[t.narrow(0, 0, h), t.narrow(0, 0, b - h)], 0)
+    } else {
+        t.shallow_clone()
+    }
+}
+
+/// What one D update leaves for G's: its losses, D's outputs, and the fakes with their labels
+/// (and sources), noise and mode-seeking caps.
+struct DStep {
+    losses: (Tensor, Tensor, Tensor),
+    d_out: (Tensor, Tensor),
+    fake: Tensor,
+    y: Tensor,
+    src: Option<Tensor>,
+    z: Tensor,
+    cap: Option<Tensor>,
+}
+
+/// One D (critic) update on a real batch and G's fakes; the fakes keep their graph when G's
+/// update follows (`last`).
+fn d_step(
+    plan: &Plan,
+    nets: &mut Nets,
+    real: &Real,
+    rng: &mut ChaCha8Rng,
+    cond: f64,
+    last: bool,
+) -> DStep {
+    let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
+    let mut real_b = real.batch(plan, rng);
+    if let Some(online) = &plan.real_augment {
+        let t = |x: &Tensor, rng: &mut ChaCha8Rng| {
+            online.apply(&((x + 1.0) * 127.5), rng) / 127.5 - 1.0
+        };
+        real_b.x = t(&real_b.x, rng);
+        real_b.src = real_b.src.as_ref().map(|s| t(s, rng));
+    }
+    let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
+    let yg = pair_up(plan, &real_b.y);
+    let src = real_b.src.as_ref().map(|s| pair_up(plan, s));
+    let make = || generate(&nets.g, &z, &yg, src.as_ref(), cond, true);
+    let fake = if last { make() } else { tch::no_grad(make) };
+    let d_of = |src: Option<&Tensor>, x: &Tensor, y: &Tensor| {
+        nets.d
+            .forward_scaled(&augment(plan, &d_input(src, x)), y, cond, true)
+    };
+    let d_real = d_of(real_b.src.as_ref(), &real_b.x, &real_b.y);
+    let d_fake = d_of(src.as_ref(), &fake.detach(), &yg);
+    let (l_real, l_fake, gp) = if cfg.model == GanKind::WganGp {
+        let gp = gradient_penalty(nets, &real_b.x, &fake, &real_b.y, cond);
+        (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
+    } else {
+        let zero = Tensor::zeros([], (Kind::Float, device));
+        match args.loss {
+            GanLoss::Bce => (bce(&d_real, args.label_smoothing), bce(&d_fake, 0.0), zero),
+            GanLoss::Hinge => (
+                (-&d_real + 1.0).relu().mean(Kind::Float),
+                (&d_fake + 1.0).relu().mean(Kind::Float),
+                zero,
+            ),
+        }
+    };
+    let loss = &l_real + &l_fake + &gp * args.gp_lambda;
+    nets.opt_d.zero_grad();
+    loss.backward();
+    nets.opt_d.step();
+    // The mode-seeking cap of each pair (the first half of the batch).
+    let cap = (args.mode_seeking > 0.0).then(|| {
+        let h = b / 2;
+        match (args.ms_cap, &real_b.src) {
+            (MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
+                .abs()
+                .flatten(1, -1)
+                .mean_dim(1, false, Kind::Float),
+            _ => real.l1_by_label.index_select(0, &yg.narrow(0, 0, h)),
+        }
+    });
+    DStep {
+        losses: (l_real, l_fake, gp),
+        d_out: (d_real.detach(), d_fake.detach()),
+        fake,
+        y: yg,
+        src,
+        z,
+        cap,
+    }
+}
+
+/// G's update on the last D step's fakes: the adversarial loss, the mode-seeking term and the
+/// auxiliary classifier's.
+fn g_step(plan: &Plan, nets: &mut Nets, last: DStep, cond: f64, step: u64) -> StepOut {
+    let args = &plan.args;
+    let DStep {
+        losses: (l_real, l_fake, gp),
+        d_out: (d_real, d_fake),
+        fake,
+        y,
+        src,
+        z,
+        cap,
+    } = last;
+    let d_g = nets.d.forward_scaled(
+        &augment(plan, &d_input(src.as_ref(), &fake)),
+        &y,
+        cond,
+        true,
+    );
+    let mut g_loss = if plan.cfg.model == GanKind::WganGp || args.loss == GanLoss::Hinge {
         -d_g.mean(Kind::Float)
     } else {
         bce(&d_g, 1.0)
