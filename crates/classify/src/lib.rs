@@ -4,6 +4,7 @@
 
 pub mod candidates;
 pub mod compare;
+pub mod job;
 pub mod recipe;
 pub mod sampler;
 pub mod synthetic;

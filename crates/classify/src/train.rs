@@ -11,7 +11,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_distr::{Beta, Distribution};
-use rebalance_core::cli::StageCommand;
 use rebalance_core::contract::classify::{
     confusion, ClassifierMetrics, ClassifyInfo, CurveRow, MeanStd, Metrics, SeedRun,
 };
@@ -227,22 +226,6 @@ fn recipe_for(
         );
     }
     Ok((recipe, training))
-}
-
-/// Inverse-frequency class weights `N / (K · n_c)`; a class with no examples gets 0.
-pub fn class_weights(counts: &[usize]) -> Vec<f64> {
-    let n: usize = counts.iter().sum();
-    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
-    counts
-        .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                n as f64 / (present as f64 * c as f64)
-            }
-        })
-        .collect()
 }
 
 /// Evaluate on a labelled set: metrics with the (unweighted) mean cross-entropy.
@@ -602,21 +585,8 @@ pub(crate) fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
     Ok(runs)
 }
 
-impl StageCommand for TrainArgs {
-    const NAME: &'static str = "train";
-    const ABOUT: &'static str = "Train and evaluate (the default when no subcommand is given)";
-    fn label(&self) -> (&'static str, bool) {
-        ("classify", self.common.quiet)
-    }
-    fn run(&self) -> Result<()> {
-        run(self)
-    }
-}
-
+/// Train with one recipe (the job module sends `--candidates` runs to the candidates module).
 pub fn run(args: &TrainArgs) -> Result<()> {
-    if !args.candidates.is_empty() {
-        return crate::candidates::run(args);
-    }
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
     let _lock = rebalance_core::stage_lock::StageLock::share("classify", &plan.out)?;
@@ -933,17 +903,4 @@ fn summary_table(test: &MeanStd, classes: &[String], rare: &[String], k: usize) 
         s.push_str(&format!("\n{label}: {}", pm(mean[key], std[key], k)));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weights_are_inverse_frequency() {
-        let w = class_weights(&[300, 10, 0]);
-        assert!((w[0] - 310.0 / 600.0).abs() < 1e-12);
-        assert!((w[1] - 310.0 / 20.0).abs() < 1e-12);
-        assert_eq!(w[2], 0.0);
-    }
 }

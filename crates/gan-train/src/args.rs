@@ -1,5 +1,5 @@
 //! `gan-train`'s training flags: one struct, with the options of the per-class job array and
-//! of cyclegan in their own flattened structs (same flag names). [`crate::job::Job`] decides
+//! of cyclegan in their own flattened structs (same flag names). The job module decides
 //! once which of them a run uses.
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! saving. A checkpoint holds G, D, the EMA of G, both Adam states and the step; a run
 //! stopped at step k and resumed reaches bit-identical weights at step n on the CPU.
 //!
-//! [`crate::job`] resolves the [`Plan`] and where the run starts; [`train`] builds the networks
+//! The job module resolves the [`Plan`] and where the run starts; [`train`] builds the networks
 //! and runs the loop skeleton of [`rebalance_nn::train::cadence`] with this loop's hooks
 //! ([`Adversarial`]), then writes the output folder.
 
