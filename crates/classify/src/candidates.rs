@@ -11,7 +11,7 @@ use rebalance_core::contract::classify::{
     find_preset, MeanStd, Pool, Preset, RecipeResult, RecipeSelection, SeedRun,
 };
 use rebalance_core::contract::layout::file;
-use rebalance_core::contract::{self, write_json};
+use rebalance_core::contract::write_json;
 use rebalance_core::{partial_dir, swap_into, write_atomic, FileRecord};
 use rebalance_nn::device_name;
 use rebalance_nn::train::run_key::{Claim, RunKey};
@@ -240,11 +240,6 @@ fn table(sel: &RecipeSelection, k: usize) -> String {
         "{t}\nchosen by {}; test is reported, never chosen by",
         sel.by
     )
-}
-
-/// `recipes.json` of a finished run in `dir`.
-pub fn read(dir: &Path) -> Result<RecipeSelection> {
-    contract::read_json(&dir.join(RECIPES_JSON))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rebalance_core::cli::StageCommand;
 use rebalance_core::write_atomic;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -281,6 +282,17 @@ fn diff_rows(plan: &Plan, alpha: f64, t: &mut Table) {
             t.diffs.push(json!({ "metric": key, "run": r.name, "baseline": base_name, "mean": m, "std": s, "n_seeds": n, "p": p, "verdict": verdict }));
         }
         t.rows.push(cells);
+    }
+}
+
+impl StageCommand for CompareArgs {
+    const NAME: &'static str = "compare";
+    const ABOUT: &'static str = "One table of several classify outputs: mean ± std over seeds, paired differences against a baseline";
+    fn label(&self) -> (&'static str, bool) {
+        ("classify compare", self.quiet)
+    }
+    fn run(&self) -> Result<()> {
+        run(self)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod candidates;
 pub mod compare;
+pub mod job;
 pub mod recipe;
 pub mod sampler;
 pub mod synthetic;
@@ -11,7 +12,8 @@ pub mod train;
 
 use std::path::PathBuf;
 
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser};
+use rebalance_core::cli::TrainByDefault;
 use rebalance_core::contract::classify::{Loss, OnlineAugment, Sampler, SyntheticLabels};
 use rebalance_core::CommonArgs;
 use rebalance_nn::transforms::{parse_elastic, AffineRanges, Elastic};
@@ -28,18 +30,8 @@ pub use rebalance_nn::models::{Classifier, ClassifierConfig, ClassifierKind};
              evaluated on the real test split of artifacts/dataset), or compare several runs (`classify compare`)."
 )]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
     #[command(flatten)]
-    pub train: TrainArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Train and evaluate (the default when no subcommand is given).
-    Train(Box<TrainArgs>),
-    /// One table of several classify outputs: mean ± std over seeds, paired differences against a baseline.
-    Compare(compare::CompareArgs),
+    pub args: TrainByDefault<TrainArgs, compare::CompareArgs>,
 }
 
 /// Training options.

@@ -78,6 +78,11 @@ impl Choice {
     }
 }
 
+/// `recipes.json` of a finished `--candidates` run in `dir`.
+pub fn read_selection(dir: &Path) -> Result<RecipeSelection> {
+    read_json(&dir.join(RECIPES_JSON))
+}
+
 /// The recipe `classify --candidates` chose in `dir`, with its name.
 pub fn chosen_recipe(dir: &Path) -> Result<rebalance_core::contract::classify::RecipeResult> {
     let path = dir.join(RECIPES_JSON);
@@ -160,7 +165,7 @@ impl Recipe {
                 .to_device(device)
         });
         let weights = choice.class_weighted.then(|| {
-            Tensor::from_slice(&crate::train::class_weights(&counts))
+            Tensor::from_slice(&class_weights(&counts))
                 .to_kind(Kind::Float)
                 .to_device(device)
         });
@@ -276,6 +281,22 @@ pub fn warn_if_ranges_differ(args: &TrainArgs, mine: &TrainingRecipe) -> Result<
     Ok(())
 }
 
+/// Inverse-frequency class weights `N / (K · n_c)`; a class with no examples gets 0.
+pub fn class_weights(counts: &[usize]) -> Vec<f64> {
+    let n: usize = counts.iter().sum();
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n as f64 / (present as f64 * c as f64)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,7 +305,7 @@ mod tests {
     fn args(extra: &[&str]) -> TrainArgs {
         let mut v = vec!["classify"];
         v.extend_from_slice(extra);
-        crate::Cli::parse_from(v).train
+        crate::Cli::parse_from(v).args.train
     }
 
     fn recipe(extra: &[&str], labels: &[i64]) -> Recipe {
@@ -398,5 +419,13 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("--mixup"), "{e}");
+    }
+
+    #[test]
+    fn weights_are_inverse_frequency() {
+        let w = class_weights(&[300, 10, 0]);
+        assert!((w[0] - 310.0 / 600.0).abs() < 1e-12);
+        assert!((w[1] - 310.0 / 20.0).abs() < 1e-12);
+        assert_eq!(w[2], 0.0);
     }
 }

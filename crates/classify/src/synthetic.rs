@@ -159,7 +159,7 @@ impl SynPlan {
 /// The folders of a teacher: the chosen recipe's seeds of a `--candidates` folder, else the
 /// folder's own seeds, else the folder itself.
 pub fn teacher_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let base = match crate::candidates::read(dir) {
+    let base = match crate::recipe::read_selection(dir) {
         Ok(sel) => dir.join("recipes").join(&sel.chosen),
         Err(_) => dir.to_path_buf(),
     };

@@ -228,22 +228,6 @@ fn recipe_for(
     Ok((recipe, training))
 }
 
-/// Inverse-frequency class weights `N / (K · n_c)`; a class with no examples gets 0.
-pub fn class_weights(counts: &[usize]) -> Vec<f64> {
-    let n: usize = counts.iter().sum();
-    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
-    counts
-        .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                n as f64 / (present as f64 * c as f64)
-            }
-        })
-        .collect()
-}
-
 /// Evaluate on a labelled set: metrics with the (unweighted) mean cross-entropy.
 pub fn evaluate(model: &Classifier, images: &Tensor, labels: &Tensor, batch: i64) -> Metrics {
     let logits = model.batched(images, batch, |x| model.forward_t(x, false));
@@ -531,16 +515,7 @@ fn train_seed(plan: &Plan, seed: u64, dir: &Path) -> Result<SeedRun> {
         if prog.stopping.update(epoch, val.macro_f1, val.loss) {
             sm.best_vs.copy(&sm.vs)?;
         }
-        tb.scalars(
-            epoch as i64,
-            &[
-                ("train/loss", row.train_loss),
-                ("train/accuracy", row.train_accuracy),
-                ("val/loss", row.val_loss),
-                ("val/accuracy", row.val_accuracy),
-                ("val/macro_f1", row.val_macro_f1),
-            ],
-        )?;
+        tb.row(&row)?;
         prog.train_s += row.seconds;
         prog.curves.push(row);
         prog.epoch = epoch;
@@ -610,10 +585,8 @@ pub(crate) fn train_seeds(plan: &Plan, work: &Path) -> Result<Vec<SeedRun>> {
     Ok(runs)
 }
 
+/// Train with one recipe (the job module sends `--candidates` runs to the candidates module).
 pub fn run(args: &TrainArgs) -> Result<()> {
-    if !args.candidates.is_empty() {
-        return crate::candidates::run(args);
-    }
     let started = Instant::now();
     let plan = Plan::resolve(args)?;
     let _lock = rebalance_core::stage_lock::StageLock::share("classify", &plan.out)?;
@@ -930,17 +903,4 @@ fn summary_table(test: &MeanStd, classes: &[String], rare: &[String], k: usize) 
         s.push_str(&format!("\n{label}: {}", pm(mean[key], std[key], k)));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weights_are_inverse_frequency() {
-        let w = class_weights(&[300, 10, 0]);
-        assert!((w[0] - 310.0 / 600.0).abs() < 1e-12);
-        assert!((w[1] - 310.0 / 20.0).abs() < 1e-12);
-        assert_eq!(w[2], 0.0);
-    }
 }

@@ -1,4 +1,5 @@
-//! Flags shared by every stage (`#[command(flatten)]`), logging and progress bars.
+//! Flags shared by every stage (`#[command(flatten)]`), the command line of a stage whose
+//! subcommand is optional ([`TrainByDefault`]), logging and progress bars.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -64,6 +65,57 @@ pub struct CommonArgs {
     /// Only print warnings and errors.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A subcommand of a stage binary: its flags, its name and help line, and its work.
+pub trait StageCommand: clap::Args {
+    /// The subcommand's name (`train`, `compare`) and its line in `--help`.
+    const NAME: &'static str;
+    const ABOUT: &'static str;
+    /// How error messages name it (`classify`, `classify compare`), and its `--quiet`.
+    fn label(&self) -> (&'static str, bool);
+    /// Its work.
+    fn run(&self) -> anyhow::Result<()>;
+}
+
+/// The command line of a stage binary whose subcommand is optional: without one it runs `T`
+/// (`train`), whose flags then stand at the top level (`classify --epochs 3` is `classify
+/// train --epochs 3`); `S` is its other subcommand. The binary's parser flattens it and sets
+/// `args_conflicts_with_subcommands`.
+#[derive(Debug, clap::Args)]
+pub struct TrainByDefault<T: StageCommand, S: StageCommand> {
+    #[command(subcommand)]
+    pub command: Option<Commands<T, S>>,
+    #[command(flatten)]
+    pub train: T,
+}
+
+/// `train` and the binary's other subcommand.
+#[derive(Debug, clap::Subcommand)]
+pub enum Commands<T: StageCommand, S: StageCommand> {
+    #[command(name = T::NAME, about = T::ABOUT)]
+    Train(Box<T>),
+    #[command(name = S::NAME, about = S::ABOUT)]
+    Other(S),
+}
+
+impl<T: StageCommand, S: StageCommand> TrainByDefault<T, S> {
+    /// Run the subcommand given, else `train`, with logging set up; the process's exit code.
+    pub fn main(&self) -> std::process::ExitCode {
+        match &self.command {
+            Some(Commands::Train(t)) => run(t.as_ref()),
+            Some(Commands::Other(s)) => run(s),
+            None => run(&self.train),
+        }
+    }
+}
+
+fn run(command: &impl StageCommand) -> std::process::ExitCode {
+    let (name, quiet) = command.label();
+    crate::main_wrapper(name, || {
+        init_logging(quiet);
+        command.run()
+    })
 }
 
 /// Log to stderr through `tracing`; `RUST_LOG` overrides the level.

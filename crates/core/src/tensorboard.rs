@@ -15,6 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use prost::Message;
 
+use crate::contract::classify::CurveRow;
+use crate::contract::gan::{CycleRow, LossRow};
+
 #[derive(Clone, PartialEq, Message)]
 struct Event {
     #[prost(double, tag = "1")]
@@ -71,6 +74,81 @@ struct Image {
 fn masked_crc(data: &[u8]) -> u32 {
     let crc = crc32c::crc32c(data);
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+/// A metrics row as TensorBoard plots it: `(tag, value)` scalars at the row's step. The loops
+/// log their rows with [`SummaryWriter::row`]; each row type names its tags once, here.
+pub trait Scalars {
+    /// The x axis: the row's step (or epoch).
+    fn step(&self) -> i64;
+    /// The plotted values, in the order they are written.
+    fn scalars(&self) -> Vec<(&'static str, f64)>;
+}
+
+/// A GAN's losses: D's on real and on fake images, and G's.
+fn gan_losses(r: &LossRow) -> [(&'static str, f64); 3] {
+    [
+        ("loss/d_real", r.d_loss_real),
+        ("loss/d_fake", r.d_loss_fake),
+        ("loss/g", r.g_loss),
+    ]
+}
+
+/// How often D called real images real and fake ones fake.
+fn d_accuracy(r: &LossRow) -> [(&'static str, f64); 2] {
+    [
+        ("d_accuracy/real", r.d_acc_real),
+        ("d_accuracy/fake", r.d_acc_fake),
+    ]
+}
+
+/// gan-train's losses.csv row.
+impl Scalars for LossRow {
+    fn step(&self) -> i64 {
+        self.step as i64
+    }
+    fn scalars(&self) -> Vec<(&'static str, f64)> {
+        let mut v = gan_losses(self).to_vec();
+        v.push(("loss/gradient_penalty", self.gp));
+        v.extend(d_accuracy(self));
+        v.push(("images_per_s", self.images_per_s));
+        v
+    }
+}
+
+/// A cyclegan's log step: its losses.csv and cycle.csv rows (without the throughput).
+impl Scalars for (&LossRow, &CycleRow) {
+    fn step(&self) -> i64 {
+        self.0.step as i64
+    }
+    fn scalars(&self) -> Vec<(&'static str, f64)> {
+        let (r, c) = self;
+        let mut v = gan_losses(r).to_vec();
+        v.extend([
+            ("loss/cycle_a", c.cycle_a),
+            ("loss/cycle_b", c.cycle_b),
+            ("loss/identity_a", c.identity_a),
+            ("loss/identity_b", c.identity_b),
+        ]);
+        v.extend(d_accuracy(r));
+        v
+    }
+}
+
+/// classify's curves.csv row, at its epoch.
+impl Scalars for CurveRow {
+    fn step(&self) -> i64 {
+        self.epoch as i64
+    }
+    fn scalars(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("train/loss", self.train_loss),
+            ("train/accuracy", self.train_accuracy),
+            ("val/loss", self.val_loss),
+            ("val/accuracy", self.val_accuracy),
+            ("val/macro_f1", self.val_macro_f1),
+        ]
+    }
 }
 
 /// Writes one event file in a folder (`<dir>/events.out.tfevents.<secs>.<host>.<pid>`). Each
@@ -142,6 +220,11 @@ impl SummaryWriter {
         self.event(step, What::Summary(Summary { value }))
     }
 
+    /// A metrics row's scalars at its step.
+    pub fn row(&mut self, row: &impl Scalars) -> Result<()> {
+        self.scalars(row.step(), &row.scalars())
+    }
+
     /// A PNG image at one step; its size and channels are read from the PNG.
     pub fn png(&mut self, step: i64, tag: &str, png: &[u8]) -> Result<()> {
         let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
@@ -193,5 +276,43 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_cyclegan_row_plots_its_losses_then_its_cycles_then_d_accuracy() {
+        let loss = LossRow {
+            step: 7,
+            d_loss_real: 1.0,
+            d_loss_fake: 2.0,
+            g_loss: 3.0,
+            d_acc_real: 0.5,
+            d_acc_fake: 0.25,
+            gp: 0.0,
+            images_per_s: 9.0,
+        };
+        let cycle = CycleRow {
+            step: 7,
+            cycle_a: 4.0,
+            ..CycleRow::default()
+        };
+        let row = (&loss, &cycle);
+        let tags: Vec<&str> = row.scalars().iter().map(|(t, _)| *t).collect();
+        assert_eq!(row.step(), 7);
+        assert_eq!(
+            tags,
+            [
+                "loss/d_real",
+                "loss/d_fake",
+                "loss/g",
+                "loss/cycle_a",
+                "loss/cycle_b",
+                "loss/identity_a",
+                "loss/identity_b",
+                "d_accuracy/real",
+                "d_accuracy/fake"
+            ]
+        );
+        assert_eq!(loss.scalars().len(), 7);
+        assert_eq!(loss.scalars()[3], ("loss/gradient_penalty", 0.0));
     }
 }

@@ -11,80 +11,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rebalance_core::contract::class_index;
 use rebalance_core::contract::gan::{CycleRow, LossRow};
 use rebalance_core::contract::layout::file;
 use rebalance_core::contract::write_json;
 use rebalance_core::tensorboard::SummaryWriter;
-use rebalance_core::{ImageSet, CONTRACT_VERSION};
+use rebalance_core::CONTRACT_VERSION;
 use rebalance_nn::adam::Adam;
 use rebalance_nn::models::cyclegan::{PatchDiscriminator, ResnetGenerator};
-use rebalance_nn::train::{checkpoint, CsvLog};
+use rebalance_nn::train::cadence::{self, Hooks, Steps};
+use rebalance_nn::train::{checkpoint, CsvLog, Failure};
 use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
-use crate::train::{check_architecture, finish_with, write_grid, Plan};
-use crate::TrainArgs;
+use crate::args::CycleganArgs;
+use crate::output::{finish_with, write_grid};
+use crate::plan::{check_architecture, checkpoint_path, Plan};
 
 /// Images per row of the progress grids.
 const GRID: i64 = 8;
-
-/// [A, B]: `--from` (default: the class with the most training images, other than B) and `--to`
-/// (default: the one with the fewest).
-pub(crate) fn classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i64>> {
-    if args.class.is_some() || !args.classes.is_empty() || args.minority.is_some() {
-        bail!("cyclegan translates one class into another: name them with --from A --to B (not --class/--classes/--minority)");
-    }
-    let counts = set.counts();
-    let pick = |flag: &str, name: &str| -> Result<Option<i64>> {
-        if name == "auto" {
-            return Ok(None);
-        }
-        class_index(&set.classes, name)
-            .map(|i| Some(i as i64))
-            .map_err(|e| e.context(format!("--{flag} {name}")))
-    };
-    let present: Vec<i64> = (0..counts.len() as i64)
-        .filter(|&c| counts[c as usize] > 0)
-        .collect();
-    let to = match pick("to", &args.to)? {
-        Some(c) => c,
-        None => *present
-            .iter()
-            .min_by_key(|&&c| counts[c as usize])
-            .ok_or_else(|| anyhow::anyhow!("{}: no class has images", data.display()))?,
-    };
-    let from = match pick("from", &args.from)? {
-        Some(c) => c,
-        None => *present
-            .iter()
-            .filter(|&&c| c != to)
-            .max_by_key(|&&c| (counts[c as usize], std::cmp::Reverse(c)))
-            .ok_or_else(|| {
-                anyhow::anyhow!("{}: cyclegan needs two classes with images", data.display())
-            })?,
-    };
-    if from == to {
-        bail!(
-            "--from and --to are both class {}: cyclegan translates one class into another",
-            set.classes[from as usize]
-        );
-    }
-    set.ensure_classes_have_images(
-        data,
-        [from as usize, to as usize],
-        "cyclegan learns from images of both classes",
-    )?;
-    tracing::info!(
-        "cyclegan: {} ({} images) → {} ({} images)",
-        set.classes[from as usize],
-        counts[from as usize],
-        set.classes[to as usize],
-        counts[to as usize]
-    );
-    Ok(vec![from, to])
-}
 
 /// Generated images from earlier steps (Shrivastava et al. 2017): once full, each new image
 /// is, with probability ½, swapped for a random stored one, which D then sees instead.
@@ -138,7 +84,7 @@ struct Nets {
 }
 
 impl Nets {
-    fn new(plan: &Plan) -> Result<Self> {
+    fn new(plan: &Plan, opts: &CycleganArgs) -> Result<Self> {
         let (cfg, args, device) = (&plan.cfg, &plan.args, plan.device);
         rebalance_nn::seed_everything(args.common.seed);
         let (c, side) = (cfg.channels, cfg.height);
@@ -149,11 +95,11 @@ impl Nets {
         let d_a = PatchDiscriminator::new(d_vs.root() / "d_a", c, side, cfg.d_width);
         let d_b = PatchDiscriminator::new(d_vs.root() / "d_b", c, side, cfg.d_width);
         let pool_vs = VarStore::new(device);
-        let shape = [args.pool_size.max(1) as i64, c, side, side];
+        let shape = [opts.pool_size.max(1) as i64, c, side, side];
         let pool = |name: &str| Pool {
             buf: pool_vs.root().zeros_no_train(name, &shape),
             len: 0,
-            size: args.pool_size,
+            size: opts.pool_size,
         };
         let (pool_a, pool_b) = (pool("a"), pool("b"));
         Ok(Self {
@@ -181,7 +127,7 @@ impl Nets {
             ("pool_b_len".to_string(), self.pool_b.len.to_string()),
         ]);
         checkpoint::save(
-            &crate::train::checkpoint_path(&plan.work),
+            &checkpoint_path(&plan.work),
             &[
                 ("g", &self.g_vs),
                 ("d", &self.d_vs),
@@ -292,7 +238,7 @@ struct StepOut {
     cycle: CycleRow,
 }
 
-fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
+fn step(plan: &Plan, opts: &CycleganArgs, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     let args = &plan.args;
     let b = args.batch;
     let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
@@ -302,8 +248,8 @@ fn step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     nets.opt_d.lr = decayed(args.lr_d, step, args.steps);
     let xa = Real::batch(&real.a, b, &mut rng);
     let xb = Real::batch(&real.b, b, &mut rng);
-    let lambda = args.cycle_weight;
-    let w_id = lambda * args.identity_weight;
+    let lambda = opts.cycle_weight;
+    let w_id = lambda * opts.identity_weight;
 
     // Generators: fool both discriminators, and come back to where they started.
     nets.opt_g.zero_grad();
@@ -381,10 +327,106 @@ fn grid_rows(nets: &Nets, real: &Real) -> Vec<Vec<u8>> {
     })
 }
 
-pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant) -> Result<()> {
+/// The cyclegan loop's work at each point of its cadence.
+struct Translate<'a> {
+    plan: &'a Plan,
+    opts: &'a CycleganArgs,
+    nets: Nets,
+    real: Real,
+    losses: CsvLog<LossRow>,
+    cycles: CsvLog<CycleRow>,
+    tb: SummaryWriter,
+    last_log: Instant,
+    /// Images the generators translated since the last log step.
+    images_since: usize,
+}
+
+impl Hooks for Translate<'_> {
+    type Out = StepOut;
+
+    fn step(&mut self, at: u64) -> StepOut {
+        step(self.plan, self.opts, &mut self.nets, &self.real, at)
+    }
+
+    /// A loss that is not finite ends the run at once.
+    fn after_step(
+        &mut self,
+        at: &Steps,
+        out: &StepOut,
+        bar: &ProgressBar,
+    ) -> Result<Option<Failure>> {
+        self.images_since += 2 * self.plan.args.batch as usize;
+        let values = [
+            out.loss.d_loss_real,
+            out.loss.d_loss_fake,
+            out.loss.g_loss,
+            out.cycle.cycle_a,
+            out.cycle.cycle_b,
+        ];
+        if values.iter().any(|v| !v.is_finite()) {
+            bar.finish_and_clear();
+            bail!(
+                "cyclegan diverged at step {}: a loss is not finite (D real {}, D fake {}, G {}, cycle {} / {}); \
+                 no checkpoint of these weights was written. Lower --lr-g/--lr-d, or resume from the last checkpoint with --resume latest",
+                at.step, values[0], values[1], values[2], values[3], values[4]
+            );
+        }
+        Ok(None)
+    }
+
+    fn log(&mut self, at: &Steps, out: &mut StepOut, bar: &ProgressBar) -> Result<Option<Failure>> {
+        let args = &self.plan.args;
+        out.loss.images_per_s =
+            (self.images_since as f64 / self.last_log.elapsed().as_secs_f64().max(1e-9)).round();
+        (self.images_since, self.last_log) = (0, Instant::now());
+        bar.set_message(format!(
+            "cycle {:.3}/{:.3}",
+            out.cycle.cycle_a, out.cycle.cycle_b
+        ));
+        self.tb.row(&(&out.loss, &out.cycle))?;
+        if args.common.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            tracing::info!(
+                "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, cycle A {:.4} B {:.4}",
+                at.step,
+                args.steps,
+                out.loss.d_loss_real,
+                out.loss.d_loss_fake,
+                out.loss.g_loss,
+                out.cycle.cycle_a,
+                out.cycle.cycle_b
+            );
+        }
+        self.losses.push(out.loss.clone())?;
+        self.cycles.push(out.cycle.clone())?;
+        Ok(None)
+    }
+
+    fn sample(&mut self, at: u64) -> Result<Option<Failure>> {
+        let rows = grid_rows(&self.nets, &self.real);
+        let png = write_grid(
+            &self.plan.work.join(format!("samples/step_{at:06}.png")),
+            &rows,
+            &self.plan.cfg,
+        )?;
+        self.tb.png(at as i64, "samples", &png)?;
+        Ok(None)
+    }
+
+    fn checkpoint(&mut self, at: u64) -> Result<()> {
+        self.nets.save(self.plan, at)
+    }
+}
+
+/// Train the cyclegan from where `prepare_work` said the run starts, then write it.
+pub(crate) fn train(
+    plan: &Plan,
+    opts: &CycleganArgs,
+    resume_from: Option<PathBuf>,
+    started: Instant,
+) -> Result<()> {
     let args = &plan.args;
-    let mut nets = Nets::new(plan)?;
-    let mut at = match (&resume_from, &args.init) {
+    let mut nets = Nets::new(plan, opts)?;
+    let at = match (&resume_from, &args.init) {
         (Some(ck), _) => {
             let s = nets.resume(plan, ck)?;
             tracing::info!("resumed from {} at step {s}", ck.display());
@@ -397,12 +439,11 @@ pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant)
         }
         (None, None) => 0,
     };
-    let start = at;
     write_json(&plan.work.join(file::CONFIG), &plan.cfg)?;
     let real = Real::new(plan);
     let loss_path = plan.work.join(file::LOSSES);
     let cycle_path = plan.work.join(file::CYCLE);
-    let (mut losses, mut cycles) = if resume_from.is_some() {
+    let (losses, cycles) = if resume_from.is_some() {
         (
             CsvLog::resume(&loss_path, |r: &LossRow| r.step <= at)?,
             CsvLog::resume(&cycle_path, |r: &CycleRow| r.step <= at)?,
@@ -410,100 +451,34 @@ pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant)
     } else {
         (CsvLog::create(&loss_path), CsvLog::create(&cycle_path))
     };
-    let mut tb = SummaryWriter::create(&plan.work.join("tb"))?;
-    let bar = rebalance_core::cli::progress(
-        args.steps.saturating_sub(at),
-        "training cyclegan",
-        args.common.quiet,
-    );
-    let (mut train_time, mut last_log) = (0.0, Instant::now());
-    let mut images_since = 0usize;
-    while at < args.steps {
-        at += 1;
-        let t0 = Instant::now();
-        let mut out = step(plan, &mut nets, &real, at);
-        train_time += t0.elapsed().as_secs_f64();
-        images_since += 2 * args.batch as usize;
-        bar.inc(1);
-        let values = [
-            out.loss.d_loss_real,
-            out.loss.d_loss_fake,
-            out.loss.g_loss,
-            out.cycle.cycle_a,
-            out.cycle.cycle_b,
-        ];
-        if values.iter().any(|v| !v.is_finite()) {
-            bar.finish_and_clear();
-            bail!(
-                "cyclegan diverged at step {at}: a loss is not finite (D real {}, D fake {}, G {}, cycle {} / {}); \
-                 no checkpoint of these weights was written. Lower --lr-g/--lr-d, or resume from the last checkpoint with --resume latest",
-                values[0], values[1], values[2], values[3], values[4]
-            );
-        }
-        if at.is_multiple_of(args.log_every) || at == args.steps {
-            out.loss.images_per_s =
-                (images_since as f64 / last_log.elapsed().as_secs_f64().max(1e-9)).round();
-            (images_since, last_log) = (0, Instant::now());
-            bar.set_message(format!(
-                "cycle {:.3}/{:.3}",
-                out.cycle.cycle_a, out.cycle.cycle_b
-            ));
-            tb.scalars(
-                at as i64,
-                &[
-                    ("loss/d_real", out.loss.d_loss_real),
-                    ("loss/d_fake", out.loss.d_loss_fake),
-                    ("loss/g", out.loss.g_loss),
-                    ("loss/cycle_a", out.cycle.cycle_a),
-                    ("loss/cycle_b", out.cycle.cycle_b),
-                    ("loss/identity_a", out.cycle.identity_a),
-                    ("loss/identity_b", out.cycle.identity_b),
-                    ("d_accuracy/real", out.loss.d_acc_real),
-                    ("d_accuracy/fake", out.loss.d_acc_fake),
-                ],
-            )?;
-            if args.common.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                tracing::info!(
-                    "step {at}/{}: D real {:.3} fake {:.3}, G {:.3}, cycle A {:.4} B {:.4}",
-                    args.steps,
-                    out.loss.d_loss_real,
-                    out.loss.d_loss_fake,
-                    out.loss.g_loss,
-                    out.cycle.cycle_a,
-                    out.cycle.cycle_b
-                );
-            }
-            losses.push(out.loss)?;
-            cycles.push(out.cycle)?;
-        }
-        if at.is_multiple_of(args.sample_every) || at == args.steps {
-            let rows = grid_rows(&nets, &real);
-            let png = write_grid(
-                &plan.work.join(format!("samples/step_{at:06}.png")),
-                &rows,
-                &plan.cfg,
-            )?;
-            tb.png(at as i64, "samples", &png)?;
-        }
-        if at.is_multiple_of(args.checkpoint_every) || at == args.steps {
-            nets.save(plan, at)?;
-        }
-    }
-    bar.finish_and_clear();
-    if at == start && !crate::train::checkpoint_path(&plan.work).exists() {
-        nets.save(plan, at)?;
-    }
+    let mut hooks = Translate {
+        plan,
+        opts,
+        nets,
+        real,
+        losses,
+        cycles,
+        tb: SummaryWriter::create(&plan.work.join("tb"))?,
+        last_log: Instant::now(),
+        images_since: 0,
+    };
+    let mut steps = Steps::new(at, resume_from.is_some());
+    cadence::run(
+        &plan.loop_settings("training cyclegan"),
+        &mut steps,
+        &mut hooks,
+    )?;
     write_grid(
         &plan.work.join("samples/translation.png"),
-        &grid_rows(&nets, &real),
+        &grid_rows(&hooks.nets, &hooks.real),
         &plan.cfg,
     )?;
     finish_with(
         plan,
-        &nets.g_vs,
-        losses.rows(),
-        (at, start),
-        train_time,
+        &hooks.nets.g_vs,
+        hooks.losses.rows(),
+        (steps.step, steps.at_start),
+        steps.train_time,
         started,
     )
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use rebalance_core::cli::StageCommand;
 use rebalance_core::contract::class_index;
 use rebalance_core::contract::dataset::rare_classes_of;
 use rebalance_core::contract::gan::{GenerateInfo, GenerateMetrics, PerClassGans};
@@ -16,7 +17,8 @@ use rebalance_nn::{device_name, io, resolve_device};
 use serde::Serialize;
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::train::{checkpoint_config, write_grid};
+use crate::output::write_grid;
+use crate::plan::checkpoint_config;
 use rebalance_nn::models::cyclegan::ResnetGenerator;
 use rebalance_nn::models::{GanConfig, Generator};
 
@@ -111,26 +113,7 @@ impl Plan {
                 .data
                 .clone()
                 .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
-            if !data.exists() {
-                bail!(
-                    "{}: {} works on real images, and this set is missing; pass --data <image set>",
-                    data.display(),
-                    cfg.model
-                );
-            }
-            let set = ImageSet::read(&data)?;
-            if set.classes != cfg.classes
-                || (set.channels as i64, set.height as i64, set.width as i64)
-                    != (cfg.channels, cfg.height, cfg.width)
-            {
-                bail!(
-                    "{}: its classes or image shape differ from the {}'s ({})",
-                    data.display(),
-                    cfg.model,
-                    cfg.describe()
-                );
-            }
-            Some((set, data))
+            Some((read_sources(&data, &cfg)?, data))
         } else {
             None
         };
@@ -150,6 +133,31 @@ impl Plan {
             sources,
         })
     }
+}
+
+/// The real images dagan varies and cyclegan translates: the set at `data`, which must have
+/// the generator's classes and image shape.
+fn read_sources(data: &Path, cfg: &GanConfig) -> Result<ImageSet> {
+    if !data.exists() {
+        bail!(
+            "{}: {} works on real images, and this set is missing; pass --data <image set>",
+            data.display(),
+            cfg.model
+        );
+    }
+    let set = ImageSet::read(data)?;
+    if set.classes != cfg.classes
+        || (set.channels as i64, set.height as i64, set.width as i64)
+            != (cfg.channels, cfg.height, cfg.width)
+    {
+        bail!(
+            "{}: its classes or image shape differ from the {}'s ({})",
+            data.display(),
+            cfg.model,
+            cfg.describe()
+        );
+    }
+    Ok(set)
 }
 
 /// cyclegan makes images of one class, B (its `--to`), from the training images of A.
@@ -235,6 +243,18 @@ fn wanted_classes(args: &GenerateArgs, cfg: &GanConfig) -> Result<Vec<i64>> {
         );
     }
     Ok(wanted)
+}
+
+impl StageCommand for GenerateArgs {
+    const NAME: &'static str = "generate";
+    const ABOUT: &'static str =
+        "Generate images per class from a trained generator into an image set";
+    fn label(&self) -> (&'static str, bool) {
+        ("gan-train generate", self.common.quiet)
+    }
+    fn run(&self) -> Result<()> {
+        run(self)
+    }
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {

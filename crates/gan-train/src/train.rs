@@ -5,391 +5,36 @@
 //! saving. A checkpoint holds G, D, the EMA of G, both Adam states and the step; a run
 //! stopped at step k and resumed reaches bit-identical weights at step n on the CPU.
 //!
-//! `run` is resolve → work → write: [`Plan::resolve`] checks the flags and reads the data,
-//! [`prepare_work`] decides between a fresh and a resumed run, [`train_loop`] trains, and
-//! [`finish`] writes the output folder.
+//! The job module resolves the [`Plan`] and where the run starts; [`train`] builds the networks
+//! and runs the loop skeleton of [`rebalance_nn::train::cadence`] with this loop's hooks
+//! ([`Adversarial`]), then writes the output folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rebalance_core::contract::gan::{GanInfo, GanMetrics, LossRow};
-use rebalance_core::contract::layout::{file, Layout, DATASET, GAN};
-use rebalance_core::contract::{class_index, write_json};
+use rebalance_core::contract::gan::LossRow;
+use rebalance_core::contract::layout::file;
+use rebalance_core::contract::write_json;
 use rebalance_core::tensorboard::SummaryWriter;
-use rebalance_core::{
-    chart, grid, partial_dir, swap_into, write_atomic, FileRecord, ImageSet, Manifest,
-    CONTRACT_VERSION,
-};
+use rebalance_core::{ImageSet, CONTRACT_VERSION};
 use rebalance_nn::models::{Discriminator, GanConfig, GanKind, Generator, Network};
-use rebalance_nn::train::run_key::{Claim, RunKey};
+use rebalance_nn::train::cadence::{self, Hooks, Steps};
 use rebalance_nn::train::{checkpoint, CsvLog, Failure, FailureMonitor};
-use rebalance_nn::{adam::Adam, device_name, io, quality, resolve_device};
+use rebalance_nn::{adam::Adam, io, quality};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
-use crate::diffaug::{diff_augment, Aug};
-use crate::{GanLoss, TrainArgs};
-use rebalance_core::contract::dataset::rare_classes_of;
-use rebalance_nn::models::Judge;
+use crate::args::{GanLoss, MsCap, TrainArgs};
+use crate::diffaug::diff_augment;
+use crate::output::{finish_with, write_grid};
+use crate::plan::{check_architecture, checkpoint_path, Plan};
 
 /// Samples shown per class in the progress grids.
 const GRID_COLS: i64 = 8;
-
-pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
-    dir.join("checkpoints").join("latest.safetensors")
-}
-
-/// Read a checkpoint's config from its metadata.
-pub(crate) fn checkpoint_config(meta: &HashMap<String, String>, path: &Path) -> Result<GanConfig> {
-    let json = meta.get("config").with_context(|| {
-        format!(
-            "{}: not a gan-train checkpoint (no `config` metadata)",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(json)
-        .with_context(|| format!("{}: unreadable config metadata", path.display()))
-}
-
-/// Everything a run needs, resolved and checked before training.
-pub(crate) struct Plan {
-    pub(crate) args: TrainArgs,
-    pub(crate) device: Device,
-    /// The training image set's path, and the set.
-    pub(crate) data: PathBuf,
-    pub(crate) set: ImageSet,
-    pub(crate) out: PathBuf,
-    /// The hidden sibling of `out` the run lives in until it finishes.
-    pub(crate) work: PathBuf,
-    pub(crate) cfg: GanConfig,
-    /// D (critic) steps per G step.
-    n_d: u32,
-    policy: Vec<Aug>,
-    /// The judge whose feature space the warm-up matches (`--warmup-steps`) and whose
-    /// classifier the `--ac-weight` term asks.
-    judge: Option<Judge>,
-    /// `--real-augment`: the transform of real batches.
-    real_augment: Option<rebalance_nn::transforms::Online>,
-}
-
-impl Plan {
-    fn resolve(args: &TrainArgs) -> Result<Self> {
-        check_flags(args)?;
-        if args.threads > 0 {
-            tch::set_num_threads(args.threads);
-        }
-        let device = resolve_device(args.common.device)?;
-        let layout = Layout::new(&args.common.artifacts);
-        let data = args
-            .data
-            .clone()
-            .unwrap_or_else(|| layout.file(DATASET, file::TRAIN));
-        let out = args.out.clone().unwrap_or_else(|| layout.dir(GAN));
-        if !data.exists() {
-            bail!(
-                "{}: no training set. Run `just ingest` first (it writes artifacts/dataset from data/mnist), \
-                 or pass --data <image set>",
-                data.display()
-            );
-        }
-        let set = ImageSet::read(&data)?;
-        let trained = choose_classes(&set, &data, args)?;
-        let judge = match &args.judge {
-            Some(dir) if args.warmup_steps > 0 || args.ac_weight > 0.0 => {
-                let mut j = Judge::load(dir, device)?;
-                j.check_compatible(&set, &data)?;
-                j.freeze();
-                Some(j)
-            }
-            _ => None,
-        };
-        if args.model == GanKind::Dcgan && trained.len() > 1 {
-            tracing::info!(
-                "dcgan is unconditional: it learns the {} classes as one pool",
-                trained.len()
-            );
-        }
-        let cfg = GanConfig {
-            model: args.model,
-            channels: set.channels as i64,
-            height: set.height as i64,
-            width: set.width as i64,
-            z_dim: args.z_dim,
-            g_width: args.g_width,
-            d_width: args.d_width,
-            embed_dim: args.embed_dim,
-            g_dropout: args.g_dropout,
-            minibatch_std: args.minibatch_std,
-            spectral_norm: args.spectral_norm,
-            conditioning: args.conditioning,
-            classes: set.classes.clone(),
-            trained_classes: trained,
-        };
-        cfg.stages()?;
-        let default_d_steps = if args.model == GanKind::WganGp { 5 } else { 1 };
-        let real_augment = (args.real_augment != rebalance_nn::transforms::OnlineAugment::None)
-            .then(|| {
-                rebalance_nn::transforms::Online::new(
-                    args.real_augment,
-                    Default::default(),
-                    rebalance_nn::transforms::Elastic {
-                        alpha: 34.0,
-                        sigma: 4.0,
-                    },
-                    0.125,
-                    set.channels as i64,
-                )
-            });
-        Ok(Self {
-            args: args.clone(),
-            device,
-            work: partial_dir(&out),
-            out,
-            data,
-            set,
-            cfg,
-            n_d: args.d_steps.unwrap_or(default_d_steps).max(1),
-            policy: args.diffaug.iter().flatten().copied().collect(),
-            judge,
-            real_augment,
-        })
-    }
-}
-
-/// Flags that are wrong whatever the data.
-fn check_flags(args: &TrainArgs) -> Result<()> {
-    if args.batch < 1 {
-        bail!("--batch must be at least 1, not {}", args.batch);
-    }
-    for (flag, v) in [("--lr-g", args.lr_g), ("--lr-d", args.lr_d)] {
-        if !(v > 0.0 && v.is_finite()) {
-            bail!("{flag} must be a positive number, not {v}");
-        }
-    }
-    if !(args.mode_seeking >= 0.0 && args.mode_seeking.is_finite()) {
-        bail!(
-            "--mode-seeking must be a number ≥ 0, not {}",
-            args.mode_seeking
-        );
-    }
-    if args.mode_seeking > 0.0 && args.batch < 2 {
-        bail!("--mode-seeking compares pairs of samples: --batch must be at least 2 (or --mode-seeking 0)");
-    }
-    if args.ms_cap == crate::MsCap::Source && !args.model.image_conditioned() {
-        bail!("--ms-cap source caps the mode-seeking term by a source's real partner; only --model dagan has sources");
-    }
-    for (flag, v) in [
-        ("--cbn-lr-mult", args.cbn_lr_mult),
-        ("--ac-weight", args.ac_weight),
-    ] {
-        if !(v >= 0.0 && v.is_finite()) {
-            bail!("{flag} must be a number ≥ 0, not {v}");
-        }
-    }
-    if args.cbn_lr_mult != 1.0 && args.conditioning != crate::Conditioning::Cbn {
-        bail!("--cbn-lr-mult scales class-conditional batch norm's class terms: add --conditioning cbn");
-    }
-    if args.ac_weight > 0.0 && !(args.model.conditional() || args.model.image_conditioned()) {
-        bail!(
-            "--ac-weight asks the judge for the label of G's images; {} makes unlabelled images",
-            args.model
-        );
-    }
-    if !args.model.translates() && (args.from != "auto" || args.to != "auto") {
-        bail!(
-            "--from/--to name the classes a cyclegan translates between; add --model cyclegan (this run is {})",
-            args.model
-        );
-    }
-    if args.model.translates() && args.pool_size > 10_000 {
-        bail!(
-            "--pool-size {} is larger than any use of it; the paper's is 50",
-            args.pool_size
-        );
-    }
-    if args.loss == GanLoss::Hinge && args.model == GanKind::WganGp {
-        bail!("--loss hinge: wgan-gp has its own (Wasserstein) loss; use --model cgan or dcgan");
-    }
-    if let Some(t) = args.transition {
-        if !args.model.conditional() {
-            bail!(
-                "--transition fades the label in, but {} takes no label; use --model cgan or wgan-gp",
-                args.model
-            );
-        }
-        if t.end > args.steps {
-            bail!(
-                "--transition {},{}: END is past --steps {}; the label must be fully in before the run ends",
-                t.start,
-                t.end,
-                args.steps
-            );
-        }
-    }
-    if args.warmup_steps > 0 && args.warmup_steps >= args.steps {
-        bail!(
-            "--warmup-steps {} leaves no adversarial step of --steps {}",
-            args.warmup_steps,
-            args.steps
-        );
-    }
-    if !(0.0..1.0).contains(&args.ema) {
-        bail!("--ema must be in [0, 1), not {}", args.ema);
-    }
-    for (flag, v) in [
-        ("--log-every", args.log_every),
-        ("--sample-every", args.sample_every),
-        ("--checkpoint-every", args.checkpoint_every),
-    ] {
-        if v == 0 {
-            bail!("{flag} must be at least 1");
-        }
-    }
-    Ok(())
-}
-
-fn choose_classes(set: &ImageSet, data: &Path, args: &TrainArgs) -> Result<Vec<i64>> {
-    let counts = set.counts();
-    let find = |name: &str| class_index(&set.classes, name).map(|i| i as i64);
-    let chosen: Vec<i64> = if let Some(c) = &args.class {
-        vec![find(c)?]
-    } else if !args.classes.is_empty() {
-        args.classes
-            .iter()
-            .map(|c| find(c))
-            .collect::<Result<_>>()?
-    } else if let Some(n) = args.minority {
-        let v: Vec<i64> = (0..counts.len())
-            .filter(|&i| counts[i] < n)
-            .map(|i| i as i64)
-            .collect();
-        if v.is_empty() {
-            bail!(
-                "--minority {n}: no class has fewer than {n} training images (counts: {counts:?})"
-            );
-        }
-        v
-    } else {
-        (0..counts.len() as i64).collect()
-    };
-    set.ensure_classes_have_images(
-        data,
-        chosen.iter().map(|&c| c as usize),
-        "leave it out with --classes (the classes to train on)",
-    )?;
-    if args.model.image_conditioned() {
-        return dagan_classes(set, data, args, chosen);
-    }
-    if args.model.translates() {
-        return crate::cyclegan::classes(set, data, args);
-    }
-    Ok(chosen)
-}
-
-/// DAGAN learns from same-class pairs of the common classes (all chosen classes when the user
-/// named them), and is then applied to the rare ones.
-fn dagan_classes(
-    set: &ImageSet,
-    data: &Path,
-    args: &TrainArgs,
-    chosen: Vec<i64>,
-) -> Result<Vec<i64>> {
-    let counts = set.counts();
-    let named = args.class.is_some() || !args.classes.is_empty() || args.minority.is_some();
-    let dir = data.parent().unwrap_or(Path::new("."));
-    let rare = rare_classes_of(dir, &set.classes, &counts);
-    let pairs: Vec<i64> = chosen
-        .into_iter()
-        .filter(|&c| counts[c as usize] >= 2)
-        .filter(|&c| named || !rare.contains(&set.classes[c as usize]))
-        .collect();
-    if pairs.is_empty() {
-        bail!(
-            "dagan learns from pairs of images of one class: no chosen class has 2 or more training images (counts: {counts:?})"
-        );
-    }
-    Ok(pairs)
-}
-
-/// Decide where the run starts: the checkpoint to resume from, if any. Without `--resume`, an
-/// interrupted run of this same command and data (its run key) is resumed and anything else in
-/// the work folder is cleared.
-pub(crate) fn prepare_work(plan: &Plan) -> Result<Option<PathBuf>> {
-    let (args, work) = (&plan.args, &plan.work);
-    // What makes an interrupted run the same run: every flag but --resume/--quiet, and the data.
-    let key = RunKey::new(
-        serde_json::to_value(args)?,
-        &["/resume", "/common/quiet"],
-        vec![FileRecord::of_file(
-            &plan.data,
-            &plan.data.display().to_string(),
-        )?],
-        &device_name(plan.device),
-    );
-    let resume_from = match args.resume.as_deref() {
-        None => match key.claim(work)? {
-            Claim::Resume if checkpoint_path(work).exists() => {
-                tracing::info!(
-                    "{} holds an interrupted run of this same command: resuming it",
-                    work.display()
-                );
-                Some(checkpoint_path(work))
-            }
-            Claim::Replaced => {
-                tracing::warn!("{} held an interrupted run of another command or data; starting afresh (use --resume latest to continue it)", work.display());
-                None
-            }
-            _ => None,
-        },
-        Some("latest") => {
-            if !checkpoint_path(work).exists() {
-                if !checkpoint_path(&plan.out).exists() {
-                    bail!(
-                        "--resume latest: no checkpoint in {} or {}",
-                        work.display(),
-                        plan.out.display()
-                    );
-                }
-                copy_dir(&plan.out, work)?;
-            }
-            key.write(work)?;
-            Some(checkpoint_path(work))
-        }
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if !p.is_file() {
-                bail!("--resume {}: no such checkpoint file", p.display());
-            }
-            key.write(work)?;
-            Some(p)
-        }
-    };
-    std::fs::create_dir_all(work.join("samples"))?;
-    std::fs::create_dir_all(work.join("checkpoints"))?;
-    Ok(resume_from)
-}
-
-/// Check that the checkpoint at `path` (its metadata) fits the networks of `cfg`.
-pub(crate) fn check_architecture(
-    meta: &HashMap<String, String>,
-    path: &Path,
-    cfg: &GanConfig,
-    flag: &str,
-) -> Result<()> {
-    let theirs = checkpoint_config(meta, path)?;
-    if !theirs.same_architecture(cfg) {
-        bail!(
-            "{flag} {}: a checkpoint of another architecture ({}); this run is {}",
-            path.display(),
-            theirs.describe(),
-            cfg.describe()
-        );
-    }
-    Ok(())
-}
 
 struct Nets {
     g_vs: VarStore,
@@ -782,7 +427,7 @@ struct StepOut {
 /// One training step: a warm-up step while `step` ≤ `--warmup-steps`, else `n_d` D (critic)
 /// updates, then one G update on the last D step's fakes.
 fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
-    let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
+    let args = &plan.args;
     let mix = args.common.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
     tch::manual_seed(mix as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(mix);
@@ -790,88 +435,136 @@ fn train_step(plan: &Plan, nets: &mut Nets, real: &Real, step: u64) -> StepOut {
     if step <= args.warmup_steps {
         return warmup_step(plan, nets, real, &mut rng, cond, step);
     }
-    let aug = |x: &Tensor| {
-        if plan.policy.is_empty() {
-            x.shallow_clone()
-        } else {
-            diff_augment(x, &plan.policy)
-        }
-    };
-    let wgan = cfg.model == GanKind::WganGp;
-    let seeking = args.mode_seeking > 0.0;
-    // Mode seeking pairs sample i with sample i + b/2: the same label (and source), other noise.
-    let pair_up = |t: &Tensor| {
-        if seeking {
-            let h = b / 2;
-            Tensor::cat(&[t.narrow(0, 0, h), t.narrow(0, 0, b - h)], 0)
-        } else {
-            t.shallow_clone()
-        }
-    };
     let mut last = None;
     for k in 0..plan.n_d {
-        let mut real_b = real.batch(plan, &mut rng);
-        if let Some(online) = &plan.real_augment {
-            let t = |x: &Tensor, rng: &mut ChaCha8Rng| {
-                online.apply(&((x + 1.0) * 127.5), rng) / 127.5 - 1.0
-            };
-            real_b.x = t(&real_b.x, &mut rng);
-            real_b.src = real_b.src.as_ref().map(|s| t(s, &mut rng));
-        }
-        let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
-        let yg = pair_up(&real_b.y);
-        let src = real_b.src.as_ref().map(pair_up);
-        let make = || generate(&nets.g, &z, &yg, src.as_ref(), cond, true);
-        let fake = if k + 1 == plan.n_d {
-            make()
-        } else {
-            tch::no_grad(make)
-        };
-        let d_of = |src: Option<&Tensor>, x: &Tensor, y: &Tensor| {
-            nets.d.forward_scaled(&aug(&d_input(src, x)), y, cond, true)
-        };
-        let d_real = d_of(real_b.src.as_ref(), &real_b.x, &real_b.y);
-        let d_fake = d_of(src.as_ref(), &fake.detach(), &yg);
-        let (l_real, l_fake, gp) = if wgan {
-            let gp = gradient_penalty(nets, &real_b.x, &fake, &real_b.y, cond);
-            (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
-        } else {
-            let zero = Tensor::zeros([], (Kind::Float, device));
-            match args.loss {
-                GanLoss::Bce => (bce(&d_real, args.label_smoothing), bce(&d_fake, 0.0), zero),
-                GanLoss::Hinge => (
-                    (-&d_real + 1.0).relu().mean(Kind::Float),
-                    (&d_fake + 1.0).relu().mean(Kind::Float),
-                    zero,
-                ),
-            }
-        };
-        let loss = &l_real + &l_fake + &gp * args.gp_lambda;
-        nets.opt_d.zero_grad();
-        loss.backward();
-        nets.opt_d.step();
-        // The mode-seeking cap of each pair (the first half of the batch).
-        let cap = seeking.then(|| {
-            let h = b / 2;
-            match (args.ms_cap, &real_b.src) {
-                (crate::MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
-                    .abs()
-                    .flatten(1, -1)
-                    .mean_dim(1, false, Kind::Float),
-                _ => real.l1_by_label.index_select(0, &yg.narrow(0, 0, h)),
-            }
-        });
-        last = Some((
-            (l_real, l_fake, gp),
-            (d_real.detach(), d_fake.detach()),
-            (fake, yg, src, z, cap),
-        ));
+        last = Some(d_step(plan, nets, real, &mut rng, cond, k + 1 == plan.n_d));
     }
-    let ((l_real, l_fake, gp), (d_real, d_fake), (fake, y, src, z, cap)) = last.expect("n_d ≥ 1");
-    let d_g = nets
-        .d
-        .forward_scaled(&aug(&d_input(src.as_ref(), &fake)), &y, cond, true);
-    let mut g_loss = if wgan || args.loss == GanLoss::Hinge {
+    g_step(plan, nets, last.expect("n_d ≥ 1"), cond, step)
+}
+
+/// DiffAugment's ops on images before D (`--diffaug`).
+fn augment(plan: &Plan, x: &Tensor) -> Tensor {
+    if plan.policy.is_empty() {
+        x.shallow_clone()
+    } else {
+        diff_augment(x, &plan.policy)
+    }
+}
+
+/// With mode seeking, sample i pairs with sample i + b/2: the same label (and source), other
+/// noise.
+fn pair_up(plan: &Plan, t: &Tensor) -> Tensor {
+    let b = plan.args.batch;
+    if plan.args.mode_seeking > 0.0 {
+        let h = b / 2;
+        Tensor::cat(&[t.narrow(0, 0, h), t.narrow(0, 0, b - h)], 0)
+    } else {
+        t.shallow_clone()
+    }
+}
+
+/// What one D update leaves for G's: its losses, D's outputs, and the fakes with their labels
+/// (and sources), noise and mode-seeking caps.
+struct DStep {
+    losses: (Tensor, Tensor, Tensor),
+    d_out: (Tensor, Tensor),
+    fake: Tensor,
+    y: Tensor,
+    src: Option<Tensor>,
+    z: Tensor,
+    cap: Option<Tensor>,
+}
+
+/// One D (critic) update on a real batch and G's fakes; the fakes keep their graph when G's
+/// update follows (`last`).
+fn d_step(
+    plan: &Plan,
+    nets: &mut Nets,
+    real: &Real,
+    rng: &mut ChaCha8Rng,
+    cond: f64,
+    last: bool,
+) -> DStep {
+    let (args, cfg, device, b) = (&plan.args, &plan.cfg, plan.device, plan.args.batch);
+    let mut real_b = real.batch(plan, rng);
+    if let Some(online) = &plan.real_augment {
+        let t = |x: &Tensor, rng: &mut ChaCha8Rng| {
+            online.apply(&((x + 1.0) * 127.5), rng) / 127.5 - 1.0
+        };
+        real_b.x = t(&real_b.x, rng);
+        real_b.src = real_b.src.as_ref().map(|s| t(s, rng));
+    }
+    let z = Tensor::randn([b, cfg.z_dim], (Kind::Float, device));
+    let yg = pair_up(plan, &real_b.y);
+    let src = real_b.src.as_ref().map(|s| pair_up(plan, s));
+    let make = || generate(&nets.g, &z, &yg, src.as_ref(), cond, true);
+    let fake = if last { make() } else { tch::no_grad(make) };
+    let d_of = |src: Option<&Tensor>, x: &Tensor, y: &Tensor| {
+        nets.d
+            .forward_scaled(&augment(plan, &d_input(src, x)), y, cond, true)
+    };
+    let d_real = d_of(real_b.src.as_ref(), &real_b.x, &real_b.y);
+    let d_fake = d_of(src.as_ref(), &fake.detach(), &yg);
+    let (l_real, l_fake, gp) = if cfg.model == GanKind::WganGp {
+        let gp = gradient_penalty(nets, &real_b.x, &fake, &real_b.y, cond);
+        (-d_real.mean(Kind::Float), d_fake.mean(Kind::Float), gp)
+    } else {
+        let zero = Tensor::zeros([], (Kind::Float, device));
+        match args.loss {
+            GanLoss::Bce => (bce(&d_real, args.label_smoothing), bce(&d_fake, 0.0), zero),
+            GanLoss::Hinge => (
+                (-&d_real + 1.0).relu().mean(Kind::Float),
+                (&d_fake + 1.0).relu().mean(Kind::Float),
+                zero,
+            ),
+        }
+    };
+    let loss = &l_real + &l_fake + &gp * args.gp_lambda;
+    nets.opt_d.zero_grad();
+    loss.backward();
+    nets.opt_d.step();
+    // The mode-seeking cap of each pair (the first half of the batch).
+    let cap = (args.mode_seeking > 0.0).then(|| {
+        let h = b / 2;
+        match (args.ms_cap, &real_b.src) {
+            (MsCap::Source, Some(s)) => (real_b.x.narrow(0, 0, h) - s.narrow(0, 0, h))
+                .abs()
+                .flatten(1, -1)
+                .mean_dim(1, false, Kind::Float),
+            _ => real.l1_by_label.index_select(0, &yg.narrow(0, 0, h)),
+        }
+    });
+    DStep {
+        losses: (l_real, l_fake, gp),
+        d_out: (d_real.detach(), d_fake.detach()),
+        fake,
+        y: yg,
+        src,
+        z,
+        cap,
+    }
+}
+
+/// G's update on the last D step's fakes: the adversarial loss, the mode-seeking term and the
+/// auxiliary classifier's.
+fn g_step(plan: &Plan, nets: &mut Nets, last: DStep, cond: f64, step: u64) -> StepOut {
+    let args = &plan.args;
+    let DStep {
+        losses: (l_real, l_fake, gp),
+        d_out: (d_real, d_fake),
+        fake,
+        y,
+        src,
+        z,
+        cap,
+    } = last;
+    let d_g = nets.d.forward_scaled(
+        &augment(plan, &d_input(src.as_ref(), &fake)),
+        &y,
+        cond,
+        true,
+    );
+    let mut g_loss = if plan.cfg.model == GanKind::WganGp || args.loss == GanLoss::Hinge {
         -d_g.mean(Kind::Float)
     } else {
         bce(&d_g, 1.0)
@@ -976,105 +669,76 @@ fn gradient_penalty(nets: &Nets, xr: &Tensor, fake: &Tensor, y: &Tensor, cond: f
         .mean(Kind::Float)
 }
 
-/// What the loop carries from step to step.
-struct Progress {
-    step: u64,
-    steps_at_start: u64,
+/// The adversarial loop's work at each point of its cadence: the networks, the real images,
+/// the logs and the failure monitor.
+struct Adversarial<'a> {
+    plan: &'a Plan,
+    nets: &'a mut Nets,
+    real: &'a Real,
     log: CsvLog<LossRow>,
     /// TensorBoard scalars (each losses.csv row) and images (the sample grids), `<out>/tb`.
     tb: SummaryWriter,
     monitor: FailureMonitor,
-    /// A failure still in force: only a divergence stays (the others warn once).
-    failure: Option<Failure>,
-    last_good_ckpt: Option<u64>,
-    train_time: f64,
     last_log: Instant,
 }
 
-fn train_loop(plan: &Plan, nets: &mut Nets, real: &Real, mut prog: Progress) -> Result<Progress> {
-    let args = &plan.args;
-    let bar = rebalance_core::cli::progress(
-        args.steps.saturating_sub(prog.step),
-        "training",
-        args.common.quiet,
-    );
-    while prog.step < args.steps {
-        prog.step += 1;
-        let step = prog.step;
-        let t0 = Instant::now();
-        let out = train_step(plan, nets, real, step);
-        prog.train_time += t0.elapsed().as_secs_f64();
-        bar.inc(1);
-        let done = step - prog.steps_at_start;
-        if done == ESTIMATE_AFTER.min(args.steps - prog.steps_at_start) && !args.common.quiet {
-            let per_step = prog.train_time / done as f64;
+impl Hooks for Adversarial<'_> {
+    type Out = StepOut;
+
+    fn step(&mut self, step: u64) -> StepOut {
+        train_step(self.plan, self.nets, self.real, step)
+    }
+
+    /// The time estimate after the first steps; non-finite losses.
+    fn after_step(
+        &mut self,
+        at: &Steps,
+        out: &StepOut,
+        bar: &ProgressBar,
+    ) -> Result<Option<Failure>> {
+        let (args, step) = (&self.plan.args, at.step);
+        let done = step - at.at_start;
+        if done == ESTIMATE_AFTER.min(args.steps - at.at_start) && !args.common.quiet {
+            let per_step = at.train_time / done as f64;
             bar.suspend(|| {
-                for line in estimate(plan, done, per_step, args.steps - step) {
+                for line in estimate(self.plan, done, per_step, args.steps - step) {
                     tracing::info!("{line}");
                 }
             });
         }
-        let mut found = if out.warmup {
+        Ok(if out.warmup {
             None
         } else {
-            prog.monitor.step(step, out.l_real, out.l_fake, out.g_loss)
+            self.monitor.step(step, out.l_real, out.l_fake, out.g_loss)
+        })
+    }
+
+    /// The losses.csv row and its TensorBoard scalars; whether D has won.
+    fn log(&mut self, at: &Steps, out: &mut StepOut, bar: &ProgressBar) -> Result<Option<Failure>> {
+        let row = self.log_row(at, out);
+        bar.set_message(format!(
+            "G {:.2} D {:.2}",
+            row.g_loss,
+            row.d_loss_real + row.d_loss_fake
+        ));
+        let won = if out.warmup {
+            None
+        } else {
+            self.monitor
+                .logged(at.step, row.d_loss_real, row.d_loss_fake)
         };
-        if step.is_multiple_of(args.log_every) || step == args.steps {
-            let row = log_row(plan, &mut prog, &out);
-            bar.set_message(format!(
-                "G {:.2} D {:.2}",
-                row.g_loss,
-                row.d_loss_real + row.d_loss_fake
-            ));
-            if !out.warmup {
-                let won = prog.monitor.logged(step, row.d_loss_real, row.d_loss_fake);
-                found = found.or(won);
-            }
-            prog.tb.scalars(
-                step as i64,
-                &[
-                    ("loss/d_real", row.d_loss_real),
-                    ("loss/d_fake", row.d_loss_fake),
-                    ("loss/g", row.g_loss),
-                    ("loss/gradient_penalty", row.gp),
-                    ("d_accuracy/real", row.d_acc_real),
-                    ("d_accuracy/fake", row.d_acc_fake),
-                    ("images_per_s", row.images_per_s),
-                ],
-            )?;
-            prog.log.push(row)?;
-        }
-        if step.is_multiple_of(args.sample_every) || step == args.steps {
-            found = found.or(write_samples(plan, nets, real, step, &mut prog)?);
-        }
-        if let Some(f) = found {
-            prog.failure.get_or_insert(f);
-        }
-        if let Some(f) = &prog.failure {
-            tracing::warn!("{f}");
-            if args.stop_on_failure {
-                bar.finish_and_clear();
-                match prog.last_good_ckpt {
-                    Some(s) => bail!("stopped on failure: {f}. The last good checkpoint (step {s}) is in {}; continue with --resume latest", plan.work.display()),
-                    None => bail!("stopped on failure: {f}. No checkpoint was written yet"),
-                }
-            }
-            // Warn once per kind; keep going, but never checkpoint diverged weights.
-            if !f.diverged() {
-                prog.failure = None;
-            }
-        }
-        let diverged = prog.failure.as_ref().is_some_and(Failure::diverged);
-        if (step.is_multiple_of(args.checkpoint_every) || step == args.steps) && !diverged {
-            nets.save(&plan.work, step, &plan.cfg)?;
-            prog.last_good_ckpt = Some(step);
-        }
+        self.tb.row(&row)?;
+        self.log.push(row)?;
+        Ok(won)
     }
-    bar.finish_and_clear();
-    if let Some(f) = &prog.failure {
-        bail!("training diverged ({f}); no checkpoint of diverged weights was written");
+
+    fn sample(&mut self, step: u64) -> Result<Option<Failure>> {
+        self.write_samples(step)
     }
-    Ok(prog)
+
+    fn checkpoint(&mut self, step: u64) -> Result<()> {
+        self.nets.save(&self.plan.work, step, &self.plan.cfg)
+    }
 }
 
 /// Steps timed before the stage's time is estimated.
@@ -1111,39 +775,40 @@ fn estimate(plan: &Plan, done: u64, per_step: f64, left: u64) -> Vec<String> {
     lines
 }
 
-/// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
-fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
-    let args = &plan.args;
-    let since = prog.last_log.elapsed().as_secs_f64().max(1e-9);
-    prog.last_log = Instant::now();
-    let last = prog
-        .log
-        .rows()
-        .last()
-        .map_or(prog.steps_at_start, |r| r.step.max(prog.steps_at_start));
-    let logged = (prog.step - last) as f64;
-    let rate = |t: &Tensor, positive: bool| {
-        if t.numel() == 0 {
-            return 0.0; // a warm-up step: D did not run
-        }
-        let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
-        hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
-    };
-    let row = LossRow {
-        step: prog.step,
-        d_loss_real: out.l_real,
-        d_loss_fake: out.l_fake,
-        g_loss: out.g_loss,
-        d_acc_real: rate(&out.d_real, true),
-        d_acc_fake: rate(&out.d_fake, false),
-        gp: out.gp.double_value(&[]),
-        images_per_s: (logged * (args.batch * plan.n_d as i64) as f64 / since * 10.0).round()
-            / 10.0,
-    };
-    if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let done = (prog.step - prog.steps_at_start).max(1) as f64;
-        let eta = prog.train_time / done * args.steps.saturating_sub(prog.step) as f64;
-        tracing::info!(
+impl Adversarial<'_> {
+    /// The `losses.csv` row of a log step (and its progress line when stderr is not a terminal).
+    fn log_row(&mut self, at: &Steps, out: &StepOut) -> LossRow {
+        let (plan, args) = (self.plan, &self.plan.args);
+        let since = self.last_log.elapsed().as_secs_f64().max(1e-9);
+        self.last_log = Instant::now();
+        let last = self
+            .log
+            .rows()
+            .last()
+            .map_or(at.at_start, |r| r.step.max(at.at_start));
+        let logged = (at.step - last) as f64;
+        let rate = |t: &Tensor, positive: bool| {
+            if t.numel() == 0 {
+                return 0.0; // a warm-up step: D did not run
+            }
+            let hit = if positive { t.gt(0.0) } else { t.lt(0.0) };
+            hit.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+        };
+        let row = LossRow {
+            step: at.step,
+            d_loss_real: out.l_real,
+            d_loss_fake: out.l_fake,
+            g_loss: out.g_loss,
+            d_acc_real: rate(&out.d_real, true),
+            d_acc_fake: rate(&out.d_fake, false),
+            gp: out.gp.double_value(&[]),
+            images_per_s: (logged * (args.batch * plan.n_d as i64) as f64 / since * 10.0).round()
+                / 10.0,
+        };
+        if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let done = (at.step - at.at_start).max(1) as f64;
+            let eta = at.train_time / done * args.steps.saturating_sub(at.step) as f64;
+            tracing::info!(
             "step {}/{}: D real {:.3} fake {:.3}, G {:.3}, D acc {:.2}/{:.2}, {:.0} img/s, ETA {}",
             row.step,
             args.steps,
@@ -1155,70 +820,50 @@ fn log_row(plan: &Plan, prog: &mut Progress, out: &StepOut) -> LossRow {
             row.images_per_s,
             duration_text(eta)
         );
+        }
+        row
     }
-    row
+
+    /// The fixed-noise sample grid of a sample step; a collapse when the samples' diversity is far
+    /// below the real images'.
+    fn write_samples(&mut self, step: u64) -> Result<Option<Failure>> {
+        let (plan, nets, real) = (self.plan, &*self.nets, self.real);
+        let samples = tch::no_grad(|| {
+            generate(
+                nets.sampler(),
+                &real.fixed_z,
+                &real.fixed_y,
+                real.fixed_x.as_ref(),
+                1.0,
+                false,
+            )
+        });
+        let per_row: Vec<f64> = (0..real.grid_rows)
+            .filter_map(|r| {
+                let row = samples.narrow(0, r * GRID_COLS, GRID_COLS);
+                quality::diversity(&((row + 1.0) / 2.0))
+            })
+            .collect();
+        let div = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
+        let pix: Vec<Vec<u8>> = (0..real.grid_rows)
+            .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
+            .collect();
+        let path = plan.work.join(format!("samples/step_{step:06}.png"));
+        let png = write_grid(&path, &pix, &plan.cfg)?;
+        self.tb.png(step as i64, "samples", &png)?;
+        self.tb
+            .scalars(step as i64, &[("diversity/generated", div)])?;
+        Ok(self
+            .monitor
+            .samples(step, plan.args.steps, div, real.diversity))
+    }
 }
 
-/// The fixed-noise sample grid of a sample step; a collapse when the samples' diversity is far
-/// below the real images'.
-fn write_samples(
-    plan: &Plan,
-    nets: &Nets,
-    real: &Real,
-    step: u64,
-    prog: &mut Progress,
-) -> Result<Option<Failure>> {
-    let samples = tch::no_grad(|| {
-        generate(
-            nets.sampler(),
-            &real.fixed_z,
-            &real.fixed_y,
-            real.fixed_x.as_ref(),
-            1.0,
-            false,
-        )
-    });
-    let per_row: Vec<f64> = (0..real.grid_rows)
-        .filter_map(|r| {
-            let row = samples.narrow(0, r * GRID_COLS, GRID_COLS);
-            quality::diversity(&((row + 1.0) / 2.0))
-        })
-        .collect();
-    let div = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
-    let pix: Vec<Vec<u8>> = (0..real.grid_rows)
-        .map(|r| rebalance_nn::to_u8_pixels(&samples.narrow(0, r * GRID_COLS, GRID_COLS)))
-        .collect();
-    let path = plan.work.join(format!("samples/step_{step:06}.png"));
-    let png = write_grid(&path, &pix, &plan.cfg)?;
-    prog.tb.png(step as i64, "samples", &png)?;
-    prog.tb
-        .scalars(step as i64, &[("diversity/generated", div)])?;
-    Ok(prog
-        .monitor
-        .samples(step, plan.args.steps, div, real.diversity))
-}
-
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Layout::new(&args.common.artifacts).dir(GAN));
-    let _lock = rebalance_core::stage_lock::StageLock::share("gan-train", &out)?;
-    let per_class = crate::per_class::classes_of(args);
-    if !per_class.is_empty() {
-        return crate::per_class::run(args, &per_class);
-    }
-    if args.class_task.is_some() || args.merge_classes {
-        bail!("--class-task and --merge-classes go with --per-class-gans");
-    }
-    let started = Instant::now();
-    let plan = Plan::resolve(args)?;
-    let resume_from = prepare_work(&plan)?;
-    if plan.cfg.model.translates() {
-        return crate::cyclegan::train(&plan, resume_from, started);
-    }
+/// Train one GAN adversarially from where `prepare_work` said the run starts, then write it.
+pub(crate) fn train(plan: &Plan, resume_from: Option<PathBuf>, started: Instant) -> Result<()> {
+    let args = &plan.args;
     let mut nets = Nets::new(&plan.cfg, args, plan.device)?;
-    let step = nets.start(&plan, resume_from.as_deref())?;
+    let step = nets.start(plan, resume_from.as_deref())?;
     if !args.common.quiet {
         eprint!(
             "{}\n{}",
@@ -1227,163 +872,47 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         );
     }
     write_json(&plan.work.join(file::CONFIG), &plan.cfg)?;
-    let real = Real::new(&plan);
+    let real = Real::new(plan);
     if step == 0 {
         let pix: Vec<Vec<u8>> = real.rows.iter().map(rebalance_nn::to_u8_pixels).collect();
         write_grid(&plan.work.join("samples/real.png"), &pix, &plan.cfg)?;
     }
     let log_path = plan.work.join(file::LOSSES);
-    let prog = Progress {
-        step,
-        steps_at_start: step,
-        log: if resume_from.is_some() {
-            CsvLog::resume(&log_path, |r: &LossRow| r.step <= step)?
+    let log = if resume_from.is_some() {
+        CsvLog::resume(&log_path, |r: &LossRow| r.step <= step)?
+    } else {
+        CsvLog::create(&log_path)
+    };
+    let monitor = FailureMonitor::new(
+        // Hinge's D loss, like unsmoothed BCE's, can reach 0.
+        if args.loss == GanLoss::Hinge {
+            1.0
         } else {
-            CsvLog::create(&log_path)
+            args.label_smoothing
         },
-        monitor: FailureMonitor::new(
-            // Hinge's D loss, like unsmoothed BCE's, can reach 0.
-            if args.loss == GanLoss::Hinge {
-                1.0
-            } else {
-                args.label_smoothing
-            },
-            args.model == GanKind::WganGp,
-            args.d_zero_patience,
-        ),
+        args.model == GanKind::WganGp,
+        args.d_zero_patience,
+    );
+    let mut hooks = Adversarial {
+        plan,
+        nets: &mut nets,
+        real: &real,
+        log,
         tb: SummaryWriter::create(&plan.work.join("tb"))?,
-        failure: None,
-        last_good_ckpt: resume_from.as_ref().map(|_| step),
-        train_time: 0.0,
+        monitor,
         last_log: Instant::now(),
     };
-    let prog = train_loop(&plan, &mut nets, &real, prog)?;
-    if prog.step == prog.steps_at_start && !checkpoint_path(&plan.work).exists() {
-        nets.save(&plan.work, prog.step, &plan.cfg)?;
-    }
-    finish(&plan, &nets, &prog, started)
-}
-
-/// Write the generator, the loss chart and the manifest, then swap the work folder into place.
-fn finish(plan: &Plan, nets: &Nets, prog: &Progress, started: Instant) -> Result<()> {
+    let mut at = Steps::new(step, resume_from.is_some());
+    cadence::run(&plan.loop_settings("training"), &mut at, &mut hooks)?;
+    // The generator used for sampling (the EMA when enabled).
     finish_with(
         plan,
-        nets.sampler_vs(),
-        prog.log.rows(),
-        (prog.step, prog.steps_at_start),
-        prog.train_time,
+        hooks.nets.sampler_vs(),
+        hooks.log.rows(),
+        (at.step, at.at_start),
+        at.train_time,
         started,
     )
-}
-
-/// [`finish`] for any model: `generator` holds the weights `generate` loads; `steps` is (the
-/// last step, the step this run started at).
-pub(crate) fn finish_with(
-    plan: &Plan,
-    generator: &VarStore,
-    rows: &[LossRow],
-    steps: (u64, u64),
-    train_time: f64,
-    started: Instant,
-) -> Result<()> {
-    let (args, cfg, work) = (&plan.args, &plan.cfg, &plan.work);
-    // The model: the generator used for sampling (the EMA when enabled) plus its config.
-    let meta = HashMap::from([("config".to_string(), serde_json::to_string(cfg)?)]);
-    write_atomic(
-        &work.join(file::GENERATOR),
-        &io::to_safetensors(&io::named_vars(generator, ""), meta)?,
-    )?;
-    write_atomic(&work.join("losses.svg"), losses_svg(rows)?.as_bytes())?;
-    let (step, steps_at_start) = steps;
-    let trained_steps = step - steps_at_start;
-    let mut m = Manifest::new(
-        "gan-train",
-        serde_json::to_value(args)?,
-        &device_name(plan.device),
-        args.common.seed,
-    );
-    m.inputs.push(FileRecord::of_file(
-        &plan.data,
-        &plan.data.display().to_string(),
-    )?);
-    RunKey::release(work)?;
-    m.record_outputs(work)?;
-    m.set_extra(&GanInfo {
-        config: cfg.clone(),
-        trained_classes: cfg
-            .trained_classes
-            .iter()
-            .map(|&c| cfg.classes[c as usize].clone())
-            .collect(),
-    })?;
-    let images = trained_steps as f64 * (args.batch * plan.n_d as i64) as f64;
-    m.set_metrics(&GanMetrics {
-        steps: step,
-        steps_this_run: trained_steps,
-        train_s: (train_time * 1000.0).round() / 1000.0,
-        images_per_s: (train_time > 0.0).then(|| (images / train_time * 10.0).round() / 10.0),
-        last: rows.last().cloned(),
-    })?;
-    m.finish(work, started)?;
-    swap_into(work, &plan.out)?;
-    println!(
-        "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",
-        cfg.model,
-        step,
-        trained_steps,
-        started.elapsed().as_secs_f64(),
-        plan.out.display(),
-        plan.out.display()
-    );
-    Ok(())
-}
-
-pub(crate) fn losses_svg(rows: &[LossRow]) -> Result<String> {
-    let series = |f: fn(&LossRow) -> f64| {
-        rows.iter()
-            .map(|r| (r.step as f64, f(r)))
-            .collect::<Vec<_>>()
-    };
-    chart::lines_svg(
-        "GAN losses",
-        &[
-            ("D loss real", series(|r| r.d_loss_real)),
-            ("D loss fake", series(|r| r.d_loss_fake)),
-            ("G loss", series(|r| r.g_loss)),
-        ],
-        "step",
-        "loss",
-    )
-}
-
-/// Write a sample grid as PNG to `path`; the PNG's bytes.
-pub(crate) fn write_grid(path: &Path, rows: &[Vec<u8>], cfg: &GanConfig) -> Result<Vec<u8>> {
-    let per = (cfg.channels * cfg.height * cfg.width) as usize;
-    let cells: Vec<Vec<&[u8]>> = rows.iter().map(|r| r.chunks(per).collect()).collect();
-    let png = grid::grid_png(
-        &cells,
-        cfg.channels as usize,
-        cfg.height as usize,
-        cfg.width as usize,
-        grid::default_scale(cfg.height as usize),
-    )?;
-    write_atomic(path, &png)?;
-    Ok(png)
-}
-
-fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let to = dst.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &to)?;
-        } else {
-            std::fs::copy(e.path(), &to)
-                .with_context(|| format!("copying {}", e.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
