@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use rebalance_core::contract::{augment, classify, dataset, filter, gan, runs};
+use rebalance_core::contract::{augment, classify, dataset, filter, gan, runner, runs};
 use serde::Deserialize;
 use serde_reflection::{ContainerFormat, Format, Tracer, TracerConfig};
 
@@ -266,6 +266,42 @@ fn documented_fields_are_the_contract_types() {
             "| `run.json` `stages` `jobs`",
             "Fields:",
             fields::<runs::SlurmJob>(),
+        ),
+        (
+            "`pipeline.lock`",
+            "JSON (`rebalance_core::contract::runner::PipelineLock`)",
+            "Fields:",
+            fields::<runner::PipelineLock>(),
+        ),
+        (
+            "`pipeline.lock`",
+            "Each of `stages`",
+            "Fields:",
+            fields::<runner::LockedStage>(),
+        ),
+        (
+            "`<artifacts>/.lock`",
+            "The runner holds an exclusive",
+            "Fields:",
+            fields::<runner::LockHolder>(),
+        ),
+        (
+            "Sweeps:",
+            "| `sweep.json` |",
+            "Fields:",
+            fields::<runner::SweepResult>(),
+        ),
+        (
+            "Sweeps:",
+            "| `sweep.json` `rows`",
+            "Fields:",
+            fields::<runner::SweepRow>(),
+        ),
+        (
+            "Sweeps:",
+            "| `sweep.json` `choice`",
+            "Fields:",
+            fields::<runner::Choice>(),
         ),
     ];
     let blocks = blocks(&doc);

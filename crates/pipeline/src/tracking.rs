@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 use anyhow::{Context, Result};
 use rebalance_core::contract::classify::{ClassifierMetrics, CurveRow};
 use rebalance_core::contract::gan::LossRow;
-use rebalance_core::contract::layout::file;
+use rebalance_core::contract::layout::{file, RUNS};
 use rebalance_core::contract::runs::{
     MlflowRef, RunRecord, RunStatus, SlurmJob, StageRecord, StageStatus,
 };
@@ -132,7 +132,7 @@ impl Tracker {
         params: BTreeMap<String, String>,
         link: &Link,
     ) -> Result<Self> {
-        let dir = artifacts.join("runs").join(&id);
+        let dir = artifacts.join(RUNS).join(&id);
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
         let metrics = std::fs::File::create(dir.join("metrics.jsonl"))
@@ -384,7 +384,7 @@ impl Tracker {
 /// then no live run can own such a record, since every run holds that lock while it runs.
 /// Returns the ids marked.
 pub fn close_abandoned(artifacts: &Path) -> Result<Vec<String>> {
-    let runs = artifacts.join("runs");
+    let runs = artifacts.join(RUNS);
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(Vec::new());
     };

@@ -10,8 +10,12 @@ pub mod run;
 pub mod slurm;
 pub mod table;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 
+use crate::cli::RunArgs;
+use crate::plan::Task;
 use crate::spec::{Bindings, Param, ParamSpec, ParamType, Spec};
 
 /// The parameter a sweep varies, with its values as given.
@@ -123,6 +127,39 @@ pub fn slug(value: &str) -> String {
     }
 }
 
+
+/// One sweep: its parameter, values, name, plans and folder.
+pub struct Sweep<'a> {
+    pub run_args: &'a RunArgs,
+    pub spec: &'a Spec,
+    pub fixed: Vec<(String, String)>,
+    pub swept: &'a Swept,
+    pub name: String,
+    pub plans: Vec<Vec<Task>>,
+    /// `<artifacts>/sweeps/<name>`.
+    pub dir: PathBuf,
+}
+
+impl Sweep<'_> {
+    /// `-P <key>=<value>` for one value.
+    pub fn label(&self, value: &str) -> String {
+        format!("{}={value}", self.swept.key)
+    }
+
+    /// The folder that keeps one value's metrics and composition.
+    pub fn value_dir(&self, value: &str) -> PathBuf {
+        self.dir.join(slug(&self.label(value)))
+    }
+
+    /// The MLflow tags of one value's run.
+    pub fn tags(&self, value: &str) -> Vec<(String, String)> {
+        vec![
+            ("rebalance.sweep".into(), self.name.clone()),
+            ("rebalance.sweep.param".into(), self.swept.key.clone()),
+            ("rebalance.sweep.value".into(), value.to_string()),
+        ]
+    }
+}
 
 #[cfg(test)]
 mod tests {

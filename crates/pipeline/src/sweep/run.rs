@@ -18,7 +18,7 @@ use rebalance_core::contract::runs::RunStatus;
 use super::rows::{collect_row, output_file, result_tasks, summarize};
 use super::slurm::SlurmSweep;
 use super::table::Tables;
-use super::{declared, slug, split, Swept};
+use super::{declared, slug, split, Sweep, Swept};
 use crate::cli::{ExecutorKind, RunArgs, SweepArgs};
 use crate::guard::Interrupted;
 use crate::plan::{artifacts_of, plan, Task};
@@ -167,39 +167,6 @@ pub fn rewrite_report(
 pub struct SweepDone {
     pub result: SweepResult,
     pub session: Session,
-}
-
-/// One sweep: its parameter, values, name, plans and folder.
-pub(super) struct Sweep<'a> {
-    pub run_args: &'a RunArgs,
-    pub spec: &'a Spec,
-    pub fixed: Vec<(String, String)>,
-    pub swept: &'a Swept,
-    pub name: String,
-    pub plans: Vec<Vec<Task>>,
-    /// `<artifacts>/sweeps/<name>`.
-    pub dir: PathBuf,
-}
-
-impl Sweep<'_> {
-    /// `-P <key>=<value>` for one value.
-    pub fn label(&self, value: &str) -> String {
-        format!("{}={value}", self.swept.key)
-    }
-
-    /// The folder that keeps one value's metrics and composition.
-    pub fn value_dir(&self, value: &str) -> PathBuf {
-        self.dir.join(slug(&self.label(value)))
-    }
-
-    /// The MLflow tags of one value's run.
-    pub fn tags(&self, value: &str) -> Vec<(String, String)> {
-        vec![
-            ("rebalance.sweep".into(), self.name.clone()),
-            ("rebalance.sweep.param".into(), self.swept.key.clone()),
-            ("rebalance.sweep.value".into(), value.to_string()),
-        ]
-    }
 }
 
 /// What the rows so far found: the rare classes and the real-only baseline.

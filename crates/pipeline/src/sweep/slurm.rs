@@ -9,7 +9,7 @@ use rebalance_core::contract::runner::SweepRow;
 
 use super::mirror::mirror;
 use super::rows::{collect_row, result_tasks};
-use super::run::Sweep;
+use super::Sweep;
 use crate::cli::RunRequest;
 use crate::exec::slurm::{job_comment, run_array, ArrayJob, JobInfo};
 use crate::plan::{artifacts_of, upstream};
