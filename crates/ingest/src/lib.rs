@@ -7,8 +7,6 @@
 //! made (stratified, seeded) -> per-class caps cut the train split -> outputs are staged
 //! and swapped into place at once.
 
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod pickle;
 pub mod prepare;
 pub mod report;

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use rebalance_core::contract::augment::Composition;
-use rebalance_core::contract::classify::{paired, ClassifierMetrics, RecipeSelection};
+use rebalance_core::contract::classify::{ClassifierMetrics, RecipeSelection};
 use rebalance_core::contract::dataset::DatasetInfo;
 use rebalance_core::contract::filter::{AcceptanceRow, FilterMetrics};
 use rebalance_core::contract::gan::{GanInfo, GanMetrics, PerClassGans};
 use rebalance_core::contract::layout::{self, file, Layout};
 use rebalance_core::contract::{read_csv, read_json};
+use rebalance_core::stats::paired;
 use rebalance_core::Manifest;
 
 pub struct ReportInput {

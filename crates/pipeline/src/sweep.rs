@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use rebalance_core::chart::{grouped_bars_svg, lines_svg, BarSeries};
 use rebalance_core::contract::augment::Composition;
-use rebalance_core::contract::classify::{mean_std, ClassifierMetrics, Metrics};
+use rebalance_core::contract::classify::{ClassifierMetrics, Metrics};
 use rebalance_core::contract::layout::file;
 use rebalance_core::contract::{read_json, write_json};
+use rebalance_core::stats::mean_std;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Task;
