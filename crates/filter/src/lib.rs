@@ -215,6 +215,18 @@ fn fmt_fd(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_default()
 }
 
+/// Refuse a confidence band other than 0 ≤ threshold ≤ max-confidence.
+fn check_gate(g: &ConfidenceGate) -> Result<()> {
+    if !(0.0..=1.0).contains(&g.threshold) || g.max_confidence < g.threshold {
+        bail!(
+            "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
+            g.threshold,
+            g.max_confidence
+        );
+    }
+    Ok(())
+}
+
 /// Paths, the gate and the data, checked before any scoring.
 struct Plan {
     args: Args,
@@ -234,15 +246,7 @@ struct Plan {
 
 impl Plan {
     fn resolve(args: &Args) -> Result<Self> {
-        if !(0.0..=1.0).contains(&args.gate.threshold)
-            || args.gate.max_confidence < args.gate.threshold
-        {
-            bail!(
-                "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
-                args.gate.threshold,
-                args.gate.max_confidence
-            );
-        }
+        check_gate(&args.gate)?;
         if args.batch < 1 {
             bail!("--batch must be at least 1, not {}", args.batch);
         }
