@@ -1,12 +1,13 @@
 //! Coverage-guided fuzzing of every ingest reader. The first byte picks the reader (one of
-//! `ingest::fuzzing::targets`), the rest replaces that reader's input file; ingest then runs
-//! on it. A panic, an abort or libFuzzer's memory limit (-rss_limit_mb) is a finding.
+//! `rebalance_testkit::ingest_inputs::targets`), the rest replaces that reader's input file;
+//! ingest then runs on it. A panic, an abort or libFuzzer's memory limit (-rss_limit_mb) is a finding.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use ingest::fuzzing::{run_once, targets, Target};
+use clap::Parser;
 use libfuzzer_sys::fuzz_target;
+use rebalance_testkit::ingest_inputs::{run_once, targets, Target};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -36,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let t = &s.targets[pick as usize % s.targets.len()];
     let original = std::fs::read(&t.file).expect("the valid input");
     std::fs::write(&t.file, body).expect("writing the input");
-    let _ = run_once(t, &s.out);
+    let _ = run_once(t, &s.out, |argv| {
+        let args = ingest::Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        ingest::run(&args).map(|_| ()).map_err(|e| format!("{e:#}"))
+    });
     std::fs::write(&t.file, original).expect("restoring the input");
 });

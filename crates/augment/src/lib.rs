@@ -16,7 +16,7 @@ use rebalance_core::contract::augment::{
 use rebalance_core::contract::class_index;
 use rebalance_core::contract::layout::{file, Layout, AUGMENTED, DATASET, FILTERED};
 use rebalance_core::imageset::source;
-use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
+use rebalance_core::{grid, CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::{device_name, resolve_device};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -555,23 +555,14 @@ fn write_outputs(plan: &Plan, built: &Built, started: Instant) -> Result<Totals>
     };
     staged.write(file::COMPOSITION, &serde_json::to_vec_pretty(&composition)?)?;
     write_charts(&staged, plan, built)?;
+    let synthetic = plan.synthetic.as_ref().map(|_| &plan.synth_path);
     let mut m = Manifest::new(
         "augment",
         serde_json::to_value(args)?,
         &device_name(plan.device),
         args.common.seed,
-    );
-    m.inputs.push(FileRecord::of_file(
-        &plan.train_path,
-        &plan.train_path.display().to_string(),
-    )?);
-    if plan.synthetic.is_some() {
-        m.inputs.push(FileRecord::of_file(
-            &plan.synth_path,
-            &plan.synth_path.display().to_string(),
-        )?);
-    }
-    m.record_outputs(staged.path())?;
+    )
+    .with_input_files(std::iter::once(&plan.train_path).chain(synthetic))?;
     m.set_metrics(&AugmentMetrics {
         n_images: built.out.len(),
         n_real: train.len(),
@@ -582,8 +573,7 @@ fn write_outputs(plan: &Plan, built: &Built, started: Instant) -> Result<Totals>
     m.set_extra(&AugmentInfo {
         composition: classes,
     })?;
-    m.finish(staged.path(), started)?;
-    staged.commit()?;
+    m.commit(staged, started)?;
     Ok(totals)
 }
 

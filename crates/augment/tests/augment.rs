@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Output;
 
-use rebalance_core::fixtures::{bar_set, bar_splits};
 use rebalance_core::ImageSet;
+use rebalance_testkit::fixtures::{bar_set, bar_splits};
 use serde_json::Value;
 
 fn augment(args: &[&str]) -> Output {
@@ -193,7 +193,7 @@ fn classes_the_filter_kept_nothing_of_are_filled_classically_and_recorded() {
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
+    let d = rebalance_testkit::fixtures::assert_pipeline_toml_matches(
         "augment",
         &[],
         &augment::Args::command(),

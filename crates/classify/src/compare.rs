@@ -11,7 +11,8 @@ use rebalance_core::write_atomic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use rebalance_core::contract::classify::{mean_std, paired, ClassifierMetrics};
+use rebalance_core::contract::classify::ClassifierMetrics;
+use rebalance_core::stats::{mean_std, paired};
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct CompareArgs {

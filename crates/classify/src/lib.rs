@@ -19,7 +19,8 @@ use rebalance_core::CommonArgs;
 use rebalance_nn::transforms::{parse_elastic, AffineRanges, Elastic};
 use serde::Serialize;
 
-pub use rebalance_core::contract::classify::{mean_std, Metrics};
+pub use rebalance_core::contract::classify::Metrics;
+pub use rebalance_core::stats::mean_std;
 pub use rebalance_nn::models::{Classifier, ClassifierConfig, ClassifierKind};
 
 #[derive(Debug, Parser)]

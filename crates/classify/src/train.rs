@@ -797,7 +797,6 @@ pub(crate) fn write_manifest(
         args.common.seed,
     );
     m.inputs = plan.inputs.clone();
-    m.record_outputs(work)?;
     let test = MeanStd::of(&runs.iter().map(|r| &r.test).collect::<Vec<_>>());
     for k in ["accuracy", "balanced_accuracy", "macro_f1", "loss"] {
         m.metrics
@@ -816,7 +815,7 @@ pub(crate) fn write_manifest(
         model: plan.cfg.model,
     })?;
     extra(&mut m);
-    m.finish(work, started)
+    m.write_into(work, started)
 }
 
 /// Confusion matrix as a heatmap PNG: one square per cell, shaded by the row-normalised rate

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rebalance_core::fixtures::bar_splits;
+use rebalance_testkit::fixtures::bar_splits;
 use serde_json::Value;
 
 const CLASSIFY: &str = env!("CARGO_BIN_EXE_classify");
@@ -402,7 +402,7 @@ fn bad_input_fails_clearly() {
     );
     // A training set of another image size than val/test.
     let other = tmp.path().join("other.safetensors");
-    rebalance_core::fixtures::bar_set(&[5, 5, 5], 16, 0)
+    rebalance_testkit::fixtures::bar_set(&[5, 5, 5], 16, 0)
         .write(&other)
         .unwrap();
     let err = fails(CLASSIFY, &["--train", s(&other), "--data", s(&d)]);
@@ -416,7 +416,7 @@ fn bad_input_fails_clearly() {
     assert!(err.contains("zero.safetensors"), "{err}");
     // A class with no training image (issue 13): refused, naming the class and the way out.
     let empty = tmp.path().join("empty-class.safetensors");
-    rebalance_core::fixtures::bar_set(&[5, 0, 5], 28, 0)
+    rebalance_testkit::fixtures::bar_set(&[5, 0, 5], 28, 0)
         .write(&empty)
         .unwrap();
     let err = fails(CLASSIFY, &["--train", s(&empty), "--data", s(&d)]);
@@ -433,7 +433,7 @@ fn every_model_trains_on_colour_images_and_loads_as_a_judge() {
     let d = tmp.path().join("rgb");
     // 32×32 RGB bars: the grey bar image in all three channels.
     for (split, n, offset) in [("train", 6, 0), ("val", 3, 1000), ("test", 3, 2000)] {
-        let grey = rebalance_core::fixtures::bar_set(&[n, n, n], 32, offset);
+        let grey = rebalance_testkit::fixtures::bar_set(&[n, n, n], 32, offset);
         let mut rgb = rebalance_core::ImageSet::empty(grey.classes.clone(), 3, 32, 32);
         for i in 0..grey.len() {
             rgb.push(&grey.image(i).repeat(3), grey.labels[i]);
@@ -483,7 +483,7 @@ fn every_model_trains_on_colour_images_and_loads_as_a_judge() {
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
+    let d = rebalance_testkit::fixtures::assert_pipeline_toml_matches(
         "classify",
         &["compare"],
         &classify::Cli::command(),
@@ -501,7 +501,7 @@ fn early_stopping_keeps_the_weights_of_the_best_epoch() {
     let d = data(tmp.path());
     // Training labels that say nothing about the images (a fixed scramble): validation
     // macro-F1 wanders, so early stopping ends the run some epochs after its best one.
-    let mut noisy = rebalance_core::fixtures::bar_set(&[24, 24, 24], 28, 0);
+    let mut noisy = rebalance_testkit::fixtures::bar_set(&[24, 24, 24], 28, 0);
     for (i, l) in noisy.labels.iter_mut().enumerate() {
         *l = ((i * 7 + i / 5) % 3) as i64;
     }
@@ -597,7 +597,8 @@ fn tensorboard_reads_back_each_seeds_curves() {
     let curve: Vec<rebalance_core::contract::classify::CurveRow> =
         rows.deserialize().map(|r| r.unwrap()).collect();
     for seed in [42u64, 43] {
-        let tb = rebalance_core::fixtures::read_tensorboard(&out.join(format!("tb/seed-{seed}")));
+        let tb =
+            rebalance_testkit::fixtures::read_tensorboard(&out.join(format!("tb/seed-{seed}")));
         let mine: Vec<_> = curve.iter().filter(|r| r.seed == seed).collect();
         for (tag, get) in [
             (

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
@@ -302,51 +303,14 @@ impl ImageSet {
             path: p(),
             reason: e.to_string(),
         })?;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| ContractError::Format {
-            path: p(),
-            reason: e.to_string(),
-        })?;
-        let classes_json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("classes"))
-            .ok_or_else(|| ContractError::Classes {
-                path: p(),
-                reason: "is missing".into(),
-            })?;
-        let classes: Vec<String> =
-            serde_json::from_str(classes_json).map_err(|e| ContractError::Classes {
-                path: p(),
-                reason: format!("is not a JSON list of strings: {e}"),
-            })?;
-        let images = st
-            .tensor("images")
-            .map_err(|_| ContractError::MissingTensor {
-                path: p(),
-                name: "images",
-            })?;
-        let labels = st
-            .tensor("labels")
-            .map_err(|_| ContractError::MissingTensor {
-                path: p(),
-                name: "labels",
-            })?;
-        if images.dtype() != Dtype::U8 {
-            return Err(ContractError::Dtype {
-                path: p(),
-                name: "images",
-                found: format!("{:?}", images.dtype()),
-                expected: "U8",
-            });
-        }
-        if labels.dtype() != Dtype::I64 {
-            return Err(ContractError::Dtype {
-                path: p(),
-                name: "labels",
-                found: format!("{:?}", labels.dtype()),
-                expected: "I64",
-            });
-        }
+        let classes = classes_of(bytes, path)?;
+        let tensor = |name| {
+            st.tensor(name)
+                .map_err(|_| ContractError::MissingTensor { path: p(), name })
+        };
+        let (images, labels) = (tensor("images")?, tensor("labels")?);
+        check_dtype(&images, "images", (Dtype::U8, "U8"), path)?;
+        check_dtype(&labels, "labels", (Dtype::I64, "I64"), path)?;
         let &[n, c, h, w] = images.shape() else {
             return Err(ContractError::Shape {
                 path: p(),
@@ -367,15 +331,10 @@ impl ImageSet {
         }
         let source = match st.tensor("source") {
             Err(_) => None,
-            Ok(t) if t.dtype() != Dtype::U8 => {
-                return Err(ContractError::Dtype {
-                    path: p(),
-                    name: "source",
-                    found: format!("{:?}", t.dtype()),
-                    expected: "U8",
-                })
+            Ok(t) => {
+                check_dtype(&t, "source", (Dtype::U8, "U8"), path)?;
+                Some(t.data().to_vec())
             }
-            Ok(t) => Some(t.data().to_vec()),
         };
         let set = Self {
             source,
@@ -402,6 +361,45 @@ impl ImageSet {
         })?;
         Self::from_bytes(&bytes, path)
     }
+}
+
+/// The metadata `classes` of a safetensors file: a JSON list of class names.
+fn classes_of(bytes: &[u8], path: &Path) -> Result<Vec<String>, ContractError> {
+    let p = || path.to_path_buf();
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| ContractError::Format {
+        path: p(),
+        reason: e.to_string(),
+    })?;
+    let classes_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("classes"))
+        .ok_or_else(|| ContractError::Classes {
+            path: p(),
+            reason: "is missing".into(),
+        })?;
+    serde_json::from_str(classes_json).map_err(|e| ContractError::Classes {
+        path: p(),
+        reason: format!("is not a JSON list of strings: {e}"),
+    })
+}
+
+/// Refuse tensor `name` unless its dtype is `want` (the dtype, and its name in the message).
+fn check_dtype(
+    t: &TensorView<'_>,
+    name: &'static str,
+    want: (Dtype, &'static str),
+    path: &Path,
+) -> Result<(), ContractError> {
+    if t.dtype() == want.0 {
+        return Ok(());
+    }
+    Err(ContractError::Dtype {
+        path: path.to_path_buf(),
+        name,
+        found: format!("{:?}", t.dtype()),
+        expected: want.1,
+    })
 }
 
 /// Rewrite a safetensors file's JSON header with sorted keys, so that the same tensors and

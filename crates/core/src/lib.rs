@@ -7,13 +7,13 @@ pub mod atomic;
 pub mod chart;
 pub mod cli;
 pub mod contract;
-pub mod fixtures;
 pub mod grid;
 pub mod hash;
 pub mod imageset;
 pub mod manifest;
 pub mod memory;
 pub mod stage_lock;
+pub mod stats;
 pub mod tensorboard;
 
 pub use atomic::{partial_dir, remove_path, swap_into, write_atomic, StagedDir};

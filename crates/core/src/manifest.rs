@@ -1,11 +1,19 @@
 //! `manifest.json`: what every stage output folder says about itself.
+//!
+//! Every stage writes it the same way: [`Manifest::new`] with what ran (stage, parameters,
+//! device, seed), [`Manifest::with_input_files`] (or `inputs` set directly), the stage's typed
+//! metrics and fields ([`Manifest::set_metrics`], [`Manifest::set_extra`]), and last, once every
+//! other output is in the folder, [`Manifest::commit`] (a [`StagedDir`], swapped into place) or
+//! [`Manifest::write_into`] (a work folder the stage moves itself).
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::atomic::StagedDir;
 use crate::CONTRACT_VERSION;
 
 /// One input or output file (or folder of files) with its content hash.
@@ -73,6 +81,35 @@ impl Manifest {
         }
     }
 
+    /// Record each of `paths` as an input, under the path as given.
+    pub fn with_input_files<P: AsRef<Path>>(
+        mut self,
+        paths: impl IntoIterator<Item = P>,
+    ) -> Result<Self> {
+        for p in paths {
+            let p = p.as_ref();
+            self.inputs
+                .push(FileRecord::of_file(p, &p.display().to_string())?);
+        }
+        Ok(self)
+    }
+
+    /// The last write into a stage's output folder `dir`, once every other file is in it:
+    /// record those files as outputs ([`Manifest::record_outputs`]), then stamp the times and
+    /// write `dir/manifest.json` ([`Manifest::finish`]).
+    pub fn write_into(&mut self, dir: &Path, started: Instant) -> Result<()> {
+        self.record_outputs(dir)?;
+        self.finish(dir, started)
+    }
+
+    /// [`Manifest::write_into`] the staged folder, then swap it into place. Gives back the
+    /// manifest as written.
+    pub fn commit(mut self, staged: StagedDir, started: Instant) -> Result<Self> {
+        self.write_into(staged.path(), started)?;
+        staged.commit()?;
+        Ok(self)
+    }
+
     /// Record every regular file already in `dir` as an output (sorted by name).
     pub fn record_outputs(&mut self, dir: &Path) -> Result<()> {
         let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -91,7 +128,7 @@ impl Manifest {
     }
 
     /// Stamp the finish time and wall time, then write `dir/manifest.json` atomically.
-    pub fn finish(&mut self, dir: &Path, started: std::time::Instant) -> Result<()> {
+    pub fn finish(&mut self, dir: &Path, started: Instant) -> Result<()> {
         self.wall_time_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         self.created_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -117,6 +154,12 @@ impl Manifest {
     pub fn set_metrics<T: Serialize>(&mut self, metrics: &T) -> Result<()> {
         self.metrics.extend(object_of(metrics)?);
         Ok(())
+    }
+
+    /// The parameters as a typed struct (of some of them: other fields are left out).
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.params.clone())
+            .with_context(|| format!("the {} manifest's parameters", self.stage))
     }
 
     /// The metrics as a typed struct.

@@ -232,6 +232,12 @@ fn documented_fields_are_the_contract_types() {
             fields::<filter::FilterMetrics>(),
         ),
         (
+            "`filter`",
+            "The manifest's `params`",
+            "Fields:",
+            fields::<filter::ConfidenceGate>(),
+        ),
+        (
             "`augment`",
             "| `composition.json`",
             "Fields:",

@@ -16,10 +16,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rebalance_core::contract::csv_bytes;
 use rebalance_core::contract::filter::{
-    AcceptanceRow, FilterInfo, FilterMetrics, Reason, Score, Select,
+    AcceptanceRow, ConfidenceGate, FilterInfo, FilterMetrics, Reason, Score, Select,
 };
 use rebalance_core::contract::layout::{file, Layout, DATASET, FILTERED, GENERATED, JUDGE};
-use rebalance_core::{grid, CommonArgs, FileRecord, ImageSet, Manifest, StagedDir};
+use rebalance_core::{grid, CommonArgs, ImageSet, Manifest, StagedDir};
 use rebalance_nn::models::Judge;
 use rebalance_nn::quality::diversity_u8;
 use rebalance_nn::train::monitor::COLLAPSE_RATIO;
@@ -45,12 +45,11 @@ pub struct Args {
     /// Output folder [default: <artifacts>/filtered].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Keep an image when the judge gives its intended class at least this probability (and ranks it first).
-    #[arg(long, default_value_t = 0.9)]
-    pub threshold: f64,
-    /// Upper end of a confidence band: drop images the judge is more sure of than this.
-    #[arg(long, default_value_t = 1.0)]
-    pub max_confidence: f64,
+    /// `--threshold` and `--max-confidence`, flattened: the manifest's `params` hold them as
+    /// fields of their own, which the report reads.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub gate: ConfidenceGate,
     /// Keep at most the K most confident accepted images per class.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -216,6 +215,18 @@ fn fmt_fd(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_default()
 }
 
+/// Refuse a confidence band other than 0 ≤ threshold ≤ max-confidence.
+fn check_gate(g: &ConfidenceGate) -> Result<()> {
+    if !(0.0..=1.0).contains(&g.threshold) || g.max_confidence < g.threshold {
+        bail!(
+            "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
+            g.threshold,
+            g.max_confidence
+        );
+    }
+    Ok(())
+}
+
 /// Paths, the gate and the data, checked before any scoring.
 struct Plan {
     args: Args,
@@ -235,13 +246,7 @@ struct Plan {
 
 impl Plan {
     fn resolve(args: &Args) -> Result<Self> {
-        if !(0.0..=1.0).contains(&args.threshold) || args.max_confidence < args.threshold {
-            bail!(
-                "--threshold {} and --max-confidence {} must satisfy 0 ≤ threshold ≤ max-confidence",
-                args.threshold,
-                args.max_confidence
-            );
-        }
+        check_gate(&args.gate)?;
         if args.batch < 1 {
             bail!("--batch must be at least 1, not {}", args.batch);
         }
@@ -300,8 +305,8 @@ impl Plan {
             ref_path,
             out,
             gate: Gate {
-                threshold: args.threshold,
-                max_confidence: args.max_confidence,
+                threshold: args.gate.threshold,
+                max_confidence: args.gate.max_confidence,
                 // informative and diverse use --top-k as their quota instead.
                 top_k: args.top_k.filter(|_| args.select == Select::Confident),
                 cap: args.cap,
@@ -520,7 +525,7 @@ pub fn run(args: &Args) -> Result<()> {
     for r in per_class.iter().filter(|r| r.kept == 0) {
         warn!(
             "class `{}`: the gate kept 0 of {} images (threshold {}); the judge may be biased against it",
-            r.class, r.generated, args.threshold
+            r.class, r.generated, args.gate.threshold
         );
     }
     let n_kept = write_outputs(&plan, &scores, &per_class, &present, started)?;
@@ -534,7 +539,7 @@ pub fn run(args: &Args) -> Result<()> {
         n_kept,
         scores.len(),
         100.0 * n_kept as f64 / scores.len() as f64,
-        args.threshold,
+        args.gate.threshold,
         plan.out.display()
     );
     Ok(())
@@ -588,18 +593,14 @@ fn write_outputs(
         serde_json::to_value(&plan.args)?,
         &device_name(plan.device),
         plan.args.common.seed,
-    );
-    for p in [
+    )
+    .with_input_files([
         &plan.gen_path,
         &plan.judge.weights,
         &plan.train_path,
         &plan.ref_path,
-    ] {
-        m.inputs
-            .push(FileRecord::of_file(p, &p.display().to_string())?);
-    }
+    ])?;
     m.inputs.dedup_by(|a, b| a.path == b.path);
-    m.record_outputs(staged.path())?;
     m.set_metrics(&FilterMetrics {
         n_generated: generated.len(),
         n_kept: kept.len(),
@@ -609,8 +610,7 @@ fn write_outputs(
     m.set_extra(&FilterInfo {
         per_class: per_class.to_vec(),
     })?;
-    m.finish(staged.path(), started)?;
-    staged.commit()?;
+    m.commit(staged, started)?;
     Ok(kept.len())
 }
 

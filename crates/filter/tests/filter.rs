@@ -6,9 +6,9 @@ use std::process::Output;
 
 use rebalance_core::contract::filter::AcceptanceRow;
 use rebalance_core::contract::read_csv;
-use rebalance_core::fixtures::{bar_set, bar_splits};
 use rebalance_core::ImageSet;
 use rebalance_nn::models::{judge, Classifier, ClassifierConfig, ClassifierKind};
+use rebalance_testkit::fixtures::{bar_set, bar_splits};
 use tch::{nn::VarStore, Device, Tensor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filter");
@@ -323,7 +323,7 @@ fn bad_input_fails_clearly() {
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
+    let d = rebalance_testkit::fixtures::assert_pipeline_toml_matches(
         "filter",
         &[],
         &filter::Args::command(),

@@ -569,7 +569,7 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
+    let d = rebalance_testkit::fixtures::assert_pipeline_toml_matches(
         "gan-train",
         &["generate"],
         &gan_train::Cli::command(),
@@ -1008,7 +1008,7 @@ fn tensorboard_reads_back_the_losses_and_the_sample_grids() {
             s(&out),
         ],
     );
-    let tb = rebalance_core::fixtures::read_tensorboard(&out.join("tb"));
+    let tb = rebalance_testkit::fixtures::read_tensorboard(&out.join("tb"));
     // Every losses.csv row is there, step for step, as float32.
     let rows = losses(&out);
     let d_real = tb["scalars"]["loss/d_real"].as_array().unwrap();

@@ -7,8 +7,6 @@
 //! made (stratified, seeded) -> per-class caps cut the train split -> outputs are staged
 //! and swapped into place at once.
 
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod pickle;
 pub mod prepare;
 pub mod report;
@@ -430,7 +428,6 @@ fn write_outputs(
         args.common.seed,
     );
     manifest.inputs = d.inputs.clone();
-    manifest.record_outputs(staged.path())?;
     rep.fill_manifest(
         &mut manifest,
         &d.problems,
@@ -439,11 +436,9 @@ fn write_outputs(
         &d.target,
         round3(d.decode_s),
     )?;
-    manifest.finish(staged.path(), started)?;
-    staged.commit()?;
     Ok(Outcome {
         out: out.to_path_buf(),
-        manifest,
+        manifest: manifest.commit(staged, started)?,
         summary,
     })
 }

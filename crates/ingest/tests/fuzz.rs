@@ -12,11 +12,21 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ingest::fuzzing::{run_once, targets};
+use clap::Parser;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use rebalance_testkit::ingest_inputs::{targets, Target};
+
+/// Run ingest (or the image-set reader) on the target's input; only panics and memory count.
+fn run_once(t: &Target, out: &Path) -> Result<(), String> {
+    rebalance_testkit::ingest_inputs::run_once(t, out, |argv| {
+        let args = ingest::Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        ingest::run(&args).map(|_| ()).map_err(|e| format!("{e:#}"))
+    })
+}
 
 /// Bytes live at once through the system allocator, and the most seen since the last reset.
 struct Counting;

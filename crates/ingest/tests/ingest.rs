@@ -832,7 +832,7 @@ print("ok", n)
 #[test]
 fn pipeline_toml_matches_clap_defaults() {
     use clap::CommandFactory;
-    let d = rebalance_core::fixtures::assert_pipeline_toml_matches(
+    let d = rebalance_testkit::fixtures::assert_pipeline_toml_matches(
         "ingest",
         &[],
         &ingest::Args::command(),

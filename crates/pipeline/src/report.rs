@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use rebalance_core::contract::augment::Composition;
-use rebalance_core::contract::classify::{paired, ClassifierMetrics, RecipeSelection};
+use rebalance_core::contract::classify::{ClassifierMetrics, RecipeSelection};
 use rebalance_core::contract::dataset::DatasetInfo;
-use rebalance_core::contract::filter::{AcceptanceRow, FilterMetrics};
+use rebalance_core::contract::filter::{AcceptanceRow, ConfidenceGate, FilterMetrics};
 use rebalance_core::contract::gan::{GanInfo, GanMetrics, PerClassGans};
 use rebalance_core::contract::layout::{self, file, Layout};
 use rebalance_core::contract::{read_csv, read_json};
+use rebalance_core::stats::paired;
 use rebalance_core::Manifest;
 
 pub struct ReportInput {
@@ -748,14 +749,16 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 fn filter_section(inp: &Inputs) -> String {
     let mut h = String::from("<h2>Filter</h2>");
     if let Ok(m) = Manifest::read(&inp.layout.dir(layout::FILTERED)) {
-        if let Ok(f) = m.metrics_as::<FilterMetrics>() {
+        let gate = m.params_as::<ConfidenceGate>();
+        if let (Ok(f), Ok(gate)) = (m.metrics_as::<FilterMetrics>(), gate) {
             let _ = write!(
                 h,
                 "<p>Kept {} of {} generated images ({:.1}%) at threshold {}.</p>",
                 f.n_kept,
                 f.n_generated,
                 100.0 * f.acceptance,
-                m.params["threshold"]
+                // As the manifest writes it (`0.0`, not `0`).
+                serde_json::json!(gate.threshold)
             );
         }
     }

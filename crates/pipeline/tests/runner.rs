@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use rebalance_core::fixtures::bar_image;
+use rebalance_testkit::fixtures::bar_image;
 
 fn ran(run: &serde_json::Value) -> Vec<String> {
     statuses(run)

@@ -7,7 +7,7 @@ fn main() {
         .unwrap_or_else(|| "corpus/readers".into());
     std::fs::create_dir_all(&out).expect("creating the corpus folder");
     let dir = tempfile::tempdir().expect("a temporary folder");
-    for (i, t) in ingest::fuzzing::targets(dir.path()).iter().enumerate() {
+    for (i, t) in rebalance_testkit::ingest_inputs::targets(dir.path()).iter().enumerate() {
         let mut bytes = vec![i as u8];
         bytes.extend(std::fs::read(&t.file).expect("the valid input"));
         std::fs::write(format!("{out}/{}", t.name), bytes).expect("writing a seed");

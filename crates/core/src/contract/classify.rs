@@ -7,8 +7,10 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+use crate::stats::mean_std;
+
 pub use super::augment::ClassicalRanges;
-pub use super::metrics::{confusion, mean_std, paired, ClassMetrics, Metrics};
+pub use super::metrics::{confusion, ClassMetrics, Metrics};
 
 /// Which classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]

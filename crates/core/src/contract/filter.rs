@@ -1,5 +1,6 @@
 //! `filter`'s files: `scores.csv` (one row per generated image) and `acceptance.csv` (one row
-//! per class, also the manifest's `per_class`).
+//! per class, also the manifest's `per_class`), and the confidence gate its manifest's `params`
+//! record.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,19 @@ pub enum Reason {
     Cap,
     /// Passed the gate, but `--select informative|diverse` chose others of its class.
     NotSelected,
+}
+
+/// The confidence band the judge's probability of an image's intended class must fall in for
+/// the image to pass the gate: `filter`'s `--threshold` and `--max-confidence`, and the same
+/// fields of its manifest's `params` (where the report reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct ConfidenceGate {
+    /// Keep an image when the judge gives its intended class at least this probability (and ranks it first).
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f64,
+    /// Upper end of a confidence band: drop images the judge is more sure of than this.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_confidence: f64,
 }
 
 /// `filter --select`: which of the images that pass the gate are kept.

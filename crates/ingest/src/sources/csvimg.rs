@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use csv::StringRecord;
 
-use super::{read_input, Item, LabelRef, Loaded, Payload, Problem};
+use super::csv_input::CsvInput;
+use super::{Item, LabelRef, Loaded, Payload, Problem};
 use crate::Args;
 
 pub fn load(args: &Args) -> Result<Loaded> {
@@ -23,72 +25,76 @@ pub fn load(args: &Args) -> Result<Loaded> {
         None => bail!("--format csv needs --csv <labels.csv> (or the labels CSV as the source)"),
     };
     let mut loaded = Loaded::default();
-    let bytes = read_input(csv_path, &mut loaded.inputs)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes.as_slice());
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: reading the header row", csv_path.display()))?
-        .clone();
+    let csv = CsvInput::open(csv_path, b',', "reading the header row", &mut loaded.inputs)?;
     let col = |name: &str| {
-        headers.iter().position(|h| h == name).with_context(|| {
+        csv.column(name).with_context(|| {
             format!(
                 "{}: no column `{name}`; the columns are {}",
                 csv_path.display(),
-                headers.iter().collect::<Vec<_>>().join(", ")
+                csv.columns(", ")
             )
         })
     };
-    let (id_col, label_col) = (col(&args.id_col)?, col(&args.label_col)?);
-    let csv_name = csv_path.display().to_string();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let origin = format!("{csv_name}:{line}");
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                loaded
-                    .problems
-                    .push(Problem::new(origin, format!("malformed CSV row: {e}")));
-                continue;
-            }
-        };
-        let (Some(id), Some(label)) = (record.get(id_col), record.get(label_col)) else {
-            loaded.problems.push(Problem::new(
-                origin,
-                format!(
-                    "row has {} fields, expected at least {}",
-                    record.len(),
-                    id_col.max(label_col) + 1
-                ),
-            ));
-            continue;
-        };
-        if id.is_empty() || label.is_empty() {
-            loaded
-                .problems
-                .push(Problem::new(origin, "empty id or label field"));
-            continue;
+    let cols = Columns {
+        id: col(&args.id_col)?,
+        label: col(&args.label_col)?,
+    };
+    for (origin, record) in csv.rows() {
+        let item = record
+            .map_err(|reason| Problem::new(&origin, reason))
+            .and_then(|r| cols.item(&r, &folder, &args.suffix, &origin));
+        match item {
+            Ok(item) => loaded.items.push(item),
+            Err(problem) => loaded.problems.push(problem),
         }
-        let path = folder.join(format!("{id}{}", args.suffix));
-        if !path.is_file() {
-            loaded.problems.push(Problem::new(
-                path.display().to_string(),
-                format!("listed at {origin} but no such file"),
-            ));
-            continue;
-        }
-        loaded.items.push(Item {
-            origin: path.display().to_string(),
-            label: LabelRef::Name(label.to_string()),
-            split: None,
-            payload: Payload::File { path, roi: None },
-        });
     }
     if loaded.items.is_empty() && loaded.problems.is_empty() {
         bail!("{}: the labels CSV has no rows", csv_path.display());
     }
     Ok(loaded)
+}
+
+/// Where the image id and the label are.
+struct Columns {
+    id: usize,
+    label: usize,
+}
+
+impl Columns {
+    /// One row (at `origin`) as the image file `<folder>/<id><suffix>` with its label, or the
+    /// problem with it.
+    fn item(
+        &self,
+        record: &StringRecord,
+        folder: &Path,
+        suffix: &str,
+        origin: &str,
+    ) -> Result<Item, Problem> {
+        let (Some(id), Some(label)) = (record.get(self.id), record.get(self.label)) else {
+            return Err(Problem::new(
+                origin,
+                format!(
+                    "row has {} fields, expected at least {}",
+                    record.len(),
+                    self.id.max(self.label) + 1
+                ),
+            ));
+        };
+        if id.is_empty() || label.is_empty() {
+            return Err(Problem::new(origin, "empty id or label field"));
+        }
+        let path = folder.join(format!("{id}{suffix}"));
+        if !path.is_file() {
+            return Err(Problem::new(
+                path.display().to_string(),
+                format!("listed at {origin} but no such file"),
+            ));
+        }
+        Ok(Item {
+            origin: path.display().to_string(),
+            label: LabelRef::Name(label.to_string()),
+            split: None,
+            payload: Payload::File { path, roi: None },
+        })
+    }
 }

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::{image_from_hwc, read_input, Item, LabelRef, Loaded, Payload, Problem, Split};
+use super::csv_input::CsvInput;
+use super::{image_from_hwc, Item, LabelRef, Loaded, Payload, Problem, Split};
 
 /// FER2013's seven emotions, label 0 to 6.
 pub const FER_CLASSES: [&str; 7] = [
@@ -13,22 +14,18 @@ pub const FER_CLASSES: [&str; 7] = [
 
 pub fn load(path: &Path) -> Result<Loaded> {
     let mut loaded = Loaded::default();
-    let bytes = read_input(path, &mut loaded.inputs)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes.as_slice());
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: reading the header row", path.display()))?
-        .clone();
-    let find = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let csv = CsvInput::open(path, b',', "reading the header row", &mut loaded.inputs)?;
+    let find = |name: &str| {
+        csv.headers()
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+    };
     let (Some(label_col), Some(pix_col)) = (find("emotion").or(find("label")), find("pixels"))
     else {
         bail!(
             "{}: a FER2013 CSV needs `emotion` (or `label`) and `pixels` columns; found {}",
             path.display(),
-            headers.iter().collect::<Vec<_>>().join(", ")
+            csv.columns(", ")
         );
     };
     let cols = Columns {
@@ -36,16 +33,12 @@ pub fn load(path: &Path) -> Result<Loaded> {
         pixels: pix_col,
         usage: find("usage"),
     };
-    let name = path.display().to_string();
     let mut side = None;
-    for (i, record) in reader.records().enumerate() {
-        let origin = format!("{name}:{}", i + 2);
+    for (origin, record) in csv.rows() {
         let record = match record {
             Ok(r) => r,
-            Err(e) => {
-                loaded
-                    .problems
-                    .push(Problem::new(origin, format!("malformed CSV row: {e}")));
+            Err(reason) => {
+                loaded.problems.push(Problem::new(origin, reason));
                 continue;
             }
         };

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{read_input, Item, LabelRef, Loaded, Payload, Problem, Roi, Split};
+use super::csv_input::CsvInput;
+use super::{Item, LabelRef, Loaded, Payload, Problem, Roi, Split};
 
 pub fn load(root: &Path, roi_crop: bool) -> Result<Loaded> {
     let mut loaded = Loaded::default();
@@ -68,62 +69,49 @@ fn read_annotations(
     roi_crop: bool,
     loaded: &mut Loaded,
 ) -> Result<()> {
-    let bytes = read_input(csv, &mut loaded.inputs)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(b';')
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes.as_slice());
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: header row", csv.display()))?
-        .clone();
+    let table = CsvInput::open(csv, b';', "header row", &mut loaded.inputs)?;
     let col = |n: &str| {
-        headers.iter().position(|h| h == n).with_context(|| {
+        table.column(n).with_context(|| {
             format!(
                 "{}: no column `{n}` (columns: {})",
                 csv.display(),
-                headers.iter().collect::<Vec<_>>().join(";")
+                table.columns(";")
             )
         })
     };
     let c_file = col("Filename")?;
     let c_class = col("ClassId")?;
-    let roi_cols =
-        ["Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"].map(|n| headers.iter().position(|h| h == n));
-    for (i, record) in reader.records().enumerate() {
-        let origin = format!("{}:{}", csv.display(), i + 2);
-        let parsed = record
-            .map_err(|e| format!("malformed CSV row: {e}"))
-            .and_then(|r| {
-                let file = r
-                    .get(c_file)
-                    .filter(|f| !f.is_empty())
-                    .ok_or("no file name")?
-                    .to_string();
-                let class: i64 = r.get(c_class).ok_or("no ClassId")?.parse().map_err(|_| {
-                    format!(
-                        "ClassId `{}` is not an integer",
-                        r.get(c_class).unwrap_or("")
-                    )
-                })?;
-                let roi = if roi_crop {
-                    let v: Vec<u32> = roi_cols
-                        .iter()
-                        .map(|c| c.and_then(|c| r.get(c)).and_then(|v| v.parse().ok()))
-                        .collect::<Option<_>>()
-                        .ok_or("--roi-crop: Roi.X1..Roi.Y2 missing or not integers")?;
-                    Some(Roi {
-                        x1: v[0],
-                        y1: v[1],
-                        x2: v[2],
-                        y2: v[3],
-                    })
-                } else {
-                    None
-                };
-                Ok::<_, String>((file, class, roi))
-            });
+    let roi_cols = ["Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"].map(|n| table.column(n));
+    for (origin, record) in table.rows() {
+        let parsed = record.and_then(|r| {
+            let file = r
+                .get(c_file)
+                .filter(|f| !f.is_empty())
+                .ok_or("no file name")?
+                .to_string();
+            let class: i64 = r.get(c_class).ok_or("no ClassId")?.parse().map_err(|_| {
+                format!(
+                    "ClassId `{}` is not an integer",
+                    r.get(c_class).unwrap_or("")
+                )
+            })?;
+            let roi = if roi_crop {
+                let v: Vec<u32> = roi_cols
+                    .iter()
+                    .map(|c| c.and_then(|c| r.get(c)).and_then(|v| v.parse().ok()))
+                    .collect::<Option<_>>()
+                    .ok_or("--roi-crop: Roi.X1..Roi.Y2 missing or not integers")?;
+                Some(Roi {
+                    x1: v[0],
+                    y1: v[1],
+                    x2: v[2],
+                    y2: v[3],
+                })
+            } else {
+                None
+            };
+            Ok::<_, String>((file, class, roi))
+        });
         match parsed {
             Ok((file, class, roi)) => {
                 let path = dir.join(&file);

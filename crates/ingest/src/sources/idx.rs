@@ -3,25 +3,14 @@
 //! `test` the test split; any other prefix leaves the split to ingest.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::{read_input, ImageArray, Loaded, Split};
+use super::{read_input, source_files, ImageArray, Loaded, Split};
 
 pub fn load(source: &Path) -> Result<Loaded> {
-    let image_files: Vec<PathBuf> = if source.is_file() {
-        vec![source.to_path_buf()]
-    } else {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(source)
-            .with_context(|| format!("listing {}", source.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| file_name(p).contains("idx3-ubyte"))
-            .collect();
-        v.sort();
-        v
-    };
+    let image_files = source_files(source, |p| file_name(p).contains("idx3-ubyte"))?;
     if image_files.is_empty() {
         bail!(
             "{}: no `*-images-idx3-ubyte[.gz]` file found",

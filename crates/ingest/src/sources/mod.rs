@@ -1,6 +1,7 @@
 //! Input formats. Each source lists [`Item`]s: a file to decode or pixels already in memory,
 //! a label (index or name) and the split the source gives it, if any.
 
+mod csv_input;
 mod csvimg;
 mod fer;
 mod folder;
@@ -408,6 +409,22 @@ pub(crate) fn read_input(path: &Path, inputs: &mut Vec<FileRecord>) -> Result<Ve
         files: None,
     });
     Ok(bytes)
+}
+
+/// The files a source names: the source itself when it is a file, else the files in the source
+/// folder that `wanted` picks, sorted.
+pub(crate) fn source_files(source: &Path, wanted: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    if source.is_file() {
+        return Ok(vec![source.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(source)
+        .with_context(|| format!("listing {}", source.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| wanted(p))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Image file extensions decoded by folder-based sources.

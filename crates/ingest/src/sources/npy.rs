@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ndarray::ArrayD;
 use ndarray_npy::npy::header::Header;
 use ndarray_npy::ReadNpyExt;
+use rebalance_core::FileRecord;
 
 use super::{read_input, ImageArray, Loaded, Split};
 use crate::pickle::pixels_from_values;
@@ -214,76 +215,17 @@ const SPLITS: [(&str, Option<Split>); 4] = [
     ("_test", Some(Split::Test)),
 ];
 
+/// An images array, its labels array, where the images are, and the split the names give.
+type Pair = (Any, Any, String, Option<Split>);
+
 pub fn load(source: &Path) -> Result<Loaded> {
     let mut loaded = Loaded::default();
-    let mut pairs: Vec<(Any, Any, String, Option<Split>)> = Vec::new();
-    let name = source.display().to_string();
     let is_npz = source.is_file() && source.extension().is_some_and(|e| e == "npz");
-    if is_npz {
-        let bytes = read_input(source, &mut loaded.inputs)?;
-        let mut npz = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-            .with_context(|| format!("{name}: not a valid .npz (zip)"))?;
-        let names: Vec<String> = npz.file_names().map(str::to_string).collect();
-        for (suffix, split) in SPLITS {
-            let (xn, yn) = (format!("x{suffix}"), format!("y{suffix}"));
-            let key = |n: &str| {
-                names
-                    .iter()
-                    .find(|m| *m == n || **m == format!("{n}.npy"))
-                    .cloned()
-            };
-            let Some(xk) = key(&xn) else { continue };
-            let Some(yk) = key(&yn) else {
-                bail!("{name}: has `{xn}` but no `{yn}`");
-            };
-            let mut member = |k: &str| -> Result<Any> {
-                let what = format!("{name}:{k}");
-                let file = npz
-                    .by_name(k)
-                    .with_context(|| format!("{what}: cannot open the member"))?;
-                parse_any(&read_npy_bounded(file, &what)?, &what)
-            };
-            let (x, y) = (member(&xk)?, member(&yk)?);
-            pairs.push((x, y, format!("{name}:{xn}"), split));
-        }
-        if pairs.is_empty() {
-            bail!(
-                "{name}: no `x`/`y` or `x_train`/`y_train` arrays (found {})",
-                names.join(", ")
-            );
-        }
+    let pairs = if is_npz {
+        npz_pairs(source, &mut loaded.inputs)?
     } else {
-        let dir = if source.is_file() {
-            source.parent().unwrap_or(Path::new("."))
-        } else {
-            source
-        };
-        for (suffix, split) in SPLITS {
-            let (xp, yp) = (
-                dir.join(format!("x{suffix}.npy")),
-                dir.join(format!("y{suffix}.npy")),
-            );
-            if !xp.is_file() {
-                continue;
-            }
-            if !yp.is_file() {
-                bail!("{}: no matching {}", xp.display(), yp.display());
-            }
-            let mut read = |p: &Path| -> Result<Any> {
-                let bytes = read_input(p, &mut loaded.inputs)?;
-                let what = p.display().to_string();
-                parse_any(&read_npy_bounded(&bytes[..], &what)?, &what)
-            };
-            let (x, y) = (read(&xp)?, read(&yp)?);
-            pairs.push((x, y, xp.display().to_string(), split));
-        }
-        if pairs.is_empty() {
-            bail!(
-                "{}: no x.npy / y.npy (or x_train.npy / y_train.npy) found",
-                dir.display()
-            );
-        }
-    }
+        npy_pairs(source, &mut loaded.inputs)?
+    };
     for (x, y, origin, split) in pairs {
         let shape = x.shape();
         let labels = y.labels(&origin)?;
@@ -296,4 +238,79 @@ pub fn load(source: &Path) -> Result<Loaded> {
         )?;
     }
     Ok(loaded)
+}
+
+/// The `x`/`y` pairs of an `.npz` file.
+fn npz_pairs(source: &Path, inputs: &mut Vec<FileRecord>) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    let name = source.display().to_string();
+    let bytes = read_input(source, inputs)?;
+    let mut npz = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .with_context(|| format!("{name}: not a valid .npz (zip)"))?;
+    let names: Vec<String> = npz.file_names().map(str::to_string).collect();
+    for (suffix, split) in SPLITS {
+        let (xn, yn) = (format!("x{suffix}"), format!("y{suffix}"));
+        let key = |n: &str| {
+            names
+                .iter()
+                .find(|m| *m == n || **m == format!("{n}.npy"))
+                .cloned()
+        };
+        let Some(xk) = key(&xn) else { continue };
+        let Some(yk) = key(&yn) else {
+            bail!("{name}: has `{xn}` but no `{yn}`");
+        };
+        let mut member = |k: &str| -> Result<Any> {
+            let what = format!("{name}:{k}");
+            let file = npz
+                .by_name(k)
+                .with_context(|| format!("{what}: cannot open the member"))?;
+            parse_any(&read_npy_bounded(file, &what)?, &what)
+        };
+        let (x, y) = (member(&xk)?, member(&yk)?);
+        pairs.push((x, y, format!("{name}:{xn}"), split));
+    }
+    if pairs.is_empty() {
+        bail!(
+            "{name}: no `x`/`y` or `x_train`/`y_train` arrays (found {})",
+            names.join(", ")
+        );
+    }
+    Ok(pairs)
+}
+
+/// The `x*.npy`/`y*.npy` pairs of the source folder (or of the folder of the `.npy` given).
+fn npy_pairs(source: &Path, inputs: &mut Vec<FileRecord>) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    let dir = if source.is_file() {
+        source.parent().unwrap_or(Path::new("."))
+    } else {
+        source
+    };
+    for (suffix, split) in SPLITS {
+        let (xp, yp) = (
+            dir.join(format!("x{suffix}.npy")),
+            dir.join(format!("y{suffix}.npy")),
+        );
+        if !xp.is_file() {
+            continue;
+        }
+        if !yp.is_file() {
+            bail!("{}: no matching {}", xp.display(), yp.display());
+        }
+        let mut read = |p: &Path| -> Result<Any> {
+            let bytes = read_input(p, inputs)?;
+            let what = p.display().to_string();
+            parse_any(&read_npy_bounded(&bytes[..], &what)?, &what)
+        };
+        let (x, y) = (read(&xp)?, read(&yp)?);
+        pairs.push((x, y, xp.display().to_string(), split));
+    }
+    if pairs.is_empty() {
+        bail!(
+            "{}: no x.npy / y.npy (or x_train.npy / y_train.npy) found",
+            dir.display()
+        );
+    }
+    Ok(pairs)
 }

@@ -2,29 +2,18 @@
 //! `{'features': uint8 N×32×32×3, 'labels': N}`. Read by [`crate::pickle`], which never runs
 //! pickle code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{read_input, ImageArray, Loaded, Split};
+use super::{read_input, source_files, ImageArray, Loaded, Split};
 use crate::pickle::{self, Value};
 
 pub fn load(source: &Path) -> Result<Loaded> {
-    let files: Vec<PathBuf> = if source.is_file() {
-        vec![source.to_path_buf()]
-    } else {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(source)
-            .with_context(|| format!("listing {}", source.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.to_string_lossy();
-                n.ends_with(".p") || n.ends_with(".pkl") || n.ends_with(".pickle")
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let files = source_files(source, |p| {
+        let n = p.to_string_lossy();
+        n.ends_with(".p") || n.ends_with(".pkl") || n.ends_with(".pickle")
+    })?;
     let mut loaded = Loaded::default();
     for file in &files {
         let name = file.display().to_string();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rebalance_core::fixtures::bar_image;
+use rebalance_testkit::fixtures::bar_image;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pipeline");

@@ -1,12 +1,12 @@
-//! Small valid inputs for every reader ingest has, and one call that runs ingest on them: what
-//! the mutation fuzz test (`tests/fuzz.rs`) and the cargo-fuzz target (`fuzz/`) mutate. Not
-//! part of the stage's interface.
+//! Small valid inputs for every reader ingest has, and one call that runs a reader on them:
+//! what the mutation fuzz test (`crates/ingest/tests/fuzz.rs`) and the cargo-fuzz target
+//! (`fuzz/`) mutate. The caller brings ingest itself (see [`run_once`]), so that this crate
+//! depends on no stage.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
 use image::{ImageFormat, Rgb, RgbImage};
 
 /// A reader under test: a folder holding a valid input, the one file in it that gets
@@ -211,13 +211,8 @@ pub fn targets(root: &Path) -> Vec<Target> {
     out
 }
 
-/// Run ingest (or the image-set reader) on the mutated input; only panics and memory count.
-pub fn run_once(t: &Target, out: &Path) -> Result<(), String> {
-    if t.image_set {
-        return rebalance_core::ImageSet::read(&t.file)
-            .map(|_| ())
-            .map_err(|e| format!("{e:#}"));
-    }
+/// The ingest command line that reads `t`'s input into `out`.
+fn ingest_argv(t: &Target, out: &Path) -> Vec<String> {
     let mut argv = vec![
         "ingest".to_string(),
         t.source.display().to_string(),
@@ -228,6 +223,21 @@ pub fn run_once(t: &Target, out: &Path) -> Result<(), String> {
         "0.5,0.25,0.25".into(),
     ];
     argv.extend(t.args.iter().cloned());
-    let args = crate::Args::try_parse_from(&argv).map_err(|e| e.to_string())?;
-    crate::run(&args).map(|_| ()).map_err(|e| format!("{e:#}"))
+    argv
+}
+
+/// Run the reader on the (mutated) input: `ingest` (which parses the command line it is given
+/// and runs ingest) on [`ingest_argv`], or the image-set reader for a `.safetensors` target.
+/// Only panics and memory count; an error is a refused input.
+pub fn run_once(
+    t: &Target,
+    out: &Path,
+    ingest: impl FnOnce(&[String]) -> Result<(), String>,
+) -> Result<(), String> {
+    if t.image_set {
+        return rebalance_core::ImageSet::read(&t.file)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+    }
+    ingest(&ingest_argv(t, out))
 }

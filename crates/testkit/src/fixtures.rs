@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::ImageSet;
+use rebalance_core::ImageSet;
 
 /// One bar image of class `c` (variant `i` shifts the noise and the bar's thickness).
 pub fn bar_image(c: usize, i: usize, side: usize, k: usize) -> Vec<u8> {
