@@ -111,7 +111,7 @@ impl Manifest {
     }
 
     /// Record every regular file already in `dir` as an output (sorted by name).
-    pub fn record_outputs(&mut self, dir: &Path) -> Result<()> {
+    fn record_outputs(&mut self, dir: &Path) -> Result<()> {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .filter_map(|e| e.ok())
@@ -128,7 +128,7 @@ impl Manifest {
     }
 
     /// Stamp the finish time and wall time, then write `dir/manifest.json` atomically.
-    pub fn finish(&mut self, dir: &Path, started: Instant) -> Result<()> {
+    fn finish(&mut self, dir: &Path, started: Instant) -> Result<()> {
         self.wall_time_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         self.created_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -398,14 +398,8 @@ impl Outputs<'_> {
             serde_json::to_value(args)?,
             &device_name(self.device),
             args.common.seed,
-        );
-        for p in self.inputs {
-            m.inputs.push(rebalance_core::FileRecord::of_file(
-                p,
-                &p.display().to_string(),
-            )?);
-        }
-        m.record_outputs(staged.path())?;
+        )
+        .with_input_files(self.inputs)?;
         m.set_extra(&GenerateInfo {
             counts: self.counts,
             model: self.cfg.model,
@@ -413,8 +407,7 @@ impl Outputs<'_> {
         m.set_metrics(&GenerateMetrics {
             n_images: self.set.len(),
         })?;
-        m.finish(staged.path(), started)?;
-        staged.commit()
+        m.commit(staged, started).map(drop)
     }
 }
 

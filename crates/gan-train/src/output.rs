@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use rebalance_core::contract::gan::{GanInfo, GanMetrics, LossRow};
 use rebalance_core::contract::layout::file;
-use rebalance_core::{chart, grid, swap_into, write_atomic, FileRecord, Manifest};
+use rebalance_core::{chart, grid, swap_into, write_atomic, Manifest};
 use rebalance_nn::models::GanConfig;
 use rebalance_nn::train::run_key::RunKey;
 use rebalance_nn::{device_name, io};
@@ -36,18 +36,14 @@ pub(crate) fn finish_with(
     write_atomic(&work.join("losses.svg"), losses_svg(rows)?.as_bytes())?;
     let (step, steps_at_start) = steps;
     let trained_steps = step - steps_at_start;
+    RunKey::release(work)?;
     let mut m = Manifest::new(
         "gan-train",
         serde_json::to_value(args)?,
         &device_name(plan.device),
         args.common.seed,
-    );
-    m.inputs.push(FileRecord::of_file(
-        &plan.data,
-        &plan.data.display().to_string(),
-    )?);
-    RunKey::release(work)?;
-    m.record_outputs(work)?;
+    )
+    .with_input_files([&plan.data])?;
     m.set_extra(&GanInfo {
         config: cfg.clone(),
         trained_classes: cfg
@@ -64,7 +60,7 @@ pub(crate) fn finish_with(
         images_per_s: (train_time > 0.0).then(|| (images / train_time * 10.0).round() / 10.0),
         last: rows.last().cloned(),
     })?;
-    m.finish(work, started)?;
+    m.write_into(work, started)?;
     swap_into(work, &plan.out)?;
     println!(
         "gan-train: {} trained {} steps ({} this run) in {:.1} s; samples in {}/samples, generator {}/generator.safetensors",

@@ -247,14 +247,12 @@ fn write_outputs(
             classes: classes.to_vec(),
         },
     )?;
-    let mut m = Manifest::new(
+    Manifest::new(
         "gan-train",
         serde_json::to_value(args)?,
         device,
         args.common.seed,
-    );
-    m.inputs
-        .push(FileRecord::of_file(data, &data.display().to_string())?);
-    m.record_outputs(work)?;
-    m.finish(work, started)
+    )
+    .with_input_files([data])?
+    .write_into(work, started)
 }

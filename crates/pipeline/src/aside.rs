@@ -130,7 +130,10 @@ mod tests {
         std::fs::create_dir_all(root.join("out")).unwrap();
         std::fs::write(root.join("out/b.txt"), "half-written").unwrap();
         drop(guard);
-        assert_eq!(std::fs::read_to_string(root.join("out/a.txt")).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_to_string(root.join("out/a.txt")).unwrap(),
+            "old"
+        );
         assert!(!root.join("out/b.txt").exists());
 
         let guard = Aside::set(root, &t).unwrap();

@@ -206,7 +206,8 @@ mod tests {
         std::fs::write(dir.join(".lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
         let third = ArtifactsLock::acquire(&dir, "artifacts", "run-c", false).unwrap();
         assert_eq!(third.took_over, Some(dead));
-        let held: LockHolder = serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
+        let held: LockHolder =
+            serde_json::from_slice(&std::fs::read(third.path()).unwrap()).unwrap();
         assert_eq!((held.run_id.as_str(), held.pid), ("run-c", pid));
     }
 }

@@ -228,7 +228,8 @@ fn task_array(
     }
     let mut with_task = values.clone();
     with_task.insert("task".into(), "{task}".into());
-    let rt = |t: &String| render(t, &with_task).with_context(|| format!("entry point `{name}` array"));
+    let rt =
+        |t: &String| render(t, &with_task).with_context(|| format!("entry point `{name}` array"));
     Ok(Some(TaskArray {
         count: u32::try_from(count).context("array count")?,
         task: a.task.iter().map(rt).collect::<Result<_>>()?,
@@ -255,7 +256,6 @@ w = { type = "int", default = 3 }
 [entry_points.chain]
 steps = ["a", "b"]
 "#;
-
 
     #[test]
     fn a_name_steps_declare_differently_must_be_qualified() {

@@ -242,7 +242,12 @@ impl<'a> Scheduler<'a> {
     }
 
     /// The fingerprint of a stage that exited 0, with its outputs (each must exist).
-    fn finished(&mut self, task: &Task, now: Option<LockedStage>, log: &Path) -> Result<LockedStage> {
+    fn finished(
+        &mut self,
+        task: &Task,
+        now: Option<LockedStage>,
+        log: &Path,
+    ) -> Result<LockedStage> {
         let mut now = match now {
             Some(now) => now,
             None => {
@@ -294,7 +299,11 @@ impl<'a> Scheduler<'a> {
             if let Some(o) = self.open.remove(&e.index) {
                 o.aside.restore()?;
             }
-            dropped.push(format!("{} (job {})", self.tasks[e.index].key, e.ids.join(",")));
+            dropped.push(format!(
+                "{} (job {})",
+                self.tasks[e.index].key,
+                e.ids.join(",")
+            ));
         }
         Ok(if dropped.is_empty() {
             String::new()
@@ -310,7 +319,10 @@ impl<'a> Scheduler<'a> {
     /// them KILLED; the interruption as the run's error.
     fn interrupted(&mut self, i: Interrupted) -> Result<anyhow::Error> {
         let launched: Vec<usize> = self.open.keys().copied().collect();
-        for e in self.exec.cancel(&launched, &Cancel::Interrupted(i.to_string()))? {
+        for e in self
+            .exec
+            .cancel(&launched, &Cancel::Interrupted(i.to_string()))?
+        {
             let Some(Open { aside, .. }) = self.open.remove(&e.index) else {
                 continue;
             };

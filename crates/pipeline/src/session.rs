@@ -128,7 +128,14 @@ impl Session {
 
     /// Run `tasks` under the session's own run record.
     pub fn run(&mut self, args: &RunArgs, tasks: &[Task]) -> Result<Outcome> {
-        execute(args, &self.root, &self.artifacts, &self.stop, tasks, &mut self.tracker)
+        execute(
+            args,
+            &self.root,
+            &self.artifacts,
+            &self.stop,
+            tasks,
+            &mut self.tracker,
+        )
     }
 
     /// Run `tasks` under `tracker` (from [`Session::child`]).
@@ -138,7 +145,14 @@ impl Session {
         tasks: &[Task],
         tracker: &mut Tracker,
     ) -> Result<Outcome> {
-        execute(args, &self.root, &self.artifacts, &self.stop, tasks, tracker)
+        execute(
+            args,
+            &self.root,
+            &self.artifacts,
+            &self.stop,
+            tasks,
+            tracker,
+        )
     }
 
     /// After SIGINT/SIGTERM: say how to go on (about `record`'s run, else the session's),

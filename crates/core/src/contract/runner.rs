@@ -195,7 +195,11 @@ impl SweepResult {
                 "0".into(),
                 "—".into(),
             ];
-            r.extend(SWEEP_COLUMNS.iter().map(|(k, _)| fmt_stat(b.get(*k), seeds)));
+            r.extend(
+                SWEEP_COLUMNS
+                    .iter()
+                    .map(|(k, _)| fmt_stat(b.get(*k), seeds)),
+            );
             r.push("—".into());
             rows.push(r);
         }
@@ -250,4 +254,3 @@ fn fmt_stat(s: Option<&Stat>, seeds: usize) -> String {
         None => "—".into(),
     }
 }
-

@@ -106,7 +106,11 @@ impl Executor for Local {
             bail!("the local executor runs one stage at a time");
         }
         let task = l.task;
-        eprintln!("  log: {}\n  $ {}", l.log.display(), shell_words(&task.argv));
+        eprintln!(
+            "  log: {}\n  $ {}",
+            l.log.display(),
+            shell_words(&task.argv)
+        );
         if let Some(dir) = l.log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

@@ -335,7 +335,11 @@ impl Slurm {
 
     /// `sbatch` a stage: one job, or a job array then its merge job. (array id, task logs,
     /// the last job's id).
-    fn submit(&self, l: &Launch, after: &[String]) -> Result<(Option<String>, Vec<PathBuf>, String)> {
+    fn submit(
+        &self,
+        l: &Launch,
+        after: &[String],
+    ) -> Result<(Option<String>, Vec<PathBuf>, String)> {
         let task = l.task;
         let logs = l.log.parent().expect("logs folder");
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -441,7 +445,12 @@ impl Executor for Slurm {
         let after: Vec<String> = l
             .after
             .iter()
-            .filter_map(|&j| self.subs.iter().find(|s| s.task == j).map(|s| s.last.clone()))
+            .filter_map(|&j| {
+                self.subs
+                    .iter()
+                    .find(|s| s.task == j)
+                    .map(|s| s.last.clone())
+            })
             .collect();
         let (array, task_logs, last) = self.submit(l, &after)?;
         let jobs = match &array {
@@ -797,5 +806,4 @@ mod tests {
         );
         assert_eq!(job_id("123;cluster\n"), "123");
     }
-
 }

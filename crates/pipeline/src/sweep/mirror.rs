@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rebalance_core::contract::runner::{PIPELINE_LOCK, SWEEPS};
 use rebalance_core::contract::layout::RUNS;
+use rebalance_core::contract::runner::{PIPELINE_LOCK, SWEEPS};
 
 use crate::util::copy_file as copy;
 
@@ -95,4 +95,3 @@ fn link_tree(src: &Path, dst: &Path, top: bool) -> Result<()> {
     }
     Ok(())
 }
-

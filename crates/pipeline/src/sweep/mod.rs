@@ -3,7 +3,6 @@
 //! parameter among the `-P` overrides, summarises each value's classifier on the real test
 //! split, and writes the table and plots to `<artifacts>/sweeps/<name>/`.
 
-
 pub mod mirror;
 pub mod rows;
 pub mod run;
@@ -126,7 +125,6 @@ pub fn slug(value: &str) -> String {
         s
     }
 }
-
 
 /// One sweep: its parameter, values, name, plans and folder.
 pub struct Sweep<'a> {

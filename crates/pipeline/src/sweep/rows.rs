@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use rebalance_core::contract::augment::Composition;
-use rebalance_core::contract::classify::{mean_std, ClassifierMetrics, Metrics};
+use rebalance_core::contract::classify::{ClassifierMetrics, Metrics};
 use rebalance_core::contract::layout::file;
 use rebalance_core::contract::read_json;
 use rebalance_core::contract::runner::{Stat, SweepRow, SWEEP_COLUMNS as COLUMNS};
+use rebalance_core::stats::mean_std;
 
 use crate::plan::Task;
 use crate::util::copy_file as copy;
@@ -181,4 +182,3 @@ pub fn collect_row(
         val: summarize_split(&metrics, rare, true),
     })
 }
-

@@ -79,7 +79,11 @@ pub fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> R
     eprintln!("{key}=auto chose {chosen}; running it again so the artifacts are its own");
     let mut params = fixed;
     params.push((key.to_string(), chosen.clone()));
-    let tasks = plan(spec, &args.entry, &Bindings::new(spec, &args.entry, &params)?)?;
+    let tasks = plan(
+        spec,
+        &args.entry,
+        &Bindings::new(spec, &args.entry, &params)?,
+    )?;
     let session = done.session;
     let link = Link {
         parent: session.tracker.mlflow_run_id().map(str::to_string),
@@ -102,10 +106,19 @@ pub fn auto(args: RunArgs, spec: &Spec, key: &str, candidates: Vec<String>) -> R
 }
 
 /// `auto` chooses by a classifier's validation macro-F1: the entry point must train one.
-fn check_auto(args: &RunArgs, spec: &Spec, fixed: &[(String, String)], swept: &Swept) -> Result<()> {
+fn check_auto(
+    args: &RunArgs,
+    spec: &Spec,
+    fixed: &[(String, String)],
+    swept: &Swept,
+) -> Result<()> {
     let mut first = fixed.to_vec();
     first.push((swept.key.clone(), swept.values[0].clone()));
-    let tasks = plan(spec, &args.entry, &Bindings::new(spec, &args.entry, &first)?)?;
+    let tasks = plan(
+        spec,
+        &args.entry,
+        &Bindings::new(spec, &args.entry, &first)?,
+    )?;
     if !tasks.iter().any(|t| t.entry == "classify") {
         bail!(
             "{key}=auto chooses by a classifier's validation macro-F1, and entry point `{}` \
@@ -193,7 +206,11 @@ pub fn run_sweep(
         .map(|v| {
             let mut all = fixed.clone();
             all.push((swept.key.clone(), v.to_string()));
-            plan(spec, &run_args.entry, &Bindings::new(spec, &run_args.entry, &all)?)
+            plan(
+                spec,
+                &run_args.entry,
+                &Bindings::new(spec, &run_args.entry, &all)?,
+            )
         })
         .collect::<Result<Vec<_>>>()?;
     for p in &plans {
@@ -253,7 +270,11 @@ fn dry_run(sweep: &Sweep) {
 fn open(sweep: &Sweep, root: &Path) -> Result<Session> {
     let swept = sweep.swept;
     let mut params: BTreeMap<String, String> = sweep.fixed.iter().cloned().collect();
-    let sep = if swept.kind == ParamType::List { ";" } else { "," };
+    let sep = if swept.kind == ParamType::List {
+        ";"
+    } else {
+        ","
+    };
     params.insert(format!("sweep.{}", swept.key), swept.values.join(sep));
     let entry = format!("sweep:{}", sweep.run_args.entry);
     let start = RunStart {
@@ -265,7 +286,13 @@ fn open(sweep: &Sweep, root: &Path) -> Result<Session> {
             ..Link::default()
         },
     };
-    let session = Session::open(root, sweep.spec, &sweep.plans[0], sweep.run_args.wait, start)?;
+    let session = Session::open(
+        root,
+        sweep.spec,
+        &sweep.plans[0],
+        sweep.run_args.wait,
+        start,
+    )?;
     eprintln!(
         "sweep {}: {} = {} ({} values); records in {}",
         sweep.name,
@@ -351,10 +378,23 @@ fn run_value(
         }
         let ran = stages_ran(&record.record);
         let dir = sweep.value_dir(value);
-        collect_row(value, record.id(), ran, &results, &session.root, &found.rare, &dir)
+        collect_row(
+            value,
+            record.id(),
+            ran,
+            &results,
+            &session.root,
+            &found.rare,
+            &dir,
+        )
     })();
     let row = row.map_err(|e| (None, e))?;
-    eprintln!("sweep {}: {}: {}", sweep.name, sweep.label(value), row.summary());
+    eprintln!(
+        "sweep {}: {}: {}",
+        sweep.name,
+        sweep.label(value),
+        row.summary()
+    );
     Ok(row)
 }
 

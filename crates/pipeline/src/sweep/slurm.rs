@@ -31,11 +31,17 @@ impl SlurmSweep<'_, '_> {
         let mut scripts = Vec::new();
         let mut folders = Vec::new();
         for value in values {
-            let folder = sweep.dir.join("values").join(super::slug(&sweep.label(value)));
+            let folder = sweep
+                .dir
+                .join("values")
+                .join(super::slug(&sweep.label(value)));
             scripts.push(self.script(session, value, &artifacts, &folder)?);
             folders.push(folder);
         }
-        let art_dir = session.artifacts.canonicalize().unwrap_or(session.artifacts.clone());
+        let art_dir = session
+            .artifacts
+            .canonicalize()
+            .unwrap_or(session.artifacts.clone());
         let job = ArrayJob {
             name: format!("sweep-{}", sweep.name),
             comment: job_comment(&art_dir, session.tracker.id()),
@@ -79,7 +85,10 @@ impl SlurmSweep<'_, '_> {
                 .fixed
                 .iter()
                 .cloned()
-                .chain(std::iter::once((sweep.swept.key.clone(), value.to_string())))
+                .chain(std::iter::once((
+                    sweep.swept.key.clone(),
+                    value.to_string(),
+                )))
                 .collect(),
             parent_run: session.tracker.mlflow_run_id().map(str::to_string),
             run_name: Some(sweep.label(value)),

@@ -24,10 +24,7 @@ pub trait Tables {
 
 /// The values as numbers, when every one is a number.
 fn numeric(r: &SweepResult) -> Option<Vec<f64>> {
-    r.rows
-        .iter()
-        .map(|r| r.value.parse::<f64>().ok())
-        .collect()
+    r.rows.iter().map(|r| r.value.parse::<f64>().ok()).collect()
 }
 
 impl Tables for SweepResult {
@@ -152,7 +149,6 @@ impl Tables for SweepResult {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -185,7 +181,6 @@ mod tests {
             confusion: vec![],
         }
     }
-
 
     /// Two seeds of a two-class classifier, `b` rare.
     fn two_seeds() -> ClassifierMetrics {
