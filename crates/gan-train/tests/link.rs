@@ -27,9 +27,12 @@ fn binary_links_libtorch_cuda() {
 #[test]
 fn binary_calls_libtorch_without_library_path() {
     // Resolving `cuda:99` asks libtorch how many CUDA devices it sees: libtorch is loaded and
-    // called with no LD_LIBRARY_PATH set.
+    // called with no LD_LIBRARY_PATH set. It runs in a folder of its own: the stage takes the
+    // lock of its default artifacts folder there.
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["--device", "cuda:99"])
+        .current_dir(dir.path())
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .expect("gan-train runs");
