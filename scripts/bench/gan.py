@@ -2,12 +2,59 @@
 """`just bench-gan [--model cgan|wgan-gp] [--size N]`: the Rust GAN training step against
 scripts/bench/gan_step.py (plain PyTorch, same architecture, batch, device and thread count), on
 the MNIST train set (ingested at N px: grey at 28 and 48 as MNIST and FER2013, RGB at 32, 64
-and 128 as the traffic-sign and retina studies). Prints images/s for both and the ratio.
+and 128 as the traffic-sign and retina studies). Prints images/s for both and the ratio, and
+each side's GFLOP/s and share of the machine's peak: the step's FLOPs are counted once on the
+twin (torch.utils.flop_counter: the same networks, so the same work), and the peak is measured
+once per machine, thread count and device by a plain large fp32 matmul (bench-data/peak-*.json).
 Sampling and checkpoint I/O are excluded on both sides.
 """
 import argparse, json, os, statistics, subprocess, sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+PEAK_SCRIPT = r"""
+import json, sys, time, torch
+threads, device = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(threads)
+n = 8192 if device.startswith("cuda") else 2048
+a, b = (torch.randn(n, n, device=device) for _ in range(2))
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+best = 0.0
+for _ in range(3):
+    a @ b
+for _ in range(10):
+    sync(); t = time.perf_counter(); a @ b; sync()
+    best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+print(json.dumps({"n": n, "threads": threads, "device": device, "flops_per_s": best}))
+"""
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def peak(threads, device):
+    """The machine's fp32 peak as a plain large matmul reaches it: measured once per machine,
+    thread count and device, then read back."""
+    machine = cpu_model() if device == "cpu" else device
+    path = os.path.join(ROOT, "bench-data", f"peak-{device.replace(':', '')}-{threads}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            p = json.load(f)
+        if p.get("machine") == machine:
+            return p
+    p = json.loads(subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(threads), device],
+                                  check=True, capture_output=True, text=True).stdout)
+    p["machine"] = machine
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(p, f)
+    return p
 
 
 def main():
@@ -50,6 +97,12 @@ def main():
                                           "--model", a.model, "--batch", str(a.batch)],
                                          check=True, capture_output=True, text=True).stdout)["images_per_s"]
 
+    def flops_per_image():
+        return json.loads(subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench", "gan_step.py"), "--data", data,
+                                          "--threads", str(a.threads), "--device", a.device, "--model", a.model,
+                                          "--batch", str(a.batch), "--flops"],
+                                         check=True, capture_output=True, text=True).stdout)["flops_per_image"]
+
     # Alternate the two so that a slow spell of the machine hits both alike; report medians.
     rs, ps = [], []
     for _ in range(a.repeat):
@@ -63,6 +116,14 @@ def main():
     print(f"  rust gan-train (median): {rust:8.1f} images/s")
     print(f"  python pytorch (median): {py:8.1f} images/s")
     print(f"  ratio (rust / python): {rust / py:.2f}x")
+    fpi = flops_per_image()
+    pk = peak(a.threads, a.device)
+    print(f"  work: {fpi / 1e6:.0f} MFLOP an image ({fpi * a.batch / 1e9:.2f} GFLOP a batch; torch.utils.flop_counter on the twin)")
+    print(f"  peak: {pk['flops_per_s'] / 1e9:.1f} GFLOP/s, measured by a {pk['n']}x{pk['n']} fp32 matmul on {pk['machine']}, "
+          f"{a.threads} threads")
+    for name, v in (("rust", rust), ("python", py)):
+        gf = v * fpi / 1e9
+        print(f"  {name:6}: {gf:6.1f} GFLOP/s, {100 * gf * 1e9 / pk['flops_per_s']:.0f}% of peak")
 
 
 if __name__ == "__main__":

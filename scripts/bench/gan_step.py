@@ -93,6 +93,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", choices=["cgan", "wgan-gp"], default="cgan")
+    ap.add_argument("--flops", action="store_true", help="count one step's FLOPs instead of timing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(42)
@@ -127,10 +128,7 @@ def main():
         grads = torch.autograd.grad(d(x_hat, yr).sum(), x_hat, create_graph=True)[0]
         return ((grads.view(xr.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
 
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for step in range(1, a.steps + 1):
+    def train_step(step):
         for k in range(n_d):
             xr, yr = real_batch()
             z = torch.randn(a.batch, 100, device=dev)
@@ -163,12 +161,43 @@ def main():
             for e, p in ema_pairs:
                 e.mul_(decay).add_(p, alpha=1 - decay)
         l_real.item(), l_fake.item(), gp.item(), lg.item()
+
+    if a.flops:
+        # The floating-point operations of one training step (every D update, the G update),
+        # by PyTorch's FLOP formulas (matmuls and convolutions, forward and backward). Counted
+        # by a dispatch mode of its own: FlopCounterMode's module hooks refuse the gradient
+        # penalty's double backward.
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        class Count(TorchDispatchMode):
+            total = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    Count.total += formula(*args, **kwargs, out_val=out)
+                return out
+
+        train_step(1)
+        with Count():
+            train_step(2)
+        flops = Count.total
+        print(json.dumps({"model": a.model, "batch": a.batch, "images_per_step": a.batch * n_d,
+                          "flops_per_step": flops, "flops_per_image": flops / (a.batch * n_d)}))
+        return
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(1, a.steps + 1):
+        train_step(step)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     secs = time.perf_counter() - start
     print(json.dumps({"steps": a.steps, "batch": a.batch, "model": a.model, "train_s": secs,
                       "images_per_s": a.steps * a.batch * n_d / secs}))
-
 
 if __name__ == "__main__":
     main()
