@@ -185,9 +185,10 @@ impl<'a> Scheduler<'a> {
             if let Some(i) = self.stop.requested() {
                 return Err(self.interrupted(i)?);
             }
-            let ended = self.exec.poll()?;
+            let mut ended = self.exec.poll()?;
             let idle = ended.is_empty();
-            for e in ended {
+            while !ended.is_empty() {
+                let e = ended.remove(0);
                 let (i, key) = (e.index, self.tasks[e.index].key.clone());
                 let Err(err) = self.settle(e) else {
                     continue;
@@ -195,7 +196,7 @@ impl<'a> Scheduler<'a> {
                 if !queued {
                     return Err(err);
                 }
-                let cancelled = self.cancel_dependants(i)?;
+                let cancelled = self.cancel_dependants(i, &mut ended)?;
                 let open = self.open.len();
                 eprintln!(
                     "{key}: failed{}",
@@ -284,8 +285,9 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Cancel every launched stage downstream of `failed`, its earlier outputs back; the
-    /// sentence that names them.
-    fn cancel_dependants(&mut self, failed: usize) -> Result<String> {
+    /// sentence that names them. Those among `ended` (the same poll's, not yet settled: the
+    /// batch system may have cancelled them itself, their dependency failing) are dropped too.
+    fn cancel_dependants(&mut self, failed: usize, ended: &mut Vec<Ended>) -> Result<String> {
         let down = downstream(failed, &upstream(self.tasks));
         let targets: Vec<usize> = self
             .open
@@ -294,8 +296,15 @@ impl<'a> Scheduler<'a> {
             .filter(|k| *k != failed && down.contains(k))
             .collect();
         let why = Cancel::Dropped("cancelled: an upstream stage failed".into());
+        let mut stopped = self.exec.cancel(&targets, &why)?;
+        let (gone, rest): (Vec<Ended>, Vec<Ended>) = std::mem::take(ended)
+            .into_iter()
+            .partition(|e| targets.contains(&e.index));
+        *ended = rest;
+        stopped.extend(gone);
+        stopped.sort_by_key(|e| e.index);
         let mut dropped = Vec::new();
-        for e in self.exec.cancel(&targets, &why)? {
+        for e in stopped {
             if let Some(o) = self.open.remove(&e.index) {
                 o.aside.restore()?;
             }
@@ -344,5 +353,99 @@ impl<'a> Scheduler<'a> {
             self.cache.write_lock(&self.lock)?;
         }
         Ok(i.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::tracking::Link;
+
+    /// A queueing executor whose first poll reports the first stage failed and the second
+    /// ended too (as Slurm cancels a job whose dependency failed, before the runner does).
+    struct BothEnd {
+        launched: Vec<usize>,
+    }
+
+    impl Executor for BothEnd {
+        fn queues(&self) -> bool {
+            true
+        }
+        fn launch(&mut self, l: &Launch) -> Result<()> {
+            self.launched.push(l.index);
+            Ok(())
+        }
+        fn poll(&mut self) -> Result<Vec<Ended>> {
+            let end = |index: usize, why: &str| Ended {
+                index,
+                outcome: Outcome::Failed(anyhow!("{why}")),
+                wall_s: 0.0,
+                log: PathBuf::from("log"),
+                jobs: Vec::new(),
+                ids: vec![format!("{}", 10 + index)],
+                took: String::new(),
+            };
+            Ok(vec![
+                end(0, "stage `a` failed"),
+                end(1, "stage `b` ended CANCELLED"),
+            ])
+        }
+        fn cancel(&mut self, _stages: &[usize], _why: &Cancel) -> Result<Vec<Ended>> {
+            // Both already ended: nothing left to stop.
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_dependant_that_ended_with_its_failed_upstream_is_dropped_not_failed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let task = |key: &str, deps: &[&str]| Task {
+            key: key.into(),
+            entry: key.into(),
+            round: 1,
+            argv: vec!["true".into(), format!("out/{key}")],
+            deps: deps.iter().map(PathBuf::from).collect(),
+            outs: vec![PathBuf::from(format!("out/{key}"))],
+            ..Task::default()
+        };
+        let tasks = vec![task("a", &[]), task("b", &["out/a"])];
+        let mut cache = Cache::new(root, root.join("pipeline.lock"), true);
+        let mut tracker = Tracker::start(
+            root,
+            "run-1".into(),
+            "t",
+            "main",
+            BTreeMap::new(),
+            &Link::default(),
+        )
+        .unwrap();
+        let mut exec = BothEnd {
+            launched: Vec::new(),
+        };
+        let stop = Stop::never();
+        let err = Scheduler::new(&mut cache, &mut exec, &mut tracker, &stop, &tasks)
+            .unwrap()
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(exec.launched, [0, 1]);
+        assert!(err.starts_with("stage `a` failed"), "{err}");
+        assert!(
+            err.contains(
+                "Cancelled, as they depend on it (their earlier outputs are kept): b (job 11)"
+            ),
+            "{err}"
+        );
+        let recorded: Vec<(&str, StageStatus)> = tracker
+            .record
+            .stages
+            .iter()
+            .map(|s| (s.key.as_str(), s.status))
+            .collect();
+        assert_eq!(recorded, [("a", StageStatus::Failed)]);
     }
 }
