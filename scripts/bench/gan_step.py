@@ -13,7 +13,7 @@ grid, nearest); EMA of G (0.999, with warm-up); losses read back each step.
   random interpolates (not augmented); G's loss -D(G(z)) on the last critic step's fakes.
 Prints JSON with images/s (real images through D per second, as gan-train's manifest counts).
 """
-import argparse, json, random, time
+import argparse, contextlib, json, random, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -94,6 +94,9 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", choices=["cgan", "wgan-gp"], default="cgan")
     ap.add_argument("--flops", action="store_true", help="count one step's FLOPs instead of timing")
+    ap.add_argument("--profile", action="store_true",
+                    help="time each op with torch.profiler over --steps steps (after 5 warm-up steps); "
+                         "prints JSON {op: self CPU microseconds}")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(42)
@@ -128,17 +131,23 @@ def main():
         grads = torch.autograd.grad(d(x_hat, yr).sum(), x_hat, create_graph=True)[0]
         return ((grads.view(xr.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
 
+    # Parts of the step named for --profile (nothing when timing).
+    mark = torch.profiler.record_function if a.profile else (lambda name: contextlib.nullcontext())
+
     def train_step(step):
         for k in range(n_d):
-            xr, yr = real_batch()
+            with mark("rebalance::sample"):
+                xr, yr = real_batch()
             z = torch.randn(a.batch, 100, device=dev)
             if k + 1 == n_d:
                 fake = g(z, yr)
             else:
                 with torch.no_grad():
                     fake = g(z, yr)
-            d_real = d(translation(xr), yr)
-            d_fake = d(translation(fake.detach()), yr)
+            with mark("rebalance::translation"):
+                tr, tf = translation(xr), translation(fake.detach())
+            d_real = d(tr, yr)
+            d_fake = d(tf, yr)
             if wgan:
                 gp = gradient_penalty(xr, fake, yr)
                 l_real, l_fake = -d_real.mean(), d_fake.mean()
@@ -150,17 +159,22 @@ def main():
                 loss = l_real + l_fake
             od.zero_grad()
             loss.backward()
-            od.step()
-        out = d(translation(fake), yr)
+            with mark("rebalance::adam"):
+                od.step()
+        with mark("rebalance::translation"):
+            tg = translation(fake)
+        out = d(tg, yr)
         lg = -out.mean() if wgan else bce(out, torch.ones_like(out))
         og.zero_grad()
         lg.backward()
-        og.step()
+        with mark("rebalance::adam"):
+            og.step()
         decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
+        with torch.no_grad(), mark("rebalance::ema"):
             for e, p in ema_pairs:
                 e.mul_(decay).add_(p, alpha=1 - decay)
-        l_real.item(), l_fake.item(), gp.item(), lg.item()
+        with mark("rebalance::readback"):
+            l_real.item(), l_fake.item(), gp.item(), lg.item()
 
     if a.flops:
         # The floating-point operations of one training step (every D update, the G update),
@@ -187,6 +201,23 @@ def main():
         flops = Count.total
         print(json.dumps({"model": a.model, "batch": a.batch, "images_per_step": a.batch * n_d,
                           "flops_per_step": flops, "flops_per_image": flops / (a.batch * n_d)}))
+        return
+    if a.profile:
+        for step in range(1, 6):
+            train_step(step)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for step in range(6, 6 + a.steps):
+                train_step(step)
+        # Each op's self time under its op name, or under the named part of the step it ran in.
+        ops = {}
+        for e in prof.events():
+            key, up = e.name, e.cpu_parent
+            while up is not None:
+                if up.name.startswith("rebalance::"):
+                    key = up.name
+                up = up.cpu_parent
+            ops[key] = ops.get(key, 0.0) + e.self_cpu_time_total
+        print(json.dumps({"steps": a.steps, "self_cpu_us": ops}))
         return
     if dev.type == "cuda":
         torch.cuda.synchronize()
