@@ -80,7 +80,7 @@ bench: bench-ingest bench-gan bench-classify
 bench-ingest: build data
     .venv/bin/python scripts/bench/ingest.py
 
-# Time the Rust GAN training step against the same step in plain PyTorch; prints the ratio.
+# Time the Rust GAN training step against the same step in plain PyTorch; prints the ratio, GFLOP/s and % of peak.
 # Options: --model cgan|wgan-gp, --size 28|32|48|64|128, --steps N, --repeat N, --device cuda.
 bench-gan *args: build data
     test -f artifacts/dataset/train.safetensors || ./target/release/ingest data/mnist {{ingest_args}} --quiet
