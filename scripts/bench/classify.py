@@ -3,7 +3,8 @@
 same work on the same machine: same network (28x28 padded to 32x32, tanh, average pooling),
 Adam 1e-3, batch 64, a shuffled pass per epoch, evaluation on the val split after every epoch,
 a copy of the best weights, and a checkpoint (weights + Adam state) written and fsynced per
-epoch. Prints training images/s for both (over the epochs' wall time) and the ratio.
+epoch. Prints training images/s for both (over the epochs' wall time) and the ratio, and each
+side's GFLOP/s and share of the machine's peak (scripts/bench/flops.py).
 
 --online: the practitioner's recipe instead (`classify --recipe online`): class-balanced
 sampling (classes x the largest class's count draws an epoch, as torch.multinomial over 1/n_c
@@ -11,9 +12,12 @@ weights) and a fresh random affine (augment's ranges) + elastic (34, 4) transfor
 image of every batch, done on the batch as a PyTorch user writes it (affine_grid + a smoothed
 random field + grid_sample). Images/s counts the draws.
 """
-import argparse, copy, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, copy, json, os, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+import flops  # noqa: E402
+from flops import counter  # noqa: E402
 
 
 def online_batch(x, g, torch, F):
@@ -42,7 +46,9 @@ def online_batch(x, g, torch, F):
     return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
 
 
-def python_twin(train_path, val_path, epochs, threads, device, online=False):
+def python_twin(train_path, val_path, epochs, threads, device, online=False, count=False):
+    """images/s; with `count`, the FLOPs a training image costs instead (the epoch's training,
+    validation and all, over its training images)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -79,6 +85,8 @@ def python_twin(train_path, val_path, epochs, threads, device, online=False):
     g = torch.Generator(device=device).manual_seed(0)
     ckpt = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
     t0 = time.perf_counter()
+    tally = counter() if count else contextlib.nullcontext()
+    tally.__enter__()
     for epoch in range(epochs):
         model.train()
         if online:
@@ -113,6 +121,9 @@ def python_twin(train_path, val_path, epochs, threads, device, online=False):
             torch.save({"m": model.state_dict(), "best": best, "opt": opt.state_dict()}, f)
             f.flush()
             os.fsync(f.fileno())
+    tally.__exit__(None, None, None)
+    if count:
+        return tally.total / (epochs * per_epoch)
     return epochs * per_epoch / (time.perf_counter() - t0)
 
 
@@ -125,11 +136,14 @@ def main():
     ap.add_argument("--online", action="store_true", help="class-balanced sampling + a fresh affine+elastic per batch")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "classify"))
     ap.add_argument("--python-twin", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     data = os.path.join(ROOT, "artifacts", "dataset")
     train = os.path.join(data, "train.safetensors")
-    if a.python_twin:
-        print(json.dumps({"images_per_s": python_twin(train, os.path.join(data, "val.safetensors"), a.epochs, a.threads, a.device, a.online)}))
+    if a.python_twin or a.count_flops:
+        v = python_twin(train, os.path.join(data, "val.safetensors"), 1 if a.count_flops else a.epochs, a.threads,
+                        a.device, a.online, count=a.count_flops)
+        print(json.dumps({"flops_per_image" if a.count_flops else "images_per_s": v}))
         return
     out = os.path.join(ROOT, "bench-data", "classify-rust")
 
@@ -161,6 +175,12 @@ def main():
     print(f"  rust classify  (median): {rust_m:8.1f} images/s")
     print(f"  python pytorch (median): {py_m:8.1f} images/s")
     print(f"  ratio (rust / python): {rust_m / py_m:.2f}x")
+    fpi = json.loads(subprocess.run([sys.executable, __file__, "--count-flops", "--threads", str(a.threads), "--device", a.device]
+                                    + (["--online"] if a.online else []),
+                                    check=True, capture_output=True, text=True).stdout)["flops_per_image"]
+    print(f"  work: {fpi / 1e6:.2f} MFLOP a training image (its share of the epoch's training and validation; "
+          f"PyTorch's FLOP formulas on the twin)")
+    flops.report(a, [("rust", rust_m), ("python", py_m)], fpi)
 
 
 if __name__ == "__main__":

@@ -10,90 +10,10 @@ Sampling and checkpoint I/O are excluded on both sides.
 """
 import argparse, json, os, statistics, subprocess, sys
 
+sys.path.insert(0, os.path.dirname(__file__))
+import flops  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-PEAK_SCRIPT = r"""
-import json, sys, time, torch
-threads, device = int(sys.argv[1]), sys.argv[2]
-torch.set_num_threads(threads)
-n = 8192 if device.startswith("cuda") else 2048
-a, b = (torch.randn(n, n, device=device) for _ in range(2))
-sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-best = 0.0
-for _ in range(3):
-    a @ b
-for _ in range(10):
-    sync(); t = time.perf_counter(); a @ b; sync()
-    best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
-print(json.dumps({"n": n, "threads": threads, "device": device, "flops_per_s": best}))
-"""
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
-
-
-def peak(threads, device):
-    """The machine's fp32 peak as a plain large matmul reaches it: measured once per machine,
-    thread count and device, then read back."""
-    machine = cpu_model() if device == "cpu" else device
-    path = os.path.join(ROOT, "bench-data", f"peak-{device.replace(':', '')}-{threads}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            p = json.load(f)
-        if p.get("machine") == machine:
-            return p
-    p = json.loads(subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(threads), device],
-                                  check=True, capture_output=True, text=True).stdout)
-    p["machine"] = machine
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(p, f)
-    return p
-
-
-def dataset(a):
-    """The bench's training set at `a.size` px (made once with ingest): (path, channels)."""
-    channels = a.channels or (1 if a.size in (28, 48) else 3)
-    if a.size == 28 and channels == 1:
-        data = os.path.join(ROOT, "artifacts", "dataset", "train.safetensors")
-    else:
-        folder = os.path.join(ROOT, "bench-data", f"mnist-{a.size}-{channels}")
-        data = os.path.join(folder, "train.safetensors")
-        if not os.path.exists(data):
-            ingest = os.path.join(os.path.dirname(a.bin), "ingest")
-            subprocess.run([ingest, os.path.join(ROOT, "data", "mnist"), "--size", str(a.size), "--channels", str(channels),
-                            "--test-per-class", "400", "--val-per-class", "100", "--max-per-class", "300",
-                            "--out", folder, "--quiet"], check=True, stdout=subprocess.DEVNULL)
-    return data, channels
-
-
-def rust_argv(a, data, out):
-    """gan-train doing the twin's work: `a.steps` steps, no sampling, checkpoints or logs."""
-    return [a.bin, "--data", data, "--out", out, "--steps", str(a.steps), "--threads", str(a.threads),
-            "--device", a.device, "--sample-every", "1000000", "--checkpoint-every", "1000000",
-            "--log-every", "1000000", "--model", a.model, "--batch", str(a.batch), "--quiet",
-            # The twin is the plain cgan / wgan-gp: no minibatch-std D, no mode seeking.
-            "--minibatch-std", "false", "--mode-seeking", "0"]
-
-
-def arguments():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "gan-train"))
-    ap.add_argument("--model", choices=["cgan", "wgan-gp"], default="cgan")
-    ap.add_argument("--size", type=int, default=28, help="image side: 28, 32, 48, 64 or 128")
-    ap.add_argument("--channels", type=int, choices=[1, 3], help="default: 1 at 28 and 48 px, else 3")
-    ap.add_argument("--batch", type=int, default=64)
-    return ap
 
 
 def main():
@@ -132,13 +52,8 @@ def main():
     print(f"  python pytorch (median): {py:8.1f} images/s")
     print(f"  ratio (rust / python): {rust / py:.2f}x")
     fpi = flops_per_image()
-    pk = peak(a.threads, a.device)
-    print(f"  work: {fpi / 1e6:.0f} MFLOP an image ({fpi * a.batch / 1e9:.2f} GFLOP a batch; torch.utils.flop_counter on the twin)")
-    print(f"  peak: {pk['flops_per_s'] / 1e9:.1f} GFLOP/s, measured by a {pk['n']}x{pk['n']} fp32 matmul on {pk['machine']}, "
-          f"{a.threads} threads")
-    for name, v in (("rust", rust), ("python", py)):
-        gf = v * fpi / 1e9
-        print(f"  {name:6}: {gf:6.1f} GFLOP/s, {100 * gf * 1e9 / pk['flops_per_s']:.0f}% of peak")
+    print(f"  work: {fpi / 1e6:.0f} MFLOP an image ({fpi * a.batch / 1e9:.2f} GFLOP a batch; PyTorch's FLOP formulas on the twin)")
+    flops.report(a, [("rust", rust), ("python", py)], fpi)
 
 
 if __name__ == "__main__":

@@ -177,28 +177,14 @@ def main():
             l_real.item(), l_fake.item(), gp.item(), lg.item()
 
     if a.flops:
-        # The floating-point operations of one training step (every D update, the G update),
-        # by PyTorch's FLOP formulas (matmuls and convolutions, forward and backward). Counted
-        # by a dispatch mode of its own: FlopCounterMode's module hooks refuse the gradient
-        # penalty's double backward.
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
-
-        class Count(TorchDispatchMode):
-            total = 0
-
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                out = func(*args, **kwargs)
-                formula = flop_registry.get(func._overloadpacket)
-                if formula is not None:
-                    Count.total += formula(*args, **kwargs, out_val=out)
-                return out
-
+        # The floating-point operations of one training step (every D update, the G update).
+        import os, sys
+        sys.path.insert(0, os.path.dirname(__file__))
+        from flops import counter
         train_step(1)
-        with Count():
+        with counter() as count:
             train_step(2)
-        flops = Count.total
+        flops = count.total
         print(json.dumps({"model": a.model, "batch": a.batch, "images_per_step": a.batch * n_d,
                           "flops_per_step": flops, "flops_per_image": flops / (a.batch * n_d)}))
         return
