@@ -69,45 +69,6 @@ def peak(threads, device):
     return p
 
 
-def dataset(a):
-    """The bench's training set at `a.size` px (made once with ingest): (path, channels)."""
-    channels = a.channels or (1 if a.size in (28, 48) else 3)
-    if a.size == 28 and channels == 1:
-        data = os.path.join(ROOT, "artifacts", "dataset", "train.safetensors")
-    else:
-        folder = os.path.join(ROOT, "bench-data", f"mnist-{a.size}-{channels}")
-        data = os.path.join(folder, "train.safetensors")
-        if not os.path.exists(data):
-            ingest = os.path.join(os.path.dirname(a.bin), "ingest")
-            subprocess.run([ingest, os.path.join(ROOT, "data", "mnist"), "--size", str(a.size), "--channels", str(channels),
-                            "--test-per-class", "400", "--val-per-class", "100", "--max-per-class", "300",
-                            "--out", folder, "--quiet"], check=True, stdout=subprocess.DEVNULL)
-    return data, channels
-
-
-def rust_argv(a, data, out):
-    """gan-train doing the twin's work: `a.steps` steps, no sampling, checkpoints or logs."""
-    return [a.bin, "--data", data, "--out", out, "--steps", str(a.steps), "--threads", str(a.threads),
-            "--device", a.device, "--sample-every", "1000000", "--checkpoint-every", "1000000",
-            "--log-every", "1000000", "--model", a.model, "--batch", str(a.batch), "--quiet",
-            # The twin is the plain cgan / wgan-gp: no minibatch-std D, no mode seeking.
-            "--minibatch-std", "false", "--mode-seeking", "0"]
-
-
-def arguments():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "gan-train"))
-    ap.add_argument("--model", choices=["cgan", "wgan-gp"], default="cgan")
-    ap.add_argument("--size", type=int, default=28, help="image side: 28, 32, 48, 64 or 128")
-    ap.add_argument("--channels", type=int, choices=[1, 3], help="default: 1 at 28 and 48 px, else 3")
-    ap.add_argument("--batch", type=int, default=64)
-    return ap
-
-
 def report(a, sides, flops_per_image):
     """Each side's GFLOP/s and share of peak: sides is [(name, images/s)]."""
     pk = peak(a.threads, a.device)
