@@ -558,6 +558,10 @@ fn g_step(plan: &Plan, nets: &mut Nets, last: DStep, cond: f64, step: u64) -> St
         z,
         cap,
     } = last;
+    // D's weights are constants in G's update: frozen, so its backward computes only the
+    // gradient that flows to G, not D's own (which D's next step would zero unread). G's
+    // gradients are the same bits either way.
+    nets.d_vs.freeze();
     let d_g = nets.d.forward_scaled(
         &augment(plan, &d_input(src.as_ref(), &fake)),
         &y,
@@ -581,6 +585,7 @@ fn g_step(plan: &Plan, nets: &mut Nets, last: DStep, cond: f64, step: u64) -> St
         g_loss += logits.cross_entropy_for_logits(&y) * args.ac_weight;
     }
     g_update(nets, &g_loss, args, step);
+    nets.d_vs.unfreeze();
     StepOut {
         l_real: l_real.double_value(&[]),
         l_fake: l_fake.double_value(&[]),
