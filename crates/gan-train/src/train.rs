@@ -45,8 +45,8 @@ struct Nets {
     ema: Generator,
     opt_g: Adam,
     opt_d: Adam,
-    /// (EMA tensor, G tensor) pairs, matched by name once.
-    ema_pairs: Vec<(Tensor, Tensor)>,
+    /// The EMA's tensors and G's, matched by name once (parallel lists).
+    ema_pairs: (Vec<Tensor>, Vec<Tensor>),
     /// Sample from the EMA copy of G (when `--ema` > 0).
     use_ema: bool,
 }
@@ -74,7 +74,7 @@ impl Nets {
             .into_iter()
             .zip(io::named_vars(&g_vs, ""))
             .map(|((_, e), (_, s))| (e, s))
-            .collect();
+            .unzip();
         Ok(Self {
             g_vs,
             d_vs,
@@ -158,11 +158,8 @@ impl Nets {
     /// EMA update with a warm-up, so early samples are not dominated by the initial weights.
     fn update_ema(&mut self, decay: f64, step: u64) {
         let d = decay.min((1.0 + step as f64) / (10.0 + step as f64));
-        tch::no_grad(|| {
-            for (e, s) in &mut self.ema_pairs {
-                let _ = e.lerp_(s, 1.0 - d); // e = d e + (1-d) s
-            }
-        });
+        let (ema, g) = &self.ema_pairs;
+        rebalance_nn::ops::foreach_lerp(ema, g, 1.0 - d); // e = d e + (1-d) g
     }
 
     /// The generator samples come from (the EMA when enabled).

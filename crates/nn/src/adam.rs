@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use tch::{nn::VarStore, Tensor};
 
+use crate::ops::{fused_adam, AdamStep};
+
 pub struct Adam {
     pub lr: f64,
     pub beta1: f64,
@@ -61,36 +63,46 @@ impl Adam {
         }
     }
 
-    /// One Adam update from the current gradients.
+    /// One Adam update from the current gradients, in ATen's fused kernel (one call per
+    /// learning-rate multiplier). Parameters without a gradient are left alone.
     pub fn step(&mut self) {
         self.t += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        let step_size = self.lr / bc1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        tch::no_grad(|| {
-            for ((((_, p), m), v), mult) in self
-                .params
-                .iter_mut()
-                .zip(&mut self.m)
-                .zip(&mut self.v)
-                .zip(&self.lr_mult)
-            {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                // In place, as torch.optim.Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-                // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
-                let _ = m.lerp_(&g, 1.0 - b1);
-                let _ = v.lerp_(&g.square(), 1.0 - b2);
-                let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bc2.sqrt());
-                let _ = denom.g_add_scalar_(eps);
-                let _ = denom.g_mul_scalar_(-1.0 / (step_size * mult));
-                let _ = p.addcdiv_(m, &denom);
+        // (multiplier, [params, grads, m, v]) for the parameters that have a gradient.
+        let mut groups: Vec<(f64, [Vec<Tensor>; 4])> = Vec::new();
+        for ((((_, p), m), v), &mult) in self
+            .params
+            .iter()
+            .zip(&self.m)
+            .zip(&self.v)
+            .zip(&self.lr_mult)
+        {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
             }
-        });
+            let at = match groups.iter().position(|(k, _)| *k == mult) {
+                Some(i) => i,
+                None => {
+                    groups.push((mult, Default::default()));
+                    groups.len() - 1
+                }
+            };
+            let [ps, gs, ms, vs] = &mut groups[at].1;
+            ps.push(p.shallow_clone());
+            gs.push(g);
+            ms.push(m.shallow_clone());
+            vs.push(v.shallow_clone());
+        }
+        for (mult, [ps, gs, ms, vs]) in groups {
+            let h = AdamStep {
+                t: self.t,
+                lr: self.lr * mult,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+            };
+            fused_adam(&ps, &gs, &ms, &vs, h);
+        }
     }
 
     /// The moments as named tensors (`<prefix>m.<var>`, `<prefix>v.<var>`).
@@ -147,5 +159,27 @@ mod tests {
         for x in got {
             assert!((x - 0.498_220_56).abs() < 1e-6, "{x}");
         }
+    }
+
+    #[test]
+    fn a_learning_rate_multiplier_scales_only_its_parameters_and_gradless_ones_stay() {
+        // With |g| constant, Adam's first step moves each weight by lr (its sign's direction),
+        // so the multiplier shows directly in the step size.
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().zeros("a", &[2]);
+        let b = vs.root().zeros("b", &[2]);
+        let idle = vs.root().zeros("idle", &[2]);
+        let mut opt = Adam::new(&vs, 0.1, 0.9, 0.999);
+        opt.set_lr_mult(|name| name == "b", 10.0);
+        opt.zero_grad();
+        ((&a - 3.0).square().sum(Kind::Float) + (&b - 3.0).square().sum(Kind::Float)).backward();
+        opt.step();
+        for x in Vec::<f32>::try_from(&a).unwrap() {
+            assert!((x - 0.1).abs() < 1e-6, "{x}");
+        }
+        for x in Vec::<f32>::try_from(&b).unwrap() {
+            assert!((x - 1.0).abs() < 1e-5, "{x}");
+        }
+        assert_eq!(Vec::<f32>::try_from(&idle).unwrap(), vec![0.0, 0.0]);
     }
 }

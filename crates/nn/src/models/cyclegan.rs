@@ -9,6 +9,8 @@
 use anyhow::{bail, Result};
 use tch::{nn, nn::Module, Tensor};
 
+use super::layers::ConvT;
+
 fn init() -> (nn::Init, nn::Init) {
     (
         nn::Init::Randn {
@@ -74,7 +76,7 @@ pub struct ResnetGenerator {
     c_in: nn::Conv2D,
     down: Vec<nn::Conv2D>,
     blocks: Vec<(nn::Conv2D, nn::Conv2D)>,
-    up: Vec<nn::ConvTranspose2D>,
+    up: Vec<ConvT>,
     c_out: nn::Conv2D,
 }
 
@@ -109,8 +111,8 @@ impl ResnetGenerator {
             ..Default::default()
         };
         let up = vec![
-            nn::conv_transpose2d(&p / "up1", 4 * w, 2 * w, 3, upc),
-            nn::conv_transpose2d(&p / "up2", 2 * w, w, 3, upc),
+            ConvT::new(&p / "up1", 4 * w, 2 * w, 3, upc),
+            ConvT::new(&p / "up2", 2 * w, w, 3, upc),
         ];
         let c_out = conv(&p / "c_out", w, channels, 7, 1, 0);
         Ok(Self {

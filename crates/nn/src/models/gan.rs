@@ -4,7 +4,9 @@ use anyhow::Result;
 pub use rebalance_core::contract::gan::{Conditioning, GanConfig, GanKind};
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use super::layers::{format_summary, probe, CondBatchNorm, Op, Seq, SpectralNorm, SummaryRow};
+use super::layers::{
+    format_summary, probe, CondBatchNorm, ConvT, Op, Seq, SpectralNorm, SummaryRow,
+};
 use super::Network;
 
 fn dcgan_init() -> (nn::Init, nn::Init) {
@@ -86,7 +88,7 @@ impl Generator {
             .push("relu0", Op::Relu);
         for i in 1..k {
             let c_in = if i == 1 { c0 } else { ch(i - 1) };
-            let up = nn::conv_transpose2d(&p / format!("up{i}"), c_in, ch(i), 4, conv);
+            let up = ConvT::new(&p / format!("up{i}"), c_in, ch(i), 4, conv);
             body.push(format!("up{i}"), Op::ConvT(up))
                 .push(format!("bn{i}"), bn(format!("bn{i}"), ch(i)))
                 .push(format!("relu{i}"), Op::Relu);
@@ -95,7 +97,7 @@ impl Generator {
             }
         }
         let c_last = if k == 1 { c0 } else { ch(k - 1) };
-        let out = nn::conv_transpose2d(&p / "out", c_last, cfg.channels, 4, conv);
+        let out = ConvT::new(&p / "out", c_last, cfg.channels, 4, conv);
         body.push("out", Op::ConvT(out)).push("tanh", Op::Tanh);
         Ok(Self {
             head,
