@@ -73,30 +73,6 @@ pub fn to_u8_pixels(images: &tch::Tensor) -> Vec<u8> {
     Vec::<u8>::try_from(&t).expect("u8 tensor")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_resolves_and_missing_cuda_is_refused() {
-        assert_eq!(resolve_device(DeviceSpec::Cpu).unwrap(), Device::Cpu);
-        let n = tch::Cuda::device_count() as usize;
-        let err = resolve_device(DeviceSpec::Cuda(n)).unwrap_err().to_string();
-        assert!(err.contains(&format!("cuda:{n}")), "{err}");
-        let auto = resolve_device(DeviceSpec::Auto).unwrap();
-        assert_eq!(auto == Device::Cpu, n == 0);
-    }
-
-    #[test]
-    fn seeding_is_deterministic() {
-        seed_everything(7);
-        let a = tch::Tensor::randn([4], (tch::Kind::Float, Device::Cpu));
-        seed_everything(7);
-        let b = tch::Tensor::randn([4], (tch::Kind::Float, Device::Cpu));
-        assert!(a.equal(&b));
-    }
-}
-
 /// Let glibc's malloc keep the memory libtorch frees, so the next training step reuses it.
 ///
 /// libtorch's CPU tensors come from `malloc`. By default glibc serves blocks over its (adaptive)
@@ -118,5 +94,29 @@ pub fn keep_freed_memory() {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_resolves_and_missing_cuda_is_refused() {
+        assert_eq!(resolve_device(DeviceSpec::Cpu).unwrap(), Device::Cpu);
+        let n = tch::Cuda::device_count() as usize;
+        let err = resolve_device(DeviceSpec::Cuda(n)).unwrap_err().to_string();
+        assert!(err.contains(&format!("cuda:{n}")), "{err}");
+        let auto = resolve_device(DeviceSpec::Auto).unwrap();
+        assert_eq!(auto == Device::Cpu, n == 0);
+    }
+
+    #[test]
+    fn seeding_is_deterministic() {
+        seed_everything(7);
+        let a = tch::Tensor::randn([4], (tch::Kind::Float, Device::Cpu));
+        seed_everything(7);
+        let b = tch::Tensor::randn([4], (tch::Kind::Float, Device::Cpu));
+        assert!(a.equal(&b));
     }
 }
