@@ -251,8 +251,11 @@ fn step(plan: &Plan, opts: &CycleganArgs, nets: &mut Nets, real: &Real, step: u6
     let lambda = opts.cycle_weight;
     let w_id = lambda * opts.identity_weight;
 
-    // Generators: fool both discriminators, and come back to where they started.
+    // Generators: fool both discriminators, and come back to where they started. The
+    // discriminators are constants here (frozen), so this backward computes no gradient of
+    // theirs, which their own update would zero unread.
     nets.opt_g.zero_grad();
+    nets.d_vs.freeze();
     let fake_b = nets.g_ab.forward(&xa);
     let rec_a = nets.g_ba.forward(&fake_b);
     let fake_a = nets.g_ba.forward(&xb);
@@ -270,6 +273,7 @@ fn step(plan: &Plan, opts: &CycleganArgs, nets: &mut Nets, real: &Real, step: u6
     }
     g_loss.backward();
     nets.opt_g.step();
+    nets.d_vs.unfreeze();
 
     // Discriminators: real against the pool's mix of new and older fakes.
     nets.opt_d.zero_grad();
