@@ -79,9 +79,9 @@ pub fn to_u8_pixels(images: &tch::Tensor) -> Vec<u8> {
 /// mmap threshold with a fresh `mmap` and returns freed heap tops to the system, so each step's
 /// activations and gradients are faulted in and zeroed by the kernel again: 4–6% of a cgan
 /// step's samples were `exc_page_fault` and `clear_page`. Raising the mmap threshold to its
-/// 64-bit maximum (32 MiB) and the trim threshold to 1 GiB keeps those pages in the heap. The
-/// process's peak memory is unchanged; it only gives it back later. Called once per process;
-/// no effect outside glibc.
+/// 64-bit maximum (32 MiB) and the trim threshold to 1 GiB keeps those pages in the heap, so
+/// the process's resident size stays near its peak instead of shrinking between steps (not
+/// measured). Called once per process; no effect outside glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

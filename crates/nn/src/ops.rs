@@ -38,10 +38,9 @@ unsafe fn take_error(err: *mut c_char) -> String {
     msg
 }
 
-fn handles<T: std::borrow::Borrow<Tensor>>(ts: &[T]) -> Vec<*const c_void> {
-    ts.iter()
-        .map(|t| t.borrow().as_ptr() as *const c_void)
-        .collect()
+/// The C handles of `ts`, for the shim's list arguments.
+fn handles(ts: &[Tensor]) -> Vec<*const c_void> {
+    ts.iter().map(|t| t.as_ptr() as *const c_void).collect()
 }
 
 /// LeakyReLU with slope `slope` for x < 0 (ATen's fused kernel; tch's own fixes 0.01).

@@ -103,12 +103,10 @@ impl Op {
     }
 }
 
-/// `x` `[N, C, H, W]` with one more channel: the mean over features of the standard deviation
-/// over the batch (0 for a batch of one).
 /// A 2-D transposed convolution (tch's layer and variables, so the same checkpoint names) whose
 /// bias is added as a separate broadcast add. The values are the same as `nn::ConvTranspose2D`'s
 /// (the bias is added to the same sums), but oneDNN adds a transposed convolution's bias with its
-/// reference kernel: on CPU that took 40–60% of the forward pass of the GAN generators' layers
+/// reference kernel: on CPU that took 30–45% of the forward pass of the GAN generators' layers
 /// (measured, batch 64: 128→64 channels at 7 px, 5.7 ms against 3.2 ms; 64→1 at 14 px, 2.2
 /// against 1.5).
 #[derive(Debug)]
@@ -145,6 +143,8 @@ impl ConvT {
     }
 }
 
+/// `x` `[N, C, H, W]` with one more channel: the mean over features of the standard deviation
+/// over the batch (0 for a batch of one).
 fn minibatch_std(x: &Tensor) -> Tensor {
     let size = x.size();
     let s = if size[0] > 1 {
